@@ -1,0 +1,91 @@
+//! Service configuration: command-line flags with `SMART_SUPPORT_*`
+//! environment fallbacks, and the defaults a fresh install runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "SMART_SUPPORT_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+
+    /// SQLite database file (created, with its directory, on first start).
+    #[arg(long, env = "SMART_SUPPORT_DB", default_value = "data/tickets.db")]
+    pub db: PathBuf,
+
+    /// Longest accepted subject, in characters.
+    #[arg(long, env = "SMART_SUPPORT_MAX_SUBJECT", default_value_t = 200)]
+    pub max_subject_chars: usize,
+
+    /// Longest accepted description, in characters.
+    #[arg(long, env = "SMART_SUPPORT_MAX_DESCRIPTION", default_value_t = 10_000)]
+    pub max_description_chars: usize,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SMART_SUPPORT_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest `?wait=true` on ticket intake, in seconds.
+    #[arg(long, env = "SMART_SUPPORT_WAIT_SECS", default_value_t = 10)]
+    pub wait_secs: u64,
+
+    /// Tickets processed at the same time.
+    #[arg(long, env = "SMART_SUPPORT_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+
+    /// Admin API bearer token (`Authorization: Bearer …`); unset disables bearer auth.
+    #[arg(long, env = "SMART_SUPPORT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Sets (and replaces) the admin password at start-up, for automation.
+    #[arg(long, env = "SMART_SUPPORT_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Mark cookies `Secure` (set this when serving behind HTTPS).
+    #[arg(long, env = "SMART_SUPPORT_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+
+    /// Directory whose templates replace the embedded ones, file by file.
+    #[arg(long, env = "SMART_SUPPORT_TEMPLATES_DIR")]
+    pub templates_dir: Option<PathBuf>,
+
+    /// Directory whose CSS/JS files replace the embedded ones, file by file.
+    #[arg(long, env = "SMART_SUPPORT_ASSETS_DIR")]
+    pub assets_dir: Option<PathBuf>,
+
+    /// Public base URL used in tracking links (defaults to http://BIND).
+    #[arg(long, env = "SMART_SUPPORT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+impl ServeConfig {
+    /// The defaults, as `serve` with no flags and no environment would use.
+    pub fn defaults(db: PathBuf) -> Self {
+        ServeConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            db,
+            max_subject_chars: 200,
+            max_description_chars: 10_000,
+            max_body_bytes: 64 * 1024,
+            wait_secs: 10,
+            workers: 2,
+            admin_token: None,
+            admin_password: None,
+            secure_cookies: false,
+            templates_dir: None,
+            assets_dir: None,
+            public_url: None,
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}

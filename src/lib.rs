@@ -1,0 +1,16 @@
+//! smart-support: a self-hosted customer-support triage service.
+//!
+//! Data flows one way: HTTP ([`web`]) → [`store`] (ticket committed) →
+//! [`worker`] → [`pipeline`] → [`agents`] → result committed → tracker.
+
+pub mod agents;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod pipeline;
+pub mod store;
+pub mod ticket;
+pub mod timeline;
+pub mod triage;
+pub mod web;
+pub mod worker;

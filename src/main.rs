@@ -1,0 +1,139 @@
+//! The `smart-support` command line: `serve` (default), `triage`, `admin set-password`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use smart_support::config::ServeConfig;
+use smart_support::pipeline::Pipeline;
+use smart_support::store::Store;
+use smart_support::ticket::TicketInput;
+use smart_support::web::auth;
+
+#[derive(Parser)]
+#[command(name = "smart-support", version, about = "Self-hosted customer-support triage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the web service (the default command).
+    Serve(ServeConfig),
+    /// Run the pipeline on one ticket and print its JSON (no database).
+    Triage {
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        description: String,
+    },
+    /// Admin account management.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set the admin password (from SMART_SUPPORT_ADMIN_PASSWORD, a prompt, or one line on stdin).
+    SetPassword {
+        /// SQLite database file.
+        #[arg(long, env = "SMART_SUPPORT_DB", default_value = "data/tickets.db")]
+        db: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(ServeConfig::parse_from_env()),
+        Some(Command::Serve(cfg)) => serve(cfg),
+        Some(Command::Triage { subject, description }) => {
+            let input = TicketInput { subject, description };
+            let v = smart_support::triage::triage(&Pipeline::rules_only(), &input);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Some(Command::Admin { command: AdminCommand::SetPassword { db } }) => set_password(db),
+    }
+}
+
+trait FromEnv {
+    fn parse_from_env() -> Self;
+}
+
+impl FromEnv for ServeConfig {
+    /// `smart-support` with no subcommand: serve's flags from the environment.
+    fn parse_from_env() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            cfg: ServeConfig,
+        }
+        Only::parse_from(["smart-support"]).cfg
+    }
+}
+
+fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let bind = cfg.bind;
+        let db = cfg.db.display().to_string();
+        let app = smart_support::app::build(cfg, Pipeline::rules_only())?;
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind}"))?;
+        let addr = listener.local_addr().context("cannot read the bound address")?;
+        tracing::info!(%db, "smart-support listening on http://{addr}");
+        if let Some(banner) = app.state.engines.banner() {
+            tracing::warn!("{banner}");
+        }
+        axum::serve(
+            listener,
+            app.router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down; unprocessed tickets resume on the next start");
+        })
+        .await
+        .context("server failed")?;
+        Ok(())
+    })
+}
+
+fn set_password(db: PathBuf) -> anyhow::Result<()> {
+    let password = match std::env::var("SMART_SUPPORT_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ if std::io::stdin().is_terminal() => {
+            let a = rpassword::prompt_password("New admin password: ")?;
+            let b = rpassword::prompt_password("Repeat it: ")?;
+            if a != b {
+                bail!("the two passwords differ; nothing changed");
+            }
+            a
+        }
+        _ => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let hash = auth::hash_password(&password)?;
+    let store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    store.set_setting(auth::PASSWORD_SETTING, &hash)?;
+    writeln!(std::io::stderr(), "admin password set in {}", db.display())?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+//! Never edit a released step: add a new one.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Each entry moves the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: tickets and their event log.
+    "CREATE TABLE tickets (
+        id INTEGER PRIMARY KEY,
+        token TEXT NOT NULL UNIQUE,
+        token_prefix TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        description TEXT NOT NULL,
+        status TEXT NOT NULL,
+        processing TEXT NOT NULL DEFAULT 'accepted'
+            CHECK (processing IN ('accepted', 'processing', 'done')),
+        pipeline_runs INTEGER NOT NULL DEFAULT 0,
+        category TEXT,
+        priority TEXT,
+        sentiment TEXT,
+        risk TEXT,
+        analysis TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX tickets_token_prefix ON tickets(token_prefix);
+    CREATE INDEX tickets_processing ON tickets(processing, id);
+    CREATE INDEX tickets_created ON tickets(created_at);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        ticket_id INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL
+    );
+    CREATE INDEX events_ticket ON events(ticket_id, id);",
+    // 2: full-text search over subject and description.
+    "CREATE VIRTUAL TABLE tickets_fts USING fts5(
+        subject, description, content='tickets', content_rowid='id', tokenize='unicode61'
+    );
+    CREATE TRIGGER tickets_fts_insert AFTER INSERT ON tickets BEGIN
+        INSERT INTO tickets_fts(rowid, subject, description)
+        VALUES (new.id, new.subject, new.description);
+    END;
+    CREATE TRIGGER tickets_fts_delete AFTER DELETE ON tickets BEGIN
+        INSERT INTO tickets_fts(tickets_fts, rowid, subject, description)
+        VALUES ('delete', old.id, old.subject, old.description);
+    END;
+    CREATE TRIGGER tickets_fts_update AFTER UPDATE OF subject, description ON tickets BEGIN
+        INSERT INTO tickets_fts(tickets_fts, rowid, subject, description)
+        VALUES ('delete', old.id, old.subject, old.description);
+        INSERT INTO tickets_fts(rowid, subject, description)
+        VALUES (new.id, new.subject, new.description);
+    END;
+    INSERT INTO tickets_fts(tickets_fts) VALUES ('rebuild');",
+    // 3: ratings, filter indexes and settings (the admin password hash).
+    "ALTER TABLE tickets ADD COLUMN rating INTEGER CHECK (rating BETWEEN 1 AND 5);
+    ALTER TABLE tickets ADD COLUMN rating_comment TEXT;
+    CREATE INDEX tickets_status ON tickets(status);
+    CREATE INDEX tickets_category ON tickets(category);
+    CREATE INDEX tickets_priority ON tickets(priority);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+];
+
+pub const LATEST: usize = MIGRATIONS.len();
+
+pub fn version(conn: &Connection) -> Result<usize, StoreError> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(v as usize)
+}
+
+/// Brings the schema to `target`; each step runs in its own transaction.
+pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError> {
+    let current = version(conn)?;
+    if current > LATEST {
+        return Err(StoreError::SchemaTooNew { found: current, supported: LATEST });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}

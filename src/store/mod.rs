@@ -1,0 +1,545 @@
+//! Ticket storage in SQLite (rusqlite, bundled). The store is the work queue
+//! too: a ticket is committed before anyone is told about it, and its
+//! `processing` column (accepted → processing → done) makes the pipeline run
+//! once per ticket across restarts.
+//!
+//! One connection behind a mutex serialises every write, so concurrent
+//! requests never meet SQLITE_BUSY inside this process; the busy timeout
+//! covers other processes (e.g. `admin set-password` on a live database).
+
+pub mod migrations;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::RngExt;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::clock;
+use crate::ticket::{Analysis, Category, Event, EventKind, Priority, Status, TicketInput};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored JSON is invalid: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot create the database directory {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error("the database schema is version {found}, newer than this program supports ({supported})")]
+    SchemaTooNew { found: usize, supported: usize },
+    #[error("ticket not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// How far the pipeline got with a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Processing {
+    Accepted,
+    Processing,
+    Done,
+}
+
+impl Processing {
+    fn parse(s: &str) -> Processing {
+        match s {
+            "done" => Processing::Done,
+            "processing" => Processing::Processing,
+            _ => Processing::Accepted,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rating {
+    pub stars: u8,
+    pub comment: Option<String>,
+}
+
+/// A stored ticket with its whole history.
+#[derive(Debug, Clone)]
+pub struct TicketRecord {
+    pub id: i64,
+    pub token: String,
+    pub input: TicketInput,
+    pub status: Status,
+    pub processing: Processing,
+    pub pipeline_runs: i64,
+    pub analysis: Option<Analysis>,
+    pub events: Vec<Event>,
+    pub rating: Option<Rating>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One row of the admin list.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketSummary {
+    pub id: i64,
+    pub subject: String,
+    pub status: Status,
+    pub category: Option<Category>,
+    pub priority: Option<Priority>,
+    pub sentiment: Option<String>,
+    pub risk: Option<String>,
+    pub rating: Option<u8>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    #[default]
+    Newest,
+    Oldest,
+    Priority,
+    Updated,
+}
+
+impl Sort {
+    pub fn parse(s: &str) -> Option<Sort> {
+        match s {
+            "newest" => Some(Sort::Newest),
+            "oldest" => Some(Sort::Oldest),
+            "priority" => Some(Sort::Priority),
+            "updated" => Some(Sort::Updated),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::Newest => "newest",
+            Sort::Oldest => "oldest",
+            Sort::Priority => "priority",
+            Sort::Updated => "updated",
+        }
+    }
+
+    fn order_by(self) -> &'static str {
+        match self {
+            Sort::Newest => "t.id DESC",
+            Sort::Oldest => "t.id ASC",
+            Sort::Priority => {
+                "CASE t.priority WHEN 'Critical' THEN 0 WHEN 'High' THEN 1 WHEN 'Medium' THEN 2 \
+                 WHEN 'Low' THEN 3 ELSE 4 END, t.id DESC"
+            }
+            Sort::Updated => "t.updated_at DESC, t.id DESC",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub q: Option<String>,
+    pub category: Option<Category>,
+    pub priority: Option<Priority>,
+    pub status: Option<Status>,
+    pub sort: Sort,
+    /// 1-based.
+    pub page: u32,
+    pub per_page: u32,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const TOKEN_PREFIX_LEN: usize = 8;
+
+/// A 192-bit random tracking token, hex encoded.
+fn new_token() -> String {
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Turns user words into an FTS5 query of quoted prefix terms, so no input
+/// can be an FTS syntax error.
+fn fts_query(q: &str) -> Option<String> {
+    let terms: Vec<String> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .take(16)
+        .map(|t| format!("\"{}\"*", t.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+impl Store {
+    /// Opens (creating when missing) the database file and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        Self::open_to(path, migrations::LATEST)
+    }
+
+    /// Opens at a given schema version; tests use it to check upgrades.
+    pub fn open_to(path: &Path, version: usize) -> Result<Store, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrations::migrate_to(&mut conn, version)?;
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent
+        // (open transactions roll back on drop), so the poison is harmless.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        migrations::version(&self.conn())
+    }
+
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn add_event(tx: &Transaction, id: i64, kind: EventKind, detail: &str, at: &str) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT INTO events (ticket_id, kind, detail, at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, kind.as_str(), detail, at],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a new ticket (status Open) with its first event, in one transaction.
+    pub fn create_ticket(&self, input: &TicketInput) -> Result<(i64, String), StoreError> {
+        let token = new_token();
+        let now = clock::now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO tickets (token, token_prefix, subject, description, status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            params![token, &token[..TOKEN_PREFIX_LEN], input.subject, input.description, Status::Open.as_str(), now],
+        )?;
+        let id = tx.last_insert_rowid();
+        Self::add_event(&tx, id, EventKind::Submitted, "", &now)?;
+        tx.commit()?;
+        Ok((id, token))
+    }
+
+    /// Accepted tickets, oldest first.
+    pub fn pending(&self, limit: usize) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM tickets WHERE processing = 'accepted' ORDER BY id LIMIT ?1",
+        )?;
+        let ids = stmt.query_map([limit as i64], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    /// Tickets not yet done (accepted or being processed).
+    pub fn backlog(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM tickets WHERE processing != 'done'", [], |r| r.get(0))?)
+    }
+
+    /// After a crash, tickets caught mid-pipeline have no stored result: run them again.
+    pub fn requeue_interrupted(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .conn()
+            .execute("UPDATE tickets SET processing = 'accepted' WHERE processing = 'processing'", [])?)
+    }
+
+    /// Takes an accepted ticket for processing; `None` when another worker
+    /// took it or it is already done. Moves an Open ticket to In Progress.
+    pub fn claim(&self, id: i64) -> Result<Option<TicketInput>, StoreError> {
+        let now = clock::now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE tickets SET processing = 'processing', pipeline_runs = pipeline_runs + 1,
+                 status = CASE status WHEN 'Open' THEN 'In Progress' ELSE status END, updated_at = ?2
+             WHERE id = ?1 AND processing = 'accepted'",
+            params![id, now],
+        )?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let input = tx.query_row("SELECT subject, description FROM tickets WHERE id = ?1", [id], |r| {
+            Ok(TicketInput { subject: r.get(0)?, description: r.get(1)? })
+        })?;
+        Self::add_event(&tx, id, EventKind::ProcessingStarted, "", &now)?;
+        tx.commit()?;
+        Ok(Some(input))
+    }
+
+    /// Stores the pipeline's whole result and the status it calls for, in one
+    /// transaction. A ticket resolved by hand meanwhile stays resolved.
+    pub fn complete(&self, id: i64, analysis: &Analysis) -> Result<Status, StoreError> {
+        let now = clock::now();
+        let json = serde_json::to_string(analysis)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT status FROM tickets WHERE id = ?1 AND processing = 'processing'",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(current) = current else {
+            return Err(StoreError::Conflict(format!("ticket {id} is not being processed")));
+        };
+        let status = if current == Status::Resolved.as_str() { Status::Resolved } else { analysis.status };
+        tx.execute(
+            "UPDATE tickets SET processing = 'done', analysis = ?2, category = ?3, priority = ?4,
+                 sentiment = ?5, risk = ?6, status = ?7, updated_at = ?8
+             WHERE id = ?1",
+            params![
+                id,
+                json,
+                analysis.category.as_str(),
+                analysis.priority.as_str(),
+                analysis.sentiment.as_str(),
+                analysis.risk.as_str(),
+                status.as_str(),
+                now
+            ],
+        )?;
+        let detail = format!("{} · {} priority", analysis.category, analysis.priority);
+        Self::add_event(&tx, id, EventKind::AiCompleted, &detail, &now)?;
+        if let Some(e) = &analysis.escalation {
+            Self::add_event(&tx, id, EventKind::Escalated, &e.reasons.join("; "), &now)?;
+        }
+        if analysis.status == Status::Resolved && current != Status::Resolved.as_str() {
+            Self::add_event(&tx, id, EventKind::Resolved, "by the AI assistant", &now)?;
+        }
+        tx.commit()?;
+        Ok(status)
+    }
+
+    /// Marks a ticket resolved by a person. Resolving twice is a no-op.
+    pub fn resolve(&self, id: i64, by: &str) -> Result<(), StoreError> {
+        let now = clock::now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let status: Option<String> =
+            tx.query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        match status {
+            None => return Err(StoreError::NotFound),
+            Some(s) if s == Status::Resolved.as_str() => return Ok(()),
+            Some(_) => {}
+        }
+        tx.execute(
+            "UPDATE tickets SET status = 'Resolved', updated_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Self::add_event(&tx, id, EventKind::Resolved, by, &now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores the customer's rating (a later one replaces it). Only a resolved
+    /// ticket can be rated.
+    pub fn rate(&self, id: i64, stars: u8, comment: Option<&str>) -> Result<(), StoreError> {
+        let now = clock::now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let status: Option<String> =
+            tx.query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        match status {
+            None => return Err(StoreError::NotFound),
+            Some(s) if s != Status::Resolved.as_str() => {
+                return Err(StoreError::Conflict("only a resolved ticket can be rated".into()));
+            }
+            Some(_) => {}
+        }
+        tx.execute(
+            "UPDATE tickets SET rating = ?2, rating_comment = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, stars, comment, now],
+        )?;
+        Self::add_event(&tx, id, EventKind::Rated, &format!("{stars} stars"), &now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The ticket whose secret token this is. The index narrows candidates by
+    /// a prefix; the whole token is then compared in constant time.
+    pub fn id_for_token(&self, token: &str) -> Result<Option<i64>, StoreError> {
+        if token.len() < TOKEN_PREFIX_LEN || !token.is_ascii() {
+            return Ok(None);
+        }
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, token FROM tickets WHERE token_prefix = ?1")?;
+        let rows = stmt.query_map([&token[..TOKEN_PREFIX_LEN]], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (id, stored) = row?;
+            if stored.len() == token.len() && bool::from(stored.as_bytes().ct_eq(token.as_bytes())) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn get(&self, id: i64) -> Result<TicketRecord, StoreError> {
+        let conn = self.conn();
+        let mut rec = conn
+            .query_row(
+                "SELECT id, token, subject, description, status, processing, pipeline_runs, analysis,
+                        rating, rating_comment, created_at, updated_at
+                 FROM tickets WHERE id = ?1",
+                [id],
+                |r| {
+                    let analysis: Option<String> = r.get(7)?;
+                    let rating: Option<u8> = r.get(8)?;
+                    Ok((
+                        TicketRecord {
+                            id: r.get(0)?,
+                            token: r.get(1)?,
+                            input: TicketInput { subject: r.get(2)?, description: r.get(3)? },
+                            status: r.get::<_, String>(4)?.parse().unwrap_or(Status::Open),
+                            processing: Processing::parse(&r.get::<_, String>(5)?),
+                            pipeline_runs: r.get(6)?,
+                            analysis: None,
+                            events: Vec::new(),
+                            rating: rating.map(|stars| Rating { stars, comment: None }),
+                            created_at: r.get(10)?,
+                            updated_at: r.get(11)?,
+                        },
+                        analysis,
+                        r.get::<_, Option<String>>(9)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((mut record, analysis, comment)) = rec.take() else {
+            return Err(StoreError::NotFound);
+        };
+        record.analysis = analysis.map(|a| serde_json::from_str(&a)).transpose()?;
+        if let Some(r) = record.rating.as_mut() {
+            r.comment = comment;
+        }
+        let mut stmt =
+            conn.prepare_cached("SELECT kind, detail, at FROM events WHERE ticket_id = ?1 ORDER BY id")?;
+        record.events = stmt
+            .query_map([id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })?
+            .filter_map(|row| match row {
+                Ok((kind, detail, at)) => EventKind::parse(&kind).map(|kind| Ok(Event { kind, detail, at })),
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(record)
+    }
+
+    /// One page of tickets matching the query, and how many match in all.
+    pub fn list(&self, q: &ListQuery) -> Result<(Vec<TicketSummary>, i64), StoreError> {
+        let mut filters = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(fts) = q.q.as_deref().and_then(fts_query) {
+            args.push(fts);
+            filters.push(format!(
+                "t.id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ?{})",
+                args.len()
+            ));
+        }
+        for (column, value) in [
+            ("t.category", q.category.map(|c| c.as_str())),
+            ("t.priority", q.priority.map(|p| p.as_str())),
+            ("t.status", q.status.map(|s| s.as_str())),
+        ] {
+            if let Some(v) = value {
+                args.push(v.to_string());
+                filters.push(format!("{column} = ?{}", args.len()));
+            }
+        }
+        let where_sql = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
+        let conn = self.conn();
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM tickets t {where_sql}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let per_page = q.per_page.max(1);
+        let offset = (q.page.max(1) as i64 - 1) * per_page as i64;
+        let sql = format!(
+            "SELECT t.id, t.subject, t.status, t.category, t.priority, t.sentiment, t.risk, t.rating,
+                    t.created_at, t.updated_at
+             FROM tickets t {where_sql} ORDER BY {} LIMIT {per_page} OFFSET {offset}",
+            q.sort.order_by()
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(TicketSummary {
+                    id: r.get(0)?,
+                    subject: r.get(1)?,
+                    status: r.get::<_, String>(2)?.parse().unwrap_or(Status::Open),
+                    category: r.get::<_, Option<String>>(3)?.and_then(|s| s.parse().ok()),
+                    priority: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()),
+                    sentiment: r.get(5)?,
+                    risk: r.get(6)?,
+                    rating: r.get(7)?,
+                    created_at: r.get(8)?,
+                    updated_at: r.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, total))
+    }
+
+    /// How many tickets have each status (every status listed, zeros included).
+    pub fn status_counts(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM tickets GROUP BY status")?;
+        let found: Vec<(String, i64)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok(Status::ALL
+            .iter()
+            .map(|s| (*s, found.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n)))
+            .collect())
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_query_quotes_every_term() {
+        assert_eq!(fts_query("refund \"NOT\" OR*"), Some("\"refund\"* \"NOT\"* \"OR\"*".into()));
+        assert_eq!(fts_query("  ()*: "), None);
+    }
+
+    #[test]
+    fn tokens_are_long_and_distinct() {
+        let a = new_token();
+        assert_eq!(a.len(), 48);
+        assert_ne!(a, new_token());
+    }
+}

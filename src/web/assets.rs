@@ -1,0 +1,122 @@
+//! Templates and static files, embedded in the binary so one file can be
+//! copied to an air-gapped host; a directory can override them file by file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use minijinja::Environment;
+
+use super::SharedState;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../templates/base.html")),
+    ("index.html", include_str!("../../templates/index.html")),
+    ("tracker.html", include_str!("../../templates/tracker.html")),
+    ("login.html", include_str!("../../templates/login.html")),
+    ("admin_tickets.html", include_str!("../../templates/admin_tickets.html")),
+    ("admin_ticket.html", include_str!("../../templates/admin_ticket.html")),
+    ("error.html", include_str!("../../templates/error.html")),
+    ("macros.html", include_str!("../../templates/macros.html")),
+];
+
+const ASSETS: &[(&str, &str)] = &[
+    ("app.css", include_str!("../../assets/app.css")),
+    ("tracker.js", include_str!("../../assets/tracker.js")),
+];
+
+/// Only plain file names: no separators, no dot-dot.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn read_override(dir: &Option<PathBuf>, name: &str) -> Option<String> {
+    let dir = dir.as_ref()?;
+    if !safe_name(name) {
+        return None;
+    }
+    std::fs::read_to_string(dir.join(name)).ok()
+}
+
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Templates {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        let mut env = Environment::new();
+        // Auto-escaping is on for every template: they are all HTML.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        // "2026-01-02T03:04:05.678Z" → "2026-01-02 03:04" for display.
+        env.add_filter("when", |s: String| -> String { s.replacen('T', " ", 1).chars().take(16).collect() });
+        env.set_loader(move |name| {
+            if let Some(text) = read_override(&dir, name) {
+                return Ok(Some(text));
+            }
+            Ok(TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string()))
+        });
+        Templates { env }
+    }
+
+    pub fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, minijinja::Error> {
+        self.env.get_template(name)?.render(ctx)
+    }
+}
+
+pub struct Assets {
+    dir: Option<PathBuf>,
+}
+
+impl Assets {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Assets { dir }
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        read_override(&self.dir, name)
+            .or_else(|| ASSETS.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string()))
+    }
+}
+
+pub async fn serve(State(state): State<SharedState>, Path(file): Path<String>) -> Response {
+    let state: Arc<_> = state;
+    let Some(body) = state.assets.get(&file) else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let mime = match file.rsplit('.').next() {
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        _ => "text/plain; charset=utf-8",
+    };
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_names_cannot_escape_the_directory() {
+        assert!(safe_name("app.css"));
+        assert!(!safe_name("../secret"));
+        assert!(!safe_name("a/b.css"));
+        assert!(!safe_name(".env"));
+    }
+
+    #[test]
+    fn every_embedded_template_parses() {
+        let t = Templates::new(None);
+        for (name, _) in TEMPLATES {
+            assert!(t.env.get_template(name).is_ok(), "{name}");
+        }
+    }
+}

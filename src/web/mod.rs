@@ -1,0 +1,186 @@
+//! HTTP: the JSON API, the server-rendered pages, authentication and assets.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod error;
+pub mod pages;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::config::ServeConfig;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use crate::worker::WorkerHandle;
+use assets::{Assets, Templates};
+use auth::{LoginLimiter, Sessions};
+use error::ApiError;
+
+/// Which engines the agents run on, and why models are missing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Engines {
+    pub classifier: String,
+    pub troubleshooter: String,
+    pub sentiment: String,
+    /// True when every agent runs on rules (no model loaded).
+    pub degraded: bool,
+    /// Why models are not in use (shown on /health and in the UI banner).
+    pub notes: Vec<String>,
+}
+
+impl Engines {
+    pub fn from_pipeline(pipeline: &Pipeline, notes: Vec<String>) -> Self {
+        let (classifier, troubleshooter) = pipeline.engines();
+        let degraded = classifier == "rules" && troubleshooter == "rules";
+        Engines { classifier, troubleshooter, sentiment: "vader".into(), degraded, notes }
+    }
+
+    pub fn banner(&self) -> Option<String> {
+        if self.degraded {
+            Some("rules only — no models loaded".into())
+        } else if self.classifier == "rules" || self.troubleshooter == "rules" {
+            Some(format!(
+                "partly degraded — classifier: {}, troubleshooter: {}",
+                self.classifier, self.troubleshooter
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub config: ServeConfig,
+    pub worker: WorkerHandle,
+    pub engines: Engines,
+    pub templates: Templates,
+    pub assets: Assets,
+    pub sessions: Sessions,
+    pub login_limiter: LoginLimiter,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn new(store: Arc<Store>, config: ServeConfig, worker: WorkerHandle, engines: Engines) -> Self {
+        let templates = Templates::new(config.templates_dir.clone());
+        let assets = Assets::new(config.assets_dir.clone());
+        AppState {
+            store,
+            config,
+            worker,
+            engines,
+            templates,
+            assets,
+            sessions: Sessions::default(),
+            login_limiter: LoginLimiter::new(5, Duration::from_secs(15 * 60)),
+        }
+    }
+
+    /// Runs a store call off the async threads.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+}
+
+/// JSON body extractor whose rejections use our error format.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = match status.as_u16() {
+                    400 => "invalid_json",
+                    413 => "payload_too_large",
+                    415 => "unsupported_media_type",
+                    422 => "invalid_body",
+                    _ => "bad_request",
+                };
+                Err(ApiError::new(status, code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// Headers for every response: no framing, no sniffing, and no Referer, so a
+/// tracker URL (which holds the customer's secret) never leaks to other sites.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+pub fn router(state: SharedState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/health", get(api::health))
+        .route("/api/tickets", post(api::create_ticket).get(api::list_tickets))
+        .route("/api/tickets/{id}", get(api::admin_ticket))
+        .route("/api/tickets/{id}/resolve", post(api::admin_resolve))
+        .route("/api/t/{token}", get(api::customer_ticket))
+        .route("/api/t/{token}/status", get(api::customer_status))
+        .route("/api/t/{token}/resolve", post(api::customer_resolve))
+        .route("/api/t/{token}/rating", post(api::customer_rating))
+        .route("/", get(pages::index))
+        .route("/tickets", post(pages::submit))
+        .route("/t/{token}", get(pages::tracker))
+        .route("/t/{token}/resolve", post(pages::tracker_resolve))
+        .route("/t/{token}/rating", post(pages::tracker_rating))
+        .route("/admin", get(pages::admin_home))
+        .route("/admin/login", get(pages::login_form).post(pages::login))
+        .route("/admin/logout", post(pages::logout))
+        .route("/admin/tickets", get(pages::admin_tickets))
+        .route("/admin/tickets/{id}", get(pages::admin_ticket))
+        .route("/admin/tickets/{id}/resolve", post(pages::admin_resolve))
+        .route("/assets/{file}", get(assets::serve))
+        .fallback(pages::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(security_headers))
+        // Spans name the route pattern, never the URI: tracker URIs hold secrets.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", |m| m.as_str());
+            tracing::info_span!("http", method = %req.method(), route)
+        })
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)))
+        .with_state(state)
+}

@@ -1,0 +1,413 @@
+//! Server-rendered pages. Everything works with JavaScript off; the tracker's
+//! script only adds live refresh.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use minijinja::context;
+use serde::Deserialize;
+
+use super::SharedState;
+use super::api::{self, list_query, validate, validate_rating};
+use super::auth::{self, AdminSession, ClientAddr, LOGIN_CSRF_COOKIE, MaybeAdmin, SESSION_COOKIE};
+use super::error::ApiError;
+use super::view::{ticket_json, tracking_url};
+use crate::ticket::{Category, Priority, Status};
+
+fn render(state: &SharedState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    let banner = state.engines.banner();
+    let ctx = context! { banner => banner, ..ctx };
+    match state.templates.render(name, ctx) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error: a page template failed").into_response()
+        }
+    }
+}
+
+fn error_page(state: &SharedState, status: StatusCode, message: &str) -> Response {
+    render(state, status, "error.html", context! { code => status.as_u16(), message => message })
+}
+
+fn api_error_page(state: &SharedState, e: ApiError) -> Response {
+    error_page(state, e.status, &e.message)
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+pub async fn not_found(State(state): State<SharedState>, OriginalUri(uri): OriginalUri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::not_found("endpoint").into_response()
+    } else {
+        error_page(&state, StatusCode::NOT_FOUND, "This page does not exist.")
+    }
+}
+
+fn limits(state: &SharedState) -> minijinja::Value {
+    context! {
+        subject => state.config.max_subject_chars,
+        description => state.config.max_description_chars,
+    }
+}
+
+pub async fn index(State(state): State<SharedState>) -> Response {
+    render(&state, StatusCode::OK, "index.html", context! { limits => limits(&state) })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubmitForm {
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    description: String,
+}
+
+pub async fn submit(State(state): State<SharedState>, form: Result<Form<SubmitForm>, FormRejection>) -> Response {
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(e) => return error_page(&state, e.status(), &e.body_text()),
+    };
+    let input = match validate(&state.config, &form.subject, &form.description) {
+        Ok(i) => i,
+        // Show the form again with what was typed, so nothing is lost.
+        Err(e) => {
+            return render(
+                &state,
+                e.status,
+                "index.html",
+                context! {
+                    limits => limits(&state),
+                    error => e.message,
+                    subject => form.subject,
+                    description => form.description,
+                },
+            );
+        }
+    };
+    match api::intake(&state, input).await {
+        Ok((_, token)) => see_other(&format!("/t/{token}")),
+        Err(e) => api_error_page(&state, e),
+    }
+}
+
+async fn tracker_page(state: &SharedState, token: String, error: Option<String>) -> Response {
+    let t = token.clone();
+    let id = match state.db(move |s| s.id_for_token(&t)).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return error_page(state, StatusCode::NOT_FOUND, "No ticket has this tracking link."),
+        Err(e) => return api_error_page(state, e),
+    };
+    let rec = match state.db(move |s| s.get(id)).await {
+        Ok(r) => r,
+        Err(e) => return api_error_page(state, e),
+    };
+    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let ticket = ticket_json(&rec, &state.config.public_url(), false);
+    render(
+        state,
+        status,
+        "tracker.html",
+        context! {
+            ticket => minijinja::Value::from(minijinja::value::Serde(&ticket)),
+            token => token,
+            tracking_url => tracking_url(&state.config.public_url(), &rec.token),
+            error => error,
+        },
+    )
+}
+
+pub async fn tracker(State(state): State<SharedState>, Path(token): Path<String>) -> Response {
+    tracker_page(&state, token, None).await
+}
+
+pub async fn tracker_resolve(State(state): State<SharedState>, Path(token): Path<String>) -> Response {
+    let t = token.clone();
+    let id = match state.db(move |s| s.id_for_token(&t)).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, "No ticket has this tracking link."),
+        Err(e) => return api_error_page(&state, e),
+    };
+    match api::resolve(&state, id, "by the customer").await {
+        Ok(()) => see_other(&format!("/t/{token}")),
+        Err(e) => api_error_page(&state, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RatingForm {
+    #[serde(default)]
+    stars: String,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+pub async fn tracker_rating(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+    form: Result<Form<RatingForm>, FormRejection>,
+) -> Response {
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(e) => return error_page(&state, e.status(), &e.body_text()),
+    };
+    let t = token.clone();
+    let id = match state.db(move |s| s.id_for_token(&t)).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, "No ticket has this tracking link."),
+        Err(e) => return api_error_page(&state, e),
+    };
+    let stars = form.stars.trim().parse::<i64>().unwrap_or(0);
+    let result = match validate_rating(stars, form.comment) {
+        Ok((stars, comment)) => api::rate(&state, id, stars, comment).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => see_other(&format!("/t/{token}#rating")),
+        Err(e) => tracker_page(&state, token, Some(e.message)).await,
+    }
+}
+
+pub async fn admin_home() -> Response {
+    see_other("/admin/tickets")
+}
+
+fn with_cookie(mut resp: Response, cookie: String) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn password_is_set(state: &SharedState) -> Result<bool, ApiError> {
+    Ok(state.db(|s| s.setting(auth::PASSWORD_SETTING)).await?.is_some())
+}
+
+fn login_page(state: &SharedState, status: StatusCode, error: Option<&str>, no_password: bool) -> Response {
+    let csrf = auth::random_hex(16);
+    let resp = render(
+        state,
+        status,
+        "login.html",
+        context! { csrf => csrf.clone(), error => error, no_password => no_password },
+    );
+    with_cookie(resp, auth::set_cookie(LOGIN_CSRF_COOKIE, &csrf, Some(3600), state.config.secure_cookies))
+}
+
+pub async fn login_form(State(state): State<SharedState>, MaybeAdmin(admin): MaybeAdmin) -> Response {
+    if admin.is_some() {
+        return see_other("/admin/tickets");
+    }
+    match password_is_set(&state).await {
+        Ok(set) => login_page(&state, StatusCode::OK, None, !set),
+        Err(e) => api_error_page(&state, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn login(
+    State(state): State<SharedState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(e) => return error_page(&state, e.status(), &e.body_text()),
+    };
+    if let Some(secs) = state.login_limiter.blocked_for(&client) {
+        let mut resp = login_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!("Too many failed attempts. Try again in {} minutes.", secs.div_ceil(60))),
+            false,
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let expected_csrf = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if expected_csrf.is_empty() || !auth::ct_eq(&form.csrf, &expected_csrf) {
+        return login_page(&state, StatusCode::FORBIDDEN, Some("The form expired. Please try again."), false);
+    }
+    let hash = match state.db(|s| s.setting(auth::PASSWORD_SETTING)).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return login_page(&state, StatusCode::FORBIDDEN, None, true),
+        Err(e) => return api_error_page(&state, e),
+    };
+    let password = form.password;
+    // Argon2 is deliberately slow: keep it off the async threads.
+    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        state.login_limiter.record_failure(&client);
+        tracing::warn!(client = %client, "failed admin login");
+        return login_page(&state, StatusCode::UNAUTHORIZED, Some("Wrong password."), false);
+    }
+    state.login_limiter.clear(&client);
+    let (session, _) = state.sessions.create();
+    tracing::info!("admin signed in");
+    let resp = see_other("/admin/tickets");
+    let resp = with_cookie(resp, auth::set_cookie(SESSION_COOKIE, &session, None, state.config.secure_cookies));
+    with_cookie(resp, auth::set_cookie(LOGIN_CSRF_COOKIE, "", Some(0), state.config.secure_cookies))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A signed-in admin whose form carries the session's CSRF token.
+fn check_csrf(admin: &Option<AdminSession>, form: &Result<Form<CsrfForm>, FormRejection>) -> Result<(), StatusCode> {
+    let admin = admin.as_ref().ok_or(StatusCode::UNAUTHORIZED)?;
+    match form {
+        Ok(Form(f)) if auth::ct_eq(&f.csrf, &admin.csrf) => Ok(()),
+        _ => Err(StatusCode::FORBIDDEN),
+    }
+}
+
+pub async fn logout(
+    State(state): State<SharedState>,
+    MaybeAdmin(admin): MaybeAdmin,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    match check_csrf(&admin, &form) {
+        Ok(()) => {}
+        Err(StatusCode::UNAUTHORIZED) => return see_other("/admin/login"),
+        Err(code) => return error_page(&state, code, "The form expired. Reload the page and try again."),
+    }
+    if let Some(a) = admin {
+        state.sessions.remove(&a.id);
+    }
+    let resp = see_other("/admin/login");
+    with_cookie(resp, auth::set_cookie(SESSION_COOKIE, "", Some(0), state.config.secure_cookies))
+}
+
+/// The link to another page of the same filtered list.
+fn page_link(params: &HashMap<String, String>, page: u32) -> String {
+    let mut keys: Vec<_> = params.keys().filter(|k| k.as_str() != "page").collect();
+    keys.sort();
+    let mut parts: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !params[*k].is_empty())
+        .map(|k| format!("{}={}", url_encode(k), url_encode(&params[k])))
+        .collect();
+    parts.push(format!("page={page}"));
+    format!("/admin/tickets?{}", parts.join("&"))
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn admin_tickets(
+    State(state): State<SharedState>,
+    MaybeAdmin(admin): MaybeAdmin,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(admin) = admin else {
+        return see_other("/admin/login");
+    };
+    let q = match list_query(&params) {
+        Ok(q) => q,
+        Err(e) => return api_error_page(&state, e),
+    };
+    let (page, per_page) = (q.page, q.per_page);
+    let q2 = q.clone();
+    let data = state.db(move |s| Ok((s.list(&q2)?, s.status_counts()?))).await;
+    let ((tickets, total), counts) = match data {
+        Ok(d) => d,
+        Err(e) => return api_error_page(&state, e),
+    };
+    let pages = (total as u64).div_ceil(per_page as u64).max(1) as u32;
+    let total_all: i64 = counts.iter().map(|(_, n)| n).sum();
+    let counts: Vec<_> = counts
+        .iter()
+        .map(|(s, n)| context! { status => s.as_str(), count => n })
+        .collect();
+    render(
+        &state,
+        StatusCode::OK,
+        "admin_tickets.html",
+        context! {
+            csrf => admin.csrf,
+            tickets => minijinja::Value::from(minijinja::value::Serde(&tickets)),
+            total => total,
+            total_all => total_all,
+            counts => counts,
+            page => page,
+            pages => pages,
+            prev_link => (page > 1).then(|| page_link(&params, page - 1)),
+            next_link => (page < pages).then(|| page_link(&params, page + 1)),
+            q => q.q.unwrap_or_default(),
+            category => q.category.map(|c| c.as_str()),
+            priority => q.priority.map(|p| p.as_str()),
+            status => q.status.map(|s| s.as_str()),
+            sort => q.sort.as_str(),
+            categories => Category::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            priorities => Priority::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            statuses => Status::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        },
+    )
+}
+
+pub async fn admin_ticket(
+    State(state): State<SharedState>,
+    MaybeAdmin(admin): MaybeAdmin,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(admin) = admin else {
+        return see_other("/admin/login");
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return error_page(&state, StatusCode::NOT_FOUND, "ticket not found");
+    };
+    match state.db(move |s| s.get(id)).await {
+        Ok(rec) => {
+            let ticket = ticket_json(&rec, &state.config.public_url(), true);
+            render(&state, StatusCode::OK, "admin_ticket.html", context! { ticket => minijinja::Value::from(minijinja::value::Serde(&ticket)), csrf => admin.csrf })
+        }
+        Err(e) => api_error_page(&state, e),
+    }
+}
+
+pub async fn admin_resolve(
+    State(state): State<SharedState>,
+    MaybeAdmin(admin): MaybeAdmin,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    match check_csrf(&admin, &form) {
+        Ok(()) => {}
+        Err(StatusCode::UNAUTHORIZED) => return see_other("/admin/login"),
+        Err(code) => return error_page(&state, code, "The form expired. Reload the page and try again."),
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return error_page(&state, StatusCode::NOT_FOUND, "ticket not found");
+    };
+    match api::resolve(&state, id, "by support staff").await {
+        Ok(()) => see_other(&format!("/admin/tickets/{id}")),
+        Err(e) => api_error_page(&state, e),
+    }
+}

@@ -1,0 +1,73 @@
+//! The JSON shape of a ticket, shared by the API and the templates. Field
+//! names match `smart-support triage`'s output.
+
+use serde_json::{Value, json};
+
+use crate::store::TicketRecord;
+use crate::timeline;
+
+pub fn tracking_url(base: &str, token: &str) -> String {
+    format!("{base}/t/{token}")
+}
+
+/// The ticket as its customer sees it; `admin` adds what only staff see.
+pub fn ticket_json(rec: &TicketRecord, base_url: &str, admin: bool) -> Value {
+    let steps = timeline::build(&rec.events);
+    let progress = timeline::progress(&steps);
+    let mut v = json!({
+        "id": rec.id,
+        "subject": rec.input.subject,
+        "description": rec.input.description,
+        "status": rec.status,
+        "processing": rec.processing,
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "category": null,
+        "priority": null,
+        "sentiment": null,
+        "risk": null,
+        "confidence": null,
+        "keywords": [],
+        "neg": null,
+        "neu": null,
+        "pos": null,
+        "compound": null,
+        "solution": null,
+        "escalation": null,
+        "timeline": steps,
+        "progress": progress,
+        "rating": rec.rating,
+    });
+    if let (Some(a), Some(obj)) = (&rec.analysis, v.as_object_mut()) {
+        if let Ok(Value::Object(analysis)) = serde_json::to_value(a) {
+            for (k, val) in analysis {
+                // The stored status is the truth (a person may have resolved it).
+                if k != "status" && (admin || !matches!(k.as_str(), "matched_rules" | "agents")) {
+                    obj.insert(k, val);
+                }
+            }
+        }
+        if admin {
+            obj.insert("ai_status".into(), json!(a.status));
+        }
+    }
+    if admin && let Some(obj) = v.as_object_mut() {
+        obj.insert("token".into(), json!(rec.token));
+        obj.insert("tracking_url".into(), json!(tracking_url(base_url, &rec.token)));
+        obj.insert("pipeline_runs".into(), json!(rec.pipeline_runs));
+        obj.insert("events".into(), json!(rec.events));
+    }
+    v
+}
+
+/// The cheap polling answer.
+pub fn status_json(rec: &TicketRecord) -> Value {
+    let steps = timeline::build(&rec.events);
+    json!({
+        "status": rec.status,
+        "processing": rec.processing,
+        "updated_at": rec.updated_at,
+        "progress": timeline::progress(&steps),
+        "timeline": steps,
+    })
+}

@@ -1,0 +1,150 @@
+//! Test helpers: a real app (store in a temp dir, worker running) driven
+//! through its router without a socket.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use smart_support::app::{self, App};
+use smart_support::config::ServeConfig;
+use smart_support::pipeline::Pipeline;
+use smart_support::web::SharedState;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct TestApp {
+    pub router: Router,
+    pub state: SharedState,
+    pub worker: tokio::task::JoinHandle<()>,
+    pub dir: TempDir,
+}
+
+pub fn config(dir: &TempDir) -> ServeConfig {
+    let mut c = ServeConfig::defaults(dir.path().join("data").join("tickets.db"));
+    c.admin_token = Some(ADMIN_TOKEN.into());
+    c
+}
+
+pub fn start_with(dir: TempDir, cfg: ServeConfig) -> TestApp {
+    let App { router, state, worker } = app::build(cfg, Pipeline::rules_only()).expect("app builds");
+    TestApp { router, state, worker, dir }
+}
+
+pub fn start() -> TestApp {
+    let dir = TempDir::new().expect("tempdir");
+    let cfg = config(&dir);
+    start_with(dir, cfg)
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+
+    pub fn cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect()
+    }
+
+    pub fn location(&self) -> String {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+pub async fn send(router: &Router, req: Request<Body>) -> Resp {
+    let resp = router.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+pub fn req(method: Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder().method(method).uri(uri)
+}
+
+pub fn json_req(method: Method, uri: &str, body: &str) -> Request<Body> {
+    req(method, uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    req(Method::GET, uri).body(Body::empty()).expect("request")
+}
+
+pub fn admin_get(uri: &str) -> Request<Body> {
+    req(Method::GET, uri)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::empty())
+        .expect("request")
+}
+
+pub fn admin_post(uri: &str) -> Request<Body> {
+    req(Method::POST, uri)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::empty())
+        .expect("request")
+}
+
+pub fn form_req(uri: &str, body: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut b = req(Method::POST, uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    b.body(Body::from(body.to_string())).expect("request")
+}
+
+/// Submits a ticket through the API; returns (id, token).
+pub async fn submit(router: &Router, subject: &str, description: &str) -> (i64, String) {
+    let body = serde_json::json!({"subject": subject, "description": description}).to_string();
+    let r = send(router, json_req(Method::POST, "/api/tickets", &body)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let v = r.json();
+    (v["id"].as_i64().expect("id"), v["token"].as_str().expect("token").to_string())
+}
+
+/// Waits until the worker has stored the ticket's result (liveness guard, not a speed test).
+pub async fn wait_processed(state: &SharedState, id: i64) -> smart_support::store::TicketRecord {
+    for _ in 0..600 {
+        let rec = state.store.get(id).expect("ticket exists");
+        if rec.analysis.is_some() {
+            return rec;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ticket {id} was not processed");
+}
+
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

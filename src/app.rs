@@ -32,7 +32,10 @@ pub fn model_notes(pipeline: &Pipeline) -> Vec<String> {
         notes.push("classifier: no zero-shot model loaded; keyword rules in use".to_string());
     }
     if troubleshooter == "rules" {
-        notes.push("troubleshooter: no text-generation model loaded; category playbooks in use".to_string());
+        notes.push(
+            "troubleshooter: no text-generation model loaded; category playbooks in use"
+                .to_string(),
+        );
     }
     notes
 }
@@ -52,9 +55,20 @@ pub fn build(config: ServeConfig, pipeline: Pipeline) -> Result<App, AppError> {
             .map_err(|e| AppError::Password(e.to_string()))?;
         tracing::info!("admin password set from SMART_SUPPORT_ADMIN_PASSWORD");
     }
+    // Parse the VADER lexicon now rather than on the first ticket.
+    crate::agents::vader::Vader::global();
     let engines = Engines::from_pipeline(&pipeline, model_notes(&pipeline));
     let handle = WorkerHandle::new();
-    let worker = worker::spawn(store.clone(), Arc::new(pipeline), handle.clone(), config.workers);
+    let worker = worker::spawn(
+        store.clone(),
+        Arc::new(pipeline),
+        handle.clone(),
+        config.workers,
+    );
     let state = Arc::new(AppState::new(store, config, handle, engines));
-    Ok(App { router: web::router(state.clone()), state, worker })
+    Ok(App {
+        router: web::router(state.clone()),
+        state,
+        worker,
+    })
 }

@@ -8,9 +8,8 @@ pub fn now() -> String {
 }
 
 pub fn format(t: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.to_offset(time::UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())

@@ -13,7 +13,11 @@ use smart_support::ticket::TicketInput;
 use smart_support::web::auth;
 
 #[derive(Parser)]
-#[command(name = "smart-support", version, about = "Self-hosted customer-support triage")]
+#[command(
+    name = "smart-support",
+    version,
+    about = "Self-hosted customer-support triage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -60,13 +64,21 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         None => serve(ServeConfig::parse_from_env()),
         Some(Command::Serve(cfg)) => serve(cfg),
-        Some(Command::Triage { subject, description }) => {
-            let input = TicketInput { subject, description };
+        Some(Command::Triage {
+            subject,
+            description,
+        }) => {
+            let input = TicketInput {
+                subject,
+                description,
+            };
             let v = smart_support::triage::triage(&Pipeline::rules_only(), &input);
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
-        Some(Command::Admin { command: AdminCommand::SetPassword { db } }) => set_password(db),
+        Some(Command::Admin {
+            command: AdminCommand::SetPassword { db },
+        }) => set_password(db),
     }
 }
 
@@ -95,14 +107,17 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
-        let addr = listener.local_addr().context("cannot read the bound address")?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
         tracing::info!(%db, "smart-support listening on http://{addr}");
         if let Some(banner) = app.state.engines.banner() {
             tracing::warn!("{banner}");
         }
         axum::serve(
             listener,
-            app.router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            app.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -6,7 +6,9 @@ use std::time::Instant;
 use crate::agents::classifier::Classifier;
 use crate::agents::troubleshooter::Troubleshooter;
 use crate::agents::{escalation, sentiment};
-use crate::ticket::{AgentRun, AgentRuns, Analysis, Escalation, Risk, Solution, Status, TicketInput};
+use crate::ticket::{
+    AgentRun, AgentRuns, Analysis, Escalation, Risk, Solution, Status, TicketInput,
+};
 
 #[derive(Clone, Default)]
 pub struct Pipeline {
@@ -31,12 +33,18 @@ fn ms_since(t: Instant) -> f64 {
 
 impl Pipeline {
     pub fn rules_only() -> Self {
-        Pipeline { classifier: Classifier::rules_only(), troubleshooter: Troubleshooter::rules_only() }
+        Pipeline {
+            classifier: Classifier::rules_only(),
+            troubleshooter: Troubleshooter::rules_only(),
+        }
     }
 
     /// Whether every agent runs on rules (no model loaded).
     pub fn engines(&self) -> (String, String) {
-        (self.classifier.engine_name(), self.troubleshooter.engine_name())
+        (
+            self.classifier.engine_name(),
+            self.troubleshooter.engine_name(),
+        )
     }
 
     pub fn run(&self, ticket: &TicketInput) -> Analysis {
@@ -44,20 +52,36 @@ impl Pipeline {
 
         let t = Instant::now();
         let cls = self.classifier.classify(&text);
-        let classifier = AgentRun { engine: cls.engine, ms: ms_since(t), error: cls.error };
+        let classifier = AgentRun {
+            engine: cls.engine,
+            ms: ms_since(t),
+            error: cls.error,
+        };
         let c = cls.classification;
 
         let t = Instant::now();
         let s = sentiment::analyze(&text);
-        let sentiment_run = AgentRun { engine: "vader".into(), ms: ms_since(t), error: None };
+        let sentiment_run = AgentRun {
+            engine: "vader".into(),
+            ms: ms_since(t),
+            error: None,
+        };
 
         let t = Instant::now();
         let ts = self.troubleshooter.solve(ticket, c.category, c.priority);
-        let troubleshooter = AgentRun { engine: ts.engine, ms: ms_since(t), error: ts.error };
+        let troubleshooter = AgentRun {
+            engine: ts.engine,
+            ms: ms_since(t),
+            error: ts.error,
+        };
 
         let t = Instant::now();
         let esc = escalation::escalate(ticket, &c, &s, &ts.solution);
-        let escalation_run = AgentRun { engine: "rules".into(), ms: ms_since(t), error: None };
+        let escalation_run = AgentRun {
+            engine: "rules".into(),
+            ms: ms_since(t),
+            error: None,
+        };
 
         let status = decide_status(esc.as_ref(), &ts.solution, s.risk);
         Analysis {
@@ -93,10 +117,24 @@ mod tests {
 
     #[test]
     fn status_flow_table() {
-        let open = Solution { steps: vec!["a".into()], message: "m".into(), resolved: false };
-        let done = Solution { resolved: true, ..open.clone() };
-        let esc = Escalation { reasons: vec!["r".into()], action_plan: vec![], summary: String::new() };
-        assert_eq!(decide_status(Some(&esc), &done, Risk::Low), Status::Escalated);
+        let open = Solution {
+            steps: vec!["a".into()],
+            message: "m".into(),
+            resolved: false,
+        };
+        let done = Solution {
+            resolved: true,
+            ..open.clone()
+        };
+        let esc = Escalation {
+            reasons: vec!["r".into()],
+            action_plan: vec![],
+            summary: String::new(),
+        };
+        assert_eq!(
+            decide_status(Some(&esc), &done, Risk::Low),
+            Status::Escalated
+        );
         assert_eq!(decide_status(None, &done, Risk::Low), Status::Resolved);
         assert_eq!(decide_status(None, &done, Risk::Medium), Status::Resolved);
         assert_eq!(decide_status(None, &done, Risk::High), Status::InProgress);
@@ -109,7 +147,10 @@ mod tests {
             subject: "Account hacked".into(),
             description: "My account was hacked, this is urgent!".into(),
         });
-        assert_eq!((a.category, a.priority), (Category::Security, Priority::Critical));
+        assert_eq!(
+            (a.category, a.priority),
+            (Category::Security, Priority::Critical)
+        );
         assert_eq!(a.sentiment, Sentiment::Urgent);
         assert_eq!(a.status, Status::Escalated);
         let e = a.escalation.expect("escalation");

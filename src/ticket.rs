@@ -243,7 +243,10 @@ mod tests {
         for s in Status::ALL {
             assert_eq!(s.as_str().parse::<Status>().ok(), Some(*s));
         }
-        assert_eq!("in_progress".parse::<Status>().ok(), Some(Status::InProgress));
+        assert_eq!(
+            "in_progress".parse::<Status>().ok(),
+            Some(Status::InProgress)
+        );
         assert_eq!("billing".parse::<Category>().ok(), Some(Category::Billing));
         assert!("nope".parse::<Priority>().is_err());
         assert_eq!(

@@ -28,11 +28,21 @@ fn find(events: &[Event], kind: EventKind) -> Option<&Event> {
 
 fn done(step: &'static str, e: &Event) -> Step {
     let detail = (!e.detail.is_empty()).then(|| e.detail.clone());
-    Step { step, state: StepState::Completed, at: Some(e.at.clone()), detail }
+    Step {
+        step,
+        state: StepState::Completed,
+        at: Some(e.at.clone()),
+        detail,
+    }
 }
 
 fn waiting(step: &'static str, state: StepState) -> Step {
-    Step { step, state, at: None, detail: None }
+    Step {
+        step,
+        state,
+        at: None,
+        detail: None,
+    }
 }
 
 pub fn build(events: &[Event]) -> Vec<Step> {
@@ -60,7 +70,10 @@ pub fn build(events: &[Event]) -> Vec<Step> {
 
 /// Share of the timeline that is behind the ticket, 0–100, for the progress bar.
 pub fn progress(steps: &[Step]) -> u32 {
-    if steps.iter().any(|s| s.step == "Resolution" && s.state == StepState::Completed) {
+    if steps
+        .iter()
+        .any(|s| s.step == "Resolution" && s.state == StepState::Completed)
+    {
         return 100;
     }
     let finished = steps
@@ -76,7 +89,11 @@ mod tests {
     use super::*;
 
     fn ev(kind: EventKind) -> Event {
-        Event { kind, at: "t".into(), detail: String::new() }
+        Event {
+            kind,
+            at: "t".into(),
+            detail: String::new(),
+        }
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     pub fn new() -> Self {
-        WorkerHandle { wake: Arc::new(Notify::new()), updates: broadcast::channel(1024).0 }
+        WorkerHandle {
+            wake: Arc::new(Notify::new()),
+            updates: broadcast::channel(1024).0,
+        }
     }
 
     /// A new ticket is in the store.
@@ -78,8 +81,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Processes one claimed ticket to the end.
-async fn process(store: Arc<Store>, pipeline: Arc<Pipeline>, handle: WorkerHandle, id: i64, input: TicketInput) {
-    handle.publish(TicketUpdate { id, kind: EventKind::ProcessingStarted, status: Status::InProgress });
+async fn process(
+    store: Arc<Store>,
+    pipeline: Arc<Pipeline>,
+    handle: WorkerHandle,
+    id: i64,
+    input: TicketInput,
+) {
+    handle.publish(TicketUpdate {
+        id,
+        kind: EventKind::ProcessingStarted,
+        status: Status::InProgress,
+    });
     let analysis = match tokio::task::spawn_blocking(move || run_guarded(&pipeline, &input)).await {
         Ok(a) => a,
         Err(e) => {
@@ -93,11 +106,21 @@ async fn process(store: Arc<Store>, pipeline: Arc<Pipeline>, handle: WorkerHandl
         Ok(status) => {
             tracing::info!(ticket = id, status = %status, "ticket processed");
             if escalated {
-                handle.publish(TicketUpdate { id, kind: EventKind::Escalated, status });
+                handle.publish(TicketUpdate {
+                    id,
+                    kind: EventKind::Escalated,
+                    status,
+                });
             }
-            handle.publish(TicketUpdate { id, kind: EventKind::AiCompleted, status });
+            handle.publish(TicketUpdate {
+                id,
+                kind: EventKind::AiCompleted,
+                status,
+            });
         }
-        Err(e) => tracing::error!(ticket = id, error = %e, "could not store the result; ticket stays queued"),
+        Err(e) => {
+            tracing::error!(ticket = id, error = %e, "could not store the result; ticket stays queued")
+        }
     }
 }
 
@@ -112,7 +135,10 @@ pub fn spawn(
         let s = store.clone();
         match blocking(move || s.requeue_interrupted()).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(tickets = n, "requeued tickets interrupted by the last shutdown"),
+            Ok(n) => tracing::warn!(
+                tickets = n,
+                "requeued tickets interrupted by the last shutdown"
+            ),
             Err(e) => tracing::error!(error = %e, "could not requeue interrupted tickets"),
         }
         let slots = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -138,7 +164,8 @@ pub fn spawn(
                 let s = store.clone();
                 match blocking(move || s.claim(id)).await {
                     Ok(Some(input)) => {
-                        let (store, pipeline, handle) = (store.clone(), pipeline.clone(), handle.clone());
+                        let (store, pipeline, handle) =
+                            (store.clone(), pipeline.clone(), handle.clone());
                         tokio::spawn(async move {
                             process(store, pipeline, handle, id, input).await;
                             drop(permit);

@@ -10,18 +10,36 @@ const BIN: &str = env!("CARGO_BIN_EXE_smart-support");
 #[test]
 fn triage_prints_the_pipeline_json() {
     let out = Command::new(BIN)
-        .args(["triage", "--subject", "Account hacked", "--description", "Someone hacked my account, urgent!"])
+        .args([
+            "triage",
+            "--subject",
+            "Account hacked",
+            "--description",
+            "Someone hacked my account, urgent!",
+        ])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["category"], "Security");
     assert_eq!(v["priority"], "Critical");
     assert_eq!(v["sentiment"], "Urgent");
     assert_eq!(v["risk"], "High");
     assert_eq!(v["status"], "Escalated");
-    assert!(v["escalation"]["reasons"].as_array().is_some_and(|r| r.len() == 3));
-    assert!(v["solution"]["steps"].as_array().is_some_and(|s| !s.is_empty()));
+    assert!(
+        v["escalation"]["reasons"]
+            .as_array()
+            .is_some_and(|r| r.len() == 3)
+    );
+    assert!(
+        v["solution"]["steps"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+    );
     assert_eq!(v["solution"]["resolved"], false);
     assert_eq!(v["timeline"].as_array().map(Vec::len), Some(4));
     for k in ["neg", "neu", "pos", "compound"] {
@@ -30,7 +48,13 @@ fn triage_prints_the_pipeline_json() {
     assert_eq!(v["agents"]["classifier"]["engine"], "rules");
 
     let calm = Command::new(BIN)
-        .args(["triage", "--subject", "Thanks", "--description", "Great service, thank you!"])
+        .args([
+            "triage",
+            "--subject",
+            "Thanks",
+            "--description",
+            "Great service, thank you!",
+        ])
         .output()
         .expect("run");
     let v: serde_json::Value = serde_json::from_slice(&calm.stdout).expect("json");
@@ -52,24 +76,47 @@ fn set_password_reads_stdin_and_rejects_short_passwords() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn");
-        child.stdin.take().expect("stdin").write_all(format!("{pw}\n").as_bytes()).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{pw}\n").as_bytes())
+            .expect("write");
         child.wait_with_output().expect("wait")
     };
     let short = run("short");
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
     let ok = run("a-very-good-password");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(!String::from_utf8_lossy(&ok.stderr).contains("a-very-good-password"), "secret echoed");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&ok.stderr).contains("a-very-good-password"),
+        "secret echoed"
+    );
     let store = smart_support::store::Store::open(&db).expect("open");
-    let hash = store.setting(smart_support::web::auth::PASSWORD_SETTING).expect("read").expect("set");
-    assert!(smart_support::web::auth::verify_password("a-very-good-password", &hash));
+    let hash = store
+        .setting(smart_support::web::auth::PASSWORD_SETTING)
+        .expect("read")
+        .expect("set");
+    assert!(smart_support::web::auth::verify_password(
+        "a-very-good-password",
+        &hash
+    ));
 }
 
 fn http_get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     out
@@ -97,7 +144,9 @@ fn serve_starts_with_no_models_and_keeps_secrets_out_of_logs() {
     });
     let mut log = Vec::new();
     let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("server logs its address");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server logs its address");
         log.push(line.clone());
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split_whitespace().next().expect("addr").to_string();
@@ -131,8 +180,15 @@ fn serve_starts_with_no_models_and_keeps_secrets_out_of_logs() {
     }
     let log = log.join("\n");
     assert!(db.exists(), "database created with its directory");
-    assert!(log.contains("route=\"/t/{token}\""), "requests are traced by route:\n{log}");
-    for secret in [token.as_str(), "cli-test-admin-token", "cli-test-password-123"] {
+    assert!(
+        log.contains("route=\"/t/{token}\""),
+        "requests are traced by route:\n{log}"
+    );
+    for secret in [
+        token.as_str(),
+        "cli-test-admin-token",
+        "cli-test-password-123",
+    ] {
         assert!(!log.contains(secret), "secret {secret} in logs:\n{log}");
     }
 }

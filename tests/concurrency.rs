@@ -16,7 +16,11 @@ async fn two_hundred_concurrent_submissions_none_lost() {
                     "subject": format!("Concurrent ticket {i}"),
                     "description": format!("Ticket number {i}: my invoice shows the wrong amount."),
                 });
-                let r = send(&router, json_req(Method::POST, "/api/tickets", &body.to_string())).await;
+                let r = send(
+                    &router,
+                    json_req(Method::POST, "/api/tickets", &body.to_string()),
+                )
+                .await;
                 assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
                 r.json()["id"].as_i64().expect("id")
             })
@@ -33,7 +37,11 @@ async fn two_hundred_concurrent_submissions_none_lost() {
         let rec = wait_processed(&app.state, *id).await;
         assert_eq!(rec.pipeline_runs, 1, "ticket {id}");
     }
-    let r = send(&app.router, admin_get("/api/tickets?q=concurrent&per_page=100")).await;
+    let r = send(
+        &app.router,
+        admin_get("/api/tickets?q=concurrent&per_page=100"),
+    )
+    .await;
     assert_eq!(r.json()["total"], 200);
     assert_eq!(app.state.store.backlog().expect("backlog"), 0);
 }

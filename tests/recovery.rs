@@ -14,7 +14,10 @@ async fn restart_processes_the_backlog_exactly_once() {
     // "Before the crash": one ticket done, one accepted, one caught mid-pipeline.
     let (done, accepted, interrupted) = {
         let store = Store::open(&cfg.db).expect("open");
-        let t = |s: &str| TicketInput { subject: s.into(), description: format!("{s} please help, order 7 is late") };
+        let t = |s: &str| TicketInput {
+            subject: s.into(),
+            description: format!("{s} please help, order 7 is late"),
+        };
         let (done, _) = store.create_ticket(&t("done")).expect("create");
         store.claim(done).expect("claim").expect("claimed");
         let analysis = smart_support::pipeline::Pipeline::rules_only().run(&t("done"));
@@ -30,7 +33,10 @@ async fn restart_processes_the_backlog_exactly_once() {
     let a = wait_processed(&app.state, accepted).await;
     let i = wait_processed(&app.state, interrupted).await;
     assert_eq!(a.pipeline_runs, 1);
-    assert_eq!(i.pipeline_runs, 2, "the interrupted run left no result, so it ran again");
+    assert_eq!(
+        i.pipeline_runs, 2,
+        "the interrupted run left no result, so it ran again"
+    );
     let d = app.state.store.get(done).expect("done");
     assert_eq!(d.pipeline_runs, 1, "a finished ticket is never re-run");
     assert_eq!(d.status, Status::Resolved);

@@ -10,11 +10,18 @@ use smart_support::ticket::{Status, TicketInput};
 use tempfile::TempDir;
 
 fn input(subject: &str, description: &str) -> TicketInput {
-    TicketInput { subject: subject.into(), description: description.into() }
+    TicketInput {
+        subject: subject.into(),
+        description: description.into(),
+    }
 }
 
 fn all() -> ListQuery {
-    ListQuery { page: 1, per_page: 100, ..Default::default() }
+    ListQuery {
+        page: 1,
+        per_page: 100,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -26,7 +33,13 @@ fn fresh_file_gets_the_latest_schema_and_its_directory() {
     assert!(path.exists());
     // Opening again is a no-op.
     drop(store);
-    assert_eq!(Store::open(&path).expect("reopen").schema_version().expect("v"), LATEST);
+    assert_eq!(
+        Store::open(&path)
+            .expect("reopen")
+            .schema_version()
+            .expect("v"),
+        LATEST
+    );
 }
 
 /// Raw inserts that only use the version-1 columns, as an old release wrote them.
@@ -53,13 +66,20 @@ fn every_earlier_version_upgrades_with_its_data() {
         let store = Store::open(&path).expect("upgrade");
         assert_eq!(store.schema_version().expect("v"), LATEST, "from {start}");
         // Old rows are intact, searchable (FTS rebuilt) and processable.
-        let (rows, total) = store.list(&ListQuery { q: Some("legacy refund".into()), ..all() }).expect("search");
+        let (rows, total) = store
+            .list(&ListQuery {
+                q: Some("legacy refund".into()),
+                ..all()
+            })
+            .expect("search");
         assert_eq!(total, 1, "from v{start}");
         assert_eq!(rows[0].subject, format!("legacy ticket from v{start}"));
         assert_eq!(store.pending(10).expect("pending"), vec![rows[0].id]);
         assert!(store.claim(rows[0].id).expect("claim").is_some());
         // New writes work on the upgraded file.
-        store.create_ticket(&input("new", "after upgrade")).expect("insert");
+        store
+            .create_ticket(&input("new", "after upgrade"))
+            .expect("insert");
     }
     assert_eq!(MIGRATIONS.len(), LATEST);
 }
@@ -70,7 +90,8 @@ fn newer_schema_is_refused_with_a_clear_error() {
     let path = dir.path().join("t.db");
     drop(Store::open(&path).expect("open"));
     let conn = rusqlite::Connection::open(&path).expect("raw");
-    conn.pragma_update(None, "user_version", 99).expect("pragma");
+    conn.pragma_update(None, "user_version", 99)
+        .expect("pragma");
     drop(conn);
     match Store::open(&path) {
         Err(e @ StoreError::SchemaTooNew { .. }) => assert!(e.to_string().contains("99")),
@@ -83,7 +104,11 @@ fn newer_schema_is_refused_with_a_clear_error() {
 fn not_a_database_is_a_clear_error() {
     let dir = TempDir::new().expect("tempdir");
     let path = dir.path().join("t.db");
-    std::fs::write(&path, b"this is not sqlite, just text that is long enough to fill a header").expect("write");
+    std::fs::write(
+        &path,
+        b"this is not sqlite, just text that is long enough to fill a header",
+    )
+    .expect("write");
     let err = Store::open(&path).err().expect("must fail");
     assert!(err.to_string().contains("database"), "{err}");
 }
@@ -92,12 +117,17 @@ fn not_a_database_is_a_clear_error() {
 fn a_ticket_is_claimed_once_and_completed_once() {
     let dir = TempDir::new().expect("tempdir");
     let store = Store::open(&dir.path().join("t.db")).expect("open");
-    let (id, _) = store.create_ticket(&input("Refund", "refund please")).expect("create");
+    let (id, _) = store
+        .create_ticket(&input("Refund", "refund please"))
+        .expect("create");
     assert!(store.claim(id).expect("claim").is_some());
     assert!(store.claim(id).expect("second claim").is_none());
     let analysis = Pipeline::rules_only().run(&input("Refund", "refund please"));
     store.complete(id, &analysis).expect("complete");
-    assert!(matches!(store.complete(id, &analysis), Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.complete(id, &analysis),
+        Err(StoreError::Conflict(_))
+    ));
     let rec = store.get(id).expect("get");
     assert_eq!(rec.processing, Processing::Done);
     assert_eq!(rec.pipeline_runs, 1);
@@ -115,7 +145,9 @@ fn concurrent_writers_never_hit_busy() {
             let store = store.clone();
             std::thread::spawn(move || {
                 for i in 0..50 {
-                    let (id, _) = store.create_ticket(&input(&format!("t{t} n{i}"), "text")).expect("create");
+                    let (id, _) = store
+                        .create_ticket(&input(&format!("t{t} n{i}"), "text"))
+                        .expect("create");
                     if i % 5 == 0 {
                         store.resolve(id, "test").expect("resolve");
                     }
@@ -129,7 +161,13 @@ fn concurrent_writers_never_hit_busy() {
     let (_, total) = store.list(&all()).expect("list");
     assert_eq!(total, 400);
     let counts = store.status_counts().expect("counts");
-    assert_eq!(counts.iter().find(|(s, _)| *s == Status::Resolved).map(|c| c.1), Some(80));
+    assert_eq!(
+        counts
+            .iter()
+            .find(|(s, _)| *s == Status::Resolved)
+            .map(|c| c.1),
+        Some(80)
+    );
 }
 
 #[test]
@@ -140,12 +178,16 @@ fn a_second_process_waits_instead_of_failing() {
     let path = dir.path().join("t.db");
     let store = Store::open(&path).expect("open");
     let other = rusqlite::Connection::open(&path).expect("other");
-    other.execute_batch("BEGIN IMMEDIATE; INSERT INTO settings VALUES ('k', 'v');").expect("lock");
+    other
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO settings VALUES ('k', 'v');")
+        .expect("lock");
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
         other.execute_batch("COMMIT").expect("commit");
     });
-    store.create_ticket(&input("while locked", "x")).expect("waits for the lock");
+    store
+        .create_ticket(&input("while locked", "x"))
+        .expect("waits for the lock");
     releaser.join().expect("thread");
     assert_eq!(store.setting("k").expect("read").as_deref(), Some("v"));
 }

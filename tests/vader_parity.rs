@@ -25,7 +25,11 @@ fn matches_vader_sentiment_3_3_2_within_1e_4() {
     let raw = include_str!("fixtures/vader_reference.json");
     let reference: Reference = serde_json::from_str(raw).expect("reference JSON");
     assert_eq!(reference.version, "3.3.2");
-    assert!(reference.cases.len() >= 200, "corpus too small: {}", reference.cases.len());
+    assert!(
+        reference.cases.len() >= 200,
+        "corpus too small: {}",
+        reference.cases.len()
+    );
     let vader = Vader::global();
     let mut failures = Vec::new();
     for case in &reference.cases {
@@ -43,7 +47,13 @@ fn matches_vader_sentiment_3_3_2_within_1e_4() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), reference.cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        reference.cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -53,8 +63,19 @@ fn corpus_exercises_the_hard_cases() {
     let raw = include_str!("fixtures/vader_reference.json");
     let reference: Reference = serde_json::from_str(raw).expect("reference JSON");
     let texts: Vec<&str> = reference.cases.iter().map(|c| c.text.as_str()).collect();
-    for needle in [" but ", "n't", "!!!", "??", "kind of", ":)", "😁", "the shit", "least", "never so", "no ", "VERY"] {
-        assert!(texts.iter().any(|t| t.contains(needle)), "corpus lacks {needle:?}");
+    for needle in [
+        " but ", "n't", "!!!", "??", "kind of", ":)", "😁", "the shit", "least", "never so", "no ",
+        "VERY",
+    ] {
+        assert!(
+            texts.iter().any(|t| t.contains(needle)),
+            "corpus lacks {needle:?}"
+        );
     }
-    assert!(texts.iter().any(|t| !t.is_ascii() && !t.chars().any(|c| c as u32 > 0x1F000)), "no non-English text");
+    assert!(
+        texts
+            .iter()
+            .any(|t| !t.is_ascii() && !t.chars().any(|c| c as u32 > 0x1F000)),
+        "no non-English text"
+    );
 }

@@ -4,85 +4,233 @@
 //! zero-shot model, when one is loaded, chooses the category instead of the
 //! keyword counts.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::EngineError;
-use super::keywords::{self, find};
+use super::keywords::{self, Phrases};
 use crate::ticket::{Category, Classification, LabelScore, Priority};
 
 /// Words that make a ticket a security incident whatever else it says.
 pub const SECURITY_OVERRIDE: &[&str] = &[
-    "hack", "hacked", "hacker", "hacking", "breach", "breached", "stolen", "fraud", "fraudulent",
-    "scam", "scammed",
+    "hack",
+    "hacked",
+    "hacker",
+    "hacking",
+    "breach",
+    "breached",
+    "stolen",
+    "fraud",
+    "fraudulent",
+    "scam",
+    "scammed",
 ];
 
 const CATEGORY_RULES: &[(Category, &[&str])] = &[
     (
         Category::Refund,
         &[
-            "refund", "refunds", "refunded", "refunding", "chargeback", "money back",
-            "double charged", "charged twice", "charged me twice", "reimburse", "reimbursement",
-            "return my money", "cancel and refund",
+            "refund",
+            "refunds",
+            "refunded",
+            "refunding",
+            "chargeback",
+            "money back",
+            "double charged",
+            "charged twice",
+            "charged me twice",
+            "reimburse",
+            "reimbursement",
+            "return my money",
+            "cancel and refund",
         ],
     ),
     (
         Category::Billing,
         &[
-            "payment", "payments", "invoice", "invoices", "billing", "bill", "billed", "card",
-            "credit card", "debit card", "subscription", "charge", "charged", "charges", "price",
-            "pricing", "plan", "receipt", "paid", "pay", "overcharged", "renewal", "renewed", "vat",
+            "payment",
+            "payments",
+            "invoice",
+            "invoices",
+            "billing",
+            "bill",
+            "billed",
+            "card",
+            "credit card",
+            "debit card",
+            "subscription",
+            "charge",
+            "charged",
+            "charges",
+            "price",
+            "pricing",
+            "plan",
+            "receipt",
+            "paid",
+            "pay",
+            "overcharged",
+            "renewal",
+            "renewed",
+            "vat",
             "tax",
         ],
     ),
     (
         Category::Security,
         &[
-            "phishing", "suspicious", "unauthorized", "unauthorised", "compromised", "malware",
-            "virus", "data leak", "leaked",
+            "phishing",
+            "suspicious",
+            "unauthorized",
+            "unauthorised",
+            "compromised",
+            "malware",
+            "virus",
+            "data leak",
+            "leaked",
         ],
     ),
     (
         Category::Account,
         &[
-            "login", "log in", "logged out", "sign in", "signin", "password", "2fa",
-            "two factor", "two-factor", "locked", "locked out", "username", "email address",
-            "verification", "verify", "profile", "account settings", "delete my account",
+            "login",
+            "log in",
+            "logged out",
+            "sign in",
+            "signin",
+            "password",
+            "2fa",
+            "two factor",
+            "two-factor",
+            "locked",
+            "locked out",
+            "username",
+            "email address",
+            "verification",
+            "verify",
+            "profile",
+            "account settings",
+            "delete my account",
         ],
     ),
     (
         Category::Order,
         &[
-            "order", "orders", "delivery", "delivered", "deliver", "shipping", "shipped",
-            "shipment", "tracking", "package", "parcel", "damaged", "arrived", "arrive", "courier",
-            "missing item", "wrong item",
+            "order",
+            "orders",
+            "delivery",
+            "delivered",
+            "deliver",
+            "shipping",
+            "shipped",
+            "shipment",
+            "tracking",
+            "package",
+            "parcel",
+            "damaged",
+            "arrived",
+            "arrive",
+            "courier",
+            "missing item",
+            "wrong item",
         ],
     ),
     (
         Category::Technical,
         &[
-            "error", "errors", "crash", "crashes", "crashed", "crashing", "bug", "bugs",
-            "not working", "doesn't work", "does not work", "timeout", "timed out", "time out",
-            "broken", "slow", "loading", "freeze", "freezes", "frozen", "blank page", "500", "404",
-            "app", "website", "server", "sync", "install", "update", "api", "outage", "down",
+            "error",
+            "errors",
+            "crash",
+            "crashes",
+            "crashed",
+            "crashing",
+            "bug",
+            "bugs",
+            "not working",
+            "doesn't work",
+            "does not work",
+            "timeout",
+            "timed out",
+            "time out",
+            "broken",
+            "slow",
+            "loading",
+            "freeze",
+            "freezes",
+            "frozen",
+            "blank page",
+            "500",
+            "404",
+            "app",
+            "website",
+            "server",
+            "sync",
+            "install",
+            "update",
+            "api",
+            "outage",
+            "down",
         ],
     ),
 ];
 
 const CRITICAL: &[&str] = &[
-    "hacked", "hack", "breach", "breached", "fraud", "scam", "stolen", "urgent", "urgently",
-    "asap", "immediately", "emergency", "legal action", "police", "lawsuit", "lawyer", "sue",
-    "data leak", "outage",
+    "hacked",
+    "hack",
+    "breach",
+    "breached",
+    "fraud",
+    "scam",
+    "stolen",
+    "urgent",
+    "urgently",
+    "asap",
+    "immediately",
+    "emergency",
+    "legal action",
+    "police",
+    "lawsuit",
+    "lawyer",
+    "sue",
+    "data leak",
+    "outage",
 ];
 
 const HIGH: &[&str] = &[
-    "not working", "doesn't work", "does not work", "failed", "fails", "failing", "error",
-    "unable to", "can't", "cannot", "can not", "blocked", "locked", "locked out", "down", "crash",
-    "crashes", "crashed", "broken", "lost",
+    "not working",
+    "doesn't work",
+    "does not work",
+    "failed",
+    "fails",
+    "failing",
+    "error",
+    "unable to",
+    "can't",
+    "cannot",
+    "can not",
+    "blocked",
+    "locked",
+    "locked out",
+    "down",
+    "crash",
+    "crashes",
+    "crashed",
+    "broken",
+    "lost",
 ];
 
 const MEDIUM: &[&str] = &[
-    "problem", "problems", "issue", "issues", "delay", "delayed", "slow", "need help", "help",
-    "wrong", "late", "confused", "incorrect",
+    "problem",
+    "problems",
+    "issue",
+    "issues",
+    "delay",
+    "delayed",
+    "slow",
+    "need help",
+    "help",
+    "wrong",
+    "late",
+    "confused",
+    "incorrect",
 ];
 
 /// A zero-shot classification engine (BART-MNLI, later) seen from the agent.
@@ -116,19 +264,27 @@ impl Classifier {
     }
 
     pub fn engine_name(&self) -> String {
-        self.model.as_ref().map_or_else(|| "rules".to_string(), |m| m.name())
+        self.model
+            .as_ref()
+            .map_or_else(|| "rules".to_string(), |m| m.name())
     }
 
     pub fn classify(&self, text: &str) -> ClassifierOutcome {
         let words = keywords::words(text);
         let mut rules = classify_rules(&words);
         let Some(model) = &self.model else {
-            return ClassifierOutcome { classification: rules, engine: "rules".into(), error: None };
+            return ClassifierOutcome {
+                classification: rules,
+                engine: "rules".into(),
+                error: None,
+            };
         };
         let labels: Vec<String> = Category::ALL.iter().map(|c| c.to_string()).collect();
         match model.classify(text, &labels) {
             Ok(scores) => {
-                let best = scores.first().and_then(|s| s.label.parse::<Category>().ok());
+                let best = scores
+                    .first()
+                    .and_then(|s| s.label.parse::<Category>().ok());
                 // The security override stands whatever the model says.
                 if rules.category != Category::Security
                     && let Some(best) = best
@@ -137,12 +293,18 @@ impl Classifier {
                 }
                 if rules.category == Category::Security
                     && rules.priority < Priority::High
-                    && scores.first().is_some_and(|s| s.label == "Security" && s.score >= 0.8)
+                    && scores
+                        .first()
+                        .is_some_and(|s| s.label == "Security" && s.score >= 0.8)
                 {
                     rules.priority = Priority::High;
                 }
                 rules.scores = Some(scores);
-                ClassifierOutcome { classification: rules, engine: model.name(), error: None }
+                ClassifierOutcome {
+                    classification: rules,
+                    engine: model.name(),
+                    error: None,
+                }
             }
             Err(e) => ClassifierOutcome {
                 classification: rules,
@@ -153,9 +315,32 @@ impl Classifier {
     }
 }
 
+struct Rules {
+    security: Phrases,
+    categories: Vec<(Category, Phrases)>,
+    critical: Phrases,
+    high: Phrases,
+    medium: Phrases,
+}
+
+fn rules() -> &'static Rules {
+    static RULES: OnceLock<Rules> = OnceLock::new();
+    RULES.get_or_init(|| Rules {
+        security: Phrases::new(SECURITY_OVERRIDE),
+        categories: CATEGORY_RULES
+            .iter()
+            .map(|(c, p)| (*c, Phrases::new(p)))
+            .collect(),
+        critical: Phrases::new(CRITICAL),
+        high: Phrases::new(HIGH),
+        medium: Phrases::new(MEDIUM),
+    })
+}
+
 /// The rule-based verdict on pre-split words.
 pub fn classify_rules(words: &[String]) -> Classification {
-    let security = find(words, SECURITY_OVERRIDE);
+    let rules = rules();
+    let security = rules.security.find(words);
     if !security.is_empty() {
         return Classification {
             category: Category::Security,
@@ -166,25 +351,32 @@ pub fn classify_rules(words: &[String]) -> Classification {
     }
     let mut matched = Vec::new();
     let mut best: Option<(Category, usize)> = None;
-    // Ties go to the earlier rule: a refund request mentions a charge too.
-    for (category, phrases) in CATEGORY_RULES {
-        let hits = find(words, phrases);
-        if !hits.is_empty() && best.is_none_or(|(_, n)| hits.len() > n) {
+    // A refund request always mentions payments too, so any refund phrase
+    // decides; otherwise the most hits win, ties going to the earlier rule.
+    for (category, phrases) in &rules.categories {
+        let hits = phrases.find(words);
+        let refund_decided = best.is_some_and(|(c, _)| c == Category::Refund);
+        if !hits.is_empty() && !refund_decided && best.is_none_or(|(_, n)| hits.len() > n) {
             best = Some((*category, hits.len()));
         }
         matched.extend(hits.iter().map(|s| s.to_string()));
     }
     let category = best.map_or(Category::General, |(c, _)| c);
-    let priority = if !find(words, CRITICAL).is_empty() {
+    let priority = if rules.critical.any(words) {
         Priority::Critical
-    } else if !find(words, HIGH).is_empty() {
+    } else if rules.high.any(words) {
         Priority::High
-    } else if !find(words, MEDIUM).is_empty() {
+    } else if rules.medium.any(words) {
         Priority::Medium
     } else {
         Priority::Low
     };
-    Classification { category, priority, matched, scores: None }
+    Classification {
+        category,
+        priority,
+        matched,
+        scores: None,
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +394,11 @@ mod tests {
         use Priority::*;
         let table: &[(&str, Category, Priority)] = &[
             ("I was charged twice, please refund me", Refund, Low),
+            (
+                "Charged twice for my subscription, please refund the duplicate payment",
+                Refund,
+                Low,
+            ),
             ("Chargeback filed for my payment", Refund, Low),
             ("Question about my invoice and VAT", Billing, Low),
             ("My credit card payment failed", Billing, High),
@@ -212,11 +409,23 @@ mod tests {
             ("I can't log in, 2FA code never arrives", Account, High),
             ("How do I change my password?", Account, Low),
             ("My account was hacked", Security, Critical),
-            ("Is this email a scam? It mentions my order", Security, Critical),
+            (
+                "Is this email a scam? It mentions my order",
+                Security,
+                Critical,
+            ),
             ("Suspicious login from another country", Security, Low),
             ("Hello, just saying thanks", General, Low),
-            ("Please answer asap, the invoice is wrong", Billing, Critical),
-            ("We will take legal action about this delivery", Order, Critical),
+            (
+                "Please answer asap, the invoice is wrong",
+                Billing,
+                Critical,
+            ),
+            (
+                "We will take legal action about this delivery",
+                Order,
+                Critical,
+            ),
             ("I have a problem", General, Medium),
         ];
         for (text, cat, prio) in table {
@@ -244,8 +453,14 @@ mod tests {
 
     fn scores(best: &str) -> Vec<LabelScore> {
         vec![
-            LabelScore { label: best.into(), score: 0.9 },
-            LabelScore { label: "General".into(), score: 0.1 },
+            LabelScore {
+                label: best.into(),
+                score: 0.9,
+            },
+            LabelScore {
+                label: "General".into(),
+                score: 0.1,
+            },
         ]
     }
 
@@ -263,7 +478,10 @@ mod tests {
 
     #[test]
     fn failing_model_falls_back_to_rules_and_says_so() {
-        let err = EngineError { engine: "fixed".into(), message: "boom".into() };
+        let err = EngineError {
+            engine: "fixed".into(),
+            message: "boom".into(),
+        };
         let c = Classifier::with_model(Arc::new(Fixed(Err(err))));
         let out = c.classify("Refund please");
         assert_eq!(out.classification.category, Category::Refund);

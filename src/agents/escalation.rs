@@ -1,7 +1,10 @@
 //! Escalation agent: decides whether a human must take over, and writes the
 //! hand-over: reasons, an action plan and a plain-text summary.
 
-use crate::ticket::{Category, Classification, Escalation, Priority, Risk, Sentiment, SentimentReport, Solution, TicketInput};
+use crate::ticket::{
+    Category, Classification, Escalation, Priority, Risk, Sentiment, SentimentReport, Solution,
+    TicketInput,
+};
 
 /// Each trigger that fires, in a fixed order.
 pub fn reasons(c: &Classification, s: &SentimentReport) -> Vec<String> {
@@ -14,14 +17,21 @@ pub fn reasons(c: &Classification, s: &SentimentReport) -> Vec<String> {
     }
     match s.sentiment {
         Sentiment::Negative => out.push("Negative customer sentiment".to_string()),
-        Sentiment::Urgent if s.keywords.is_empty() => out.push("Urgent customer sentiment".to_string()),
+        Sentiment::Urgent if s.keywords.is_empty() => {
+            out.push("Urgent customer sentiment".to_string())
+        }
         Sentiment::Urgent => out.push(format!("Urgent language: {}", s.keywords.join(", "))),
         _ => {}
     }
     out
 }
 
-pub fn escalate(ticket: &TicketInput, c: &Classification, s: &SentimentReport, solution: &Solution) -> Option<Escalation> {
+pub fn escalate(
+    ticket: &TicketInput,
+    c: &Classification,
+    s: &SentimentReport,
+    solution: &Solution,
+) -> Option<Escalation> {
     let reasons = reasons(c, s);
     if reasons.is_empty() {
         return None;
@@ -32,22 +42,39 @@ pub fn escalate(ticket: &TicketInput, c: &Classification, s: &SentimentReport, s
     }];
     plan.push(
         match c.category {
-            Category::Security => "Lock the account, revoke active sessions and open a security incident.",
-            Category::Refund => "Review the charge history and approve or decline the refund with a reason.",
-            Category::Billing => "Verify the charges against the invoice and correct any billing error.",
-            Category::Order => "Contact the carrier or warehouse and confirm a delivery or replacement date.",
-            Category::Technical => "Reproduce the problem and involve engineering if it affects other customers.",
+            Category::Security => {
+                "Lock the account, revoke active sessions and open a security incident."
+            }
+            Category::Refund => {
+                "Review the charge history and approve or decline the refund with a reason."
+            }
+            Category::Billing => {
+                "Verify the charges against the invoice and correct any billing error."
+            }
+            Category::Order => {
+                "Contact the carrier or warehouse and confirm a delivery or replacement date."
+            }
+            Category::Technical => {
+                "Reproduce the problem and involve engineering if it affects other customers."
+            }
             Category::Account => "Verify the customer's identity and restore access.",
             Category::General => "Read the full ticket and answer the customer personally.",
         }
         .to_string(),
     );
     if matches!(s.sentiment, Sentiment::Negative | Sentiment::Urgent) {
-        plan.push("Acknowledge the customer's frustration and give a clear time for the next update.".to_string());
+        plan.push(
+            "Acknowledge the customer's frustration and give a clear time for the next update."
+                .to_string(),
+        );
     }
     plan.push("Record the outcome on this ticket and mark it resolved when done.".to_string());
 
-    let issue: String = ticket.description.split_whitespace().collect::<Vec<_>>().join(" ");
+    let issue: String = ticket
+        .description
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let issue = if issue.chars().count() > 300 {
         format!("{}…", issue.chars().take(300).collect::<String>())
     } else {
@@ -71,9 +98,17 @@ pub fn escalate(ticket: &TicketInput, c: &Classification, s: &SentimentReport, s
         issue,
         reasons.join("; "),
         solution.steps.len(),
-        plan.iter().enumerate().map(|(i, p)| format!("{}. {p}", i + 1)).collect::<Vec<_>>().join("\n"),
+        plan.iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}. {p}", i + 1))
+            .collect::<Vec<_>>()
+            .join("\n"),
     );
-    Some(Escalation { reasons, action_plan: plan, summary })
+    Some(Escalation {
+        reasons,
+        action_plan: plan,
+        summary,
+    })
 }
 
 #[cfg(test)]
@@ -81,7 +116,12 @@ mod tests {
     use super::*;
 
     fn cls(priority: Priority) -> Classification {
-        Classification { category: Category::Billing, priority, matched: vec![], scores: None }
+        Classification {
+            category: Category::Billing,
+            priority,
+            matched: vec![],
+            scores: None,
+        }
     }
 
     fn sent(sentiment: Sentiment, risk: Risk, keywords: &[&str]) -> SentimentReport {
@@ -112,19 +152,55 @@ mod tests {
             (P::Medium, S::Negative, R::Medium, 1),
         ];
         for (p, s, r, n) in cases {
-            assert_eq!(reasons(&cls(*p), &sent(*s, *r, &[])).len(), *n, "{p} {s} {r}");
+            assert_eq!(
+                reasons(&cls(*p), &sent(*s, *r, &[])).len(),
+                *n,
+                "{p} {s} {r}"
+            );
         }
     }
 
     #[test]
     fn summary_names_everything_a_human_needs() {
-        let t = TicketInput { subject: "Charged <twice>".into(), description: "Please   fix\nasap".into() };
-        let sol = Solution { steps: vec!["a".into()], message: "m".into(), resolved: false };
-        let e = escalate(&t, &cls(Priority::Critical), &sent(Sentiment::Urgent, Risk::High, &["asap"]), &sol)
-            .expect("escalates");
-        for needle in ["Charged <twice>", "Billing", "Critical", "Urgent", "Please fix asap", "Urgent language: asap", "1. Assign"] {
-            assert!(e.summary.contains(needle), "missing {needle} in {}", e.summary);
+        let t = TicketInput {
+            subject: "Charged <twice>".into(),
+            description: "Please   fix\nasap".into(),
+        };
+        let sol = Solution {
+            steps: vec!["a".into()],
+            message: "m".into(),
+            resolved: false,
+        };
+        let e = escalate(
+            &t,
+            &cls(Priority::Critical),
+            &sent(Sentiment::Urgent, Risk::High, &["asap"]),
+            &sol,
+        )
+        .expect("escalates");
+        for needle in [
+            "Charged <twice>",
+            "Billing",
+            "Critical",
+            "Urgent",
+            "Please fix asap",
+            "Urgent language: asap",
+            "1. Assign",
+        ] {
+            assert!(
+                e.summary.contains(needle),
+                "missing {needle} in {}",
+                e.summary
+            );
         }
-        assert!(escalate(&t, &cls(Priority::Low), &sent(Sentiment::Neutral, Risk::Medium, &[]), &sol).is_none());
+        assert!(
+            escalate(
+                &t,
+                &cls(Priority::Low),
+                &sent(Sentiment::Neutral, Risk::Medium, &[]),
+                &sol
+            )
+            .is_none()
+        );
     }
 }

@@ -9,9 +9,8 @@ pub fn words(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
         let c = if c == '\u{2019}' { '\'' } else { c };
-        let inner_apostrophe = c == '\''
-            && !cur.is_empty()
-            && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric());
+        let inner_apostrophe =
+            c == '\'' && !cur.is_empty() && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric());
         if c.is_alphanumeric() || inner_apostrophe {
             cur.extend(c.to_lowercase());
         } else if !cur.is_empty() {
@@ -24,22 +23,43 @@ pub fn words(text: &str) -> Vec<String> {
     out
 }
 
-/// The phrases (one or more words each) of `phrases` that occur in `words`,
-/// in the order they are listed.
-pub fn find<'a>(words: &[String], phrases: &[&'a str]) -> Vec<&'a str> {
-    phrases
-        .iter()
-        .copied()
-        .filter(|p| contains_phrase(words, p))
-        .collect()
+/// A keyword list split into words once, so matching a ticket allocates nothing.
+pub struct Phrases {
+    list: Vec<(&'static str, Vec<String>)>,
 }
 
-pub fn contains_phrase(words: &[String], phrase: &str) -> bool {
-    let target: Vec<String> = self::words(phrase);
-    if target.is_empty() || target.len() > words.len() {
-        return false;
+impl Phrases {
+    pub fn new(phrases: &[&'static str]) -> Self {
+        Phrases {
+            list: phrases.iter().map(|p| (*p, words(p))).collect(),
+        }
     }
-    words.windows(target.len()).any(|w| w == target.as_slice())
+
+    /// The phrases that occur in `words`, in the order they are listed.
+    pub fn find(&self, words: &[String]) -> Vec<&'static str> {
+        self.list
+            .iter()
+            .filter(|(_, target)| contains_words(words, target))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    pub fn any(&self, words: &[String]) -> bool {
+        self.list
+            .iter()
+            .any(|(_, target)| contains_words(words, target))
+    }
+}
+
+fn contains_words(words: &[String], target: &[String]) -> bool {
+    !target.is_empty()
+        && target.len() <= words.len()
+        && words.windows(target.len()).any(|w| w == target)
+}
+
+/// One-off phrase lookup (tests and rare paths; hot paths use [`Phrases`]).
+pub fn contains_phrase(words: &[String], phrase: &str) -> bool {
+    contains_words(words, &self::words(phrase))
 }
 
 #[cfg(test)]
@@ -58,8 +78,10 @@ mod tests {
     #[test]
     fn matches_whole_words_and_phrases_only() {
         let w = words("Please discard the unpaid invoice; it is not working.");
-        assert!(find(&w, &["card", "paid"]).is_empty());
-        assert_eq!(find(&w, &["invoice", "not working", "working not"]), ["invoice", "not working"]);
+        assert!(Phrases::new(&["card", "paid"]).find(&w).is_empty());
+        let p = Phrases::new(&["invoice", "not working", "working not"]);
+        assert_eq!(p.find(&w), ["invoice", "not working"]);
+        assert!(p.any(&w));
         assert!(!contains_phrase(&w, ""));
     }
 }

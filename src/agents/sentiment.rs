@@ -1,18 +1,30 @@
 //! Sentiment agent: VADER scores plus urgency keywords give sentiment, risk
 //! and confidence.
 
-use super::keywords::{self, find};
+use std::sync::OnceLock;
+
+use super::keywords::{self, Phrases};
 use super::vader::Vader;
 use crate::ticket::{Risk, Sentiment, SentimentReport};
 
 pub const URGENCY: &[&str] = &[
-    "urgent", "asap", "immediately", "right now", "today", "emergency", "cannot wait",
-    "serious issue", "complaint",
+    "urgent",
+    "asap",
+    "immediately",
+    "right now",
+    "today",
+    "emergency",
+    "cannot wait",
+    "serious issue",
+    "complaint",
 ];
 
 pub fn analyze(text: &str) -> SentimentReport {
     let scores = Vader::global().polarity_scores(text);
-    let keywords: Vec<String> = find(&keywords::words(text), URGENCY)
+    static URGENT: OnceLock<Phrases> = OnceLock::new();
+    let keywords: Vec<String> = URGENT
+        .get_or_init(|| Phrases::new(URGENCY))
+        .find(&keywords::words(text))
         .into_iter()
         .map(String::from)
         .collect();
@@ -60,7 +72,11 @@ mod tests {
             (0.9, 0.0, true, S::Urgent, R::High),
         ];
         for (compound, neg, urgent, s, r) in table {
-            assert_eq!(decide(compound, neg, urgent), (s, r), "{compound} {neg} {urgent}");
+            assert_eq!(
+                decide(compound, neg, urgent),
+                (s, r),
+                "{compound} {neg} {urgent}"
+            );
         }
     }
 

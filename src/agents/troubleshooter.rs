@@ -37,14 +37,23 @@ impl Troubleshooter {
     }
 
     pub fn with_generator(generator: Arc<dyn TextGenerator>) -> Self {
-        Troubleshooter { generator: Some(generator) }
+        Troubleshooter {
+            generator: Some(generator),
+        }
     }
 
     pub fn engine_name(&self) -> String {
-        self.generator.as_ref().map_or_else(|| "rules".to_string(), |g| g.name())
+        self.generator
+            .as_ref()
+            .map_or_else(|| "rules".to_string(), |g| g.name())
     }
 
-    pub fn solve(&self, ticket: &TicketInput, category: Category, priority: Priority) -> TroubleshooterOutcome {
+    pub fn solve(
+        &self,
+        ticket: &TicketInput,
+        category: Category,
+        priority: Priority,
+    ) -> TroubleshooterOutcome {
         let fallback = |error: Option<String>, raw_output: Option<String>| TroubleshooterOutcome {
             solution: playbook(ticket, category, priority),
             engine: "rules".into(),
@@ -62,7 +71,10 @@ impl Troubleshooter {
                     error: None,
                     raw_output: Some(raw),
                 },
-                Err(why) => fallback(Some(format!("{}: output rejected: {why}", generator.name())), Some(raw)),
+                Err(why) => fallback(
+                    Some(format!("{}: output rejected: {why}", generator.name())),
+                    Some(raw),
+                ),
             },
             Err(e) => fallback(Some(e.to_string()), None),
         }
@@ -99,14 +111,21 @@ pub fn parse_answer(raw: &str) -> Result<Solution, String> {
     if steps.is_empty() || steps.len() > 8 {
         return Err(format!("{} steps (1 to 8 allowed)", steps.len()));
     }
-    if let Some(bad) = steps.iter().find(|s| s.is_empty() || s.chars().count() >= 300) {
+    if let Some(bad) = steps
+        .iter()
+        .find(|s| s.is_empty() || s.chars().count() >= 300)
+    {
         return Err(format!("bad step length ({} chars)", bad.chars().count()));
     }
     let message = answer.message.trim().to_string();
     if message.is_empty() {
         return Err("empty message".into());
     }
-    Ok(Solution { steps, message, resolved: answer.resolved })
+    Ok(Solution {
+        steps,
+        message,
+        resolved: answer.resolved,
+    })
 }
 
 /// The deterministic answer: specific first steps for each category.
@@ -178,7 +197,10 @@ mod tests {
     use super::*;
 
     fn ticket() -> TicketInput {
-        TicketInput { subject: "Login".into(), description: "Cannot log in".into() }
+        TicketInput {
+            subject: "Login".into(),
+            description: "Cannot log in".into(),
+        }
     }
 
     #[test]
@@ -189,19 +211,38 @@ mod tests {
             assert!(!s.resolved);
             assert!((3..=8).contains(&s.steps.len()));
             assert!(s.message.contains("Login"));
-            assert!(seen.insert(s.steps[0].clone()), "{c} repeats another category's steps");
+            assert!(
+                seen.insert(s.steps[0].clone()),
+                "{c} repeats another category's steps"
+            );
         }
     }
 
     #[test]
     fn parse_answer_validates() {
-        let ok = parse_answer("Sure! {\"steps\": [\" Reset \"], \"message\": \"Hi\", \"resolved\": true} trailing");
-        assert_eq!(ok, Ok(Solution { steps: vec!["Reset".into()], message: "Hi".into(), resolved: true }));
+        let ok = parse_answer(
+            "Sure! {\"steps\": [\" Reset \"], \"message\": \"Hi\", \"resolved\": true} trailing",
+        );
+        assert_eq!(
+            ok,
+            Ok(Solution {
+                steps: vec!["Reset".into()],
+                message: "Hi".into(),
+                resolved: true
+            })
+        );
         assert!(parse_answer("no json here").is_err());
         assert!(parse_answer("{\"steps\": [], \"message\": \"Hi\", \"resolved\": false}").is_err());
-        assert!(parse_answer("{\"steps\": [\"\"], \"message\": \"Hi\", \"resolved\": false}").is_err());
-        assert!(parse_answer("{\"steps\": [\"a\"], \"message\": \" \", \"resolved\": false}").is_err());
-        let long = format!("{{\"steps\": [\"{}\"], \"message\": \"m\", \"resolved\": false}}", "x".repeat(300));
+        assert!(
+            parse_answer("{\"steps\": [\"\"], \"message\": \"Hi\", \"resolved\": false}").is_err()
+        );
+        assert!(
+            parse_answer("{\"steps\": [\"a\"], \"message\": \" \", \"resolved\": false}").is_err()
+        );
+        let long = format!(
+            "{{\"steps\": [\"{}\"], \"message\": \"m\", \"resolved\": false}}",
+            "x".repeat(300)
+        );
         assert!(parse_answer(&long).is_err());
     }
 
@@ -220,7 +261,10 @@ mod tests {
         let t = Troubleshooter::with_generator(Arc::new(Garbage));
         let out = t.solve(&ticket(), Category::Account, Priority::High);
         assert_eq!(out.engine, "rules");
-        assert_eq!(out.solution, playbook(&ticket(), Category::Account, Priority::High));
+        assert_eq!(
+            out.solution,
+            playbook(&ticket(), Category::Account, Priority::High)
+        );
         assert!(out.error.as_deref().is_some_and(|e| e.contains("rejected")));
         assert_eq!(out.raw_output.as_deref(), Some("<|im_end|> lorem ipsum"));
     }

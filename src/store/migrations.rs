@@ -76,7 +76,10 @@ pub fn version(conn: &Connection) -> Result<usize, StoreError> {
 pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError> {
     let current = version(conn)?;
     if current > LATEST {
-        return Err(StoreError::SchemaTooNew { found: current, supported: LATEST });
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: LATEST,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -28,8 +28,13 @@ pub enum StoreError {
     #[error("stored JSON is invalid: {0}")]
     Json(#[from] serde_json::Error),
     #[error("cannot create the database directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
-    #[error("the database schema is version {found}, newer than this program supports ({supported})")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the database schema is version {found}, newer than this program supports ({supported})"
+    )]
     SchemaTooNew { found: usize, supported: usize },
     #[error("ticket not found")]
     NotFound,
@@ -191,7 +196,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         migrations::migrate_to(&mut conn, version)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -209,7 +216,13 @@ impl Store {
         Ok(())
     }
 
-    fn add_event(tx: &Transaction, id: i64, kind: EventKind, detail: &str, at: &str) -> Result<(), StoreError> {
+    fn add_event(
+        tx: &Transaction,
+        id: i64,
+        kind: EventKind,
+        detail: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
         tx.execute(
             "INSERT INTO events (ticket_id, kind, detail, at) VALUES (?1, ?2, ?3, ?4)",
             params![id, kind.as_str(), detail, at],
@@ -240,22 +253,27 @@ impl Store {
         let mut stmt = conn.prepare_cached(
             "SELECT id FROM tickets WHERE processing = 'accepted' ORDER BY id LIMIT ?1",
         )?;
-        let ids = stmt.query_map([limit as i64], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let ids = stmt
+            .query_map([limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(ids)
     }
 
     /// Tickets not yet done (accepted or being processed).
     pub fn backlog(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM tickets WHERE processing != 'done'", [], |r| r.get(0))?)
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM tickets WHERE processing != 'done'",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// After a crash, tickets caught mid-pipeline have no stored result: run them again.
     pub fn requeue_interrupted(&self) -> Result<usize, StoreError> {
-        Ok(self
-            .conn()
-            .execute("UPDATE tickets SET processing = 'accepted' WHERE processing = 'processing'", [])?)
+        Ok(self.conn().execute(
+            "UPDATE tickets SET processing = 'accepted' WHERE processing = 'processing'",
+            [],
+        )?)
     }
 
     /// Takes an accepted ticket for processing; `None` when another worker
@@ -273,9 +291,16 @@ impl Store {
         if changed == 0 {
             return Ok(None);
         }
-        let input = tx.query_row("SELECT subject, description FROM tickets WHERE id = ?1", [id], |r| {
-            Ok(TicketInput { subject: r.get(0)?, description: r.get(1)? })
-        })?;
+        let input = tx.query_row(
+            "SELECT subject, description FROM tickets WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(TicketInput {
+                    subject: r.get(0)?,
+                    description: r.get(1)?,
+                })
+            },
+        )?;
         Self::add_event(&tx, id, EventKind::ProcessingStarted, "", &now)?;
         tx.commit()?;
         Ok(Some(input))
@@ -296,9 +321,15 @@ impl Store {
             )
             .optional()?;
         let Some(current) = current else {
-            return Err(StoreError::Conflict(format!("ticket {id} is not being processed")));
+            return Err(StoreError::Conflict(format!(
+                "ticket {id} is not being processed"
+            )));
         };
-        let status = if current == Status::Resolved.as_str() { Status::Resolved } else { analysis.status };
+        let status = if current == Status::Resolved.as_str() {
+            Status::Resolved
+        } else {
+            analysis.status
+        };
         tx.execute(
             "UPDATE tickets SET processing = 'done', analysis = ?2, category = ?3, priority = ?4,
                  sentiment = ?5, risk = ?6, status = ?7, updated_at = ?8
@@ -331,8 +362,11 @@ impl Store {
         let now = clock::now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let status: Option<String> =
-            tx.query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        let status: Option<String> = tx
+            .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
         match status {
             None => return Err(StoreError::NotFound),
             Some(s) if s == Status::Resolved.as_str() => return Ok(()),
@@ -353,12 +387,17 @@ impl Store {
         let now = clock::now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let status: Option<String> =
-            tx.query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        let status: Option<String> = tx
+            .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
         match status {
             None => return Err(StoreError::NotFound),
             Some(s) if s != Status::Resolved.as_str() => {
-                return Err(StoreError::Conflict("only a resolved ticket can be rated".into()));
+                return Err(StoreError::Conflict(
+                    "only a resolved ticket can be rated".into(),
+                ));
             }
             Some(_) => {}
         }
@@ -378,11 +417,15 @@ impl Store {
             return Ok(None);
         }
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT id, token FROM tickets WHERE token_prefix = ?1")?;
-        let rows = stmt.query_map([&token[..TOKEN_PREFIX_LEN]], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id, token FROM tickets WHERE token_prefix = ?1")?;
+        let rows = stmt.query_map([&token[..TOKEN_PREFIX_LEN]], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
         for row in rows {
             let (id, stored) = row?;
-            if stored.len() == token.len() && bool::from(stored.as_bytes().ct_eq(token.as_bytes())) {
+            if stored.len() == token.len() && bool::from(stored.as_bytes().ct_eq(token.as_bytes()))
+            {
                 return Ok(Some(id));
             }
         }
@@ -391,7 +434,7 @@ impl Store {
 
     pub fn get(&self, id: i64) -> Result<TicketRecord, StoreError> {
         let conn = self.conn();
-        let mut rec = conn
+        let row = conn
             .query_row(
                 "SELECT id, token, subject, description, status, processing, pipeline_runs, analysis,
                         rating, rating_comment, created_at, updated_at
@@ -420,21 +463,28 @@ impl Store {
                 },
             )
             .optional()?;
-        let Some((mut record, analysis, comment)) = rec.take() else {
+        let Some((mut record, analysis, comment)) = row else {
             return Err(StoreError::NotFound);
         };
         record.analysis = analysis.map(|a| serde_json::from_str(&a)).transpose()?;
         if let Some(r) = record.rating.as_mut() {
             r.comment = comment;
         }
-        let mut stmt =
-            conn.prepare_cached("SELECT kind, detail, at FROM events WHERE ticket_id = ?1 ORDER BY id")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT kind, detail, at FROM events WHERE ticket_id = ?1 ORDER BY id",
+        )?;
         record.events = stmt
             .query_map([id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })?
             .filter_map(|row| match row {
-                Ok((kind, detail, at)) => EventKind::parse(&kind).map(|kind| Ok(Event { kind, detail, at })),
+                Ok((kind, detail, at)) => {
+                    EventKind::parse(&kind).map(|kind| Ok(Event { kind, detail, at }))
+                }
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_, _>>()?;
@@ -462,7 +512,11 @@ impl Store {
                 filters.push(format!("{column} = ?{}", args.len()));
             }
         }
-        let where_sql = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
+        let where_sql = if filters.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", filters.join(" AND "))
+        };
         let conn = self.conn();
         let total: i64 = conn.query_row(
             &format!("SELECT COUNT(*) FROM tickets t {where_sql}"),
@@ -500,19 +554,31 @@ impl Store {
     /// How many tickets have each status (every status listed, zeros included).
     pub fn status_counts(&self) -> Result<Vec<(Status, i64)>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM tickets GROUP BY status")?;
-        let found: Vec<(String, i64)> =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT status, COUNT(*) FROM tickets GROUP BY status")?;
+        let found: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
         Ok(Status::ALL
             .iter()
-            .map(|s| (*s, found.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n)))
+            .map(|s| {
+                (
+                    *s,
+                    found
+                        .iter()
+                        .find(|(k, _)| k == s.as_str())
+                        .map_or(0, |(_, n)| *n),
+                )
+            })
             .collect())
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -532,7 +598,10 @@ mod tests {
 
     #[test]
     fn fts_query_quotes_every_term() {
-        assert_eq!(fts_query("refund \"NOT\" OR*"), Some("\"refund\"* \"NOT\"* \"OR\"*".into()));
+        assert_eq!(
+            fts_query("refund \"NOT\" OR*"),
+            Some("\"refund\"* \"NOT\"* \"OR\"*".into())
+        );
         assert_eq!(fts_query("  ()*: "), None);
     }
 

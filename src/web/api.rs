@@ -27,7 +27,11 @@ pub struct NewTicket {
 }
 
 /// Trims and checks a submission against the configured limits.
-pub fn validate(cfg: &ServeConfig, subject: &str, description: &str) -> Result<TicketInput, ApiError> {
+pub fn validate(
+    cfg: &ServeConfig,
+    subject: &str,
+    description: &str,
+) -> Result<TicketInput, ApiError> {
     let subject = subject.trim();
     let description = description.trim();
     let check = |name: &str, value: &str, max: usize| {
@@ -35,16 +39,26 @@ pub fn validate(cfg: &ServeConfig, subject: &str, description: &str) -> Result<T
         if n == 0 {
             Err(ApiError::invalid(format!("{name} must not be empty")))
         } else if n > max {
-            Err(ApiError::invalid(format!("{name} is {n} characters long; the limit is {max}")))
-        } else if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-            Err(ApiError::invalid(format!("{name} contains control characters")))
+            Err(ApiError::invalid(format!(
+                "{name} is {n} characters long; the limit is {max}"
+            )))
+        } else if value
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            Err(ApiError::invalid(format!(
+                "{name} contains control characters"
+            )))
         } else {
             Ok(())
         }
     };
     check("subject", subject, cfg.max_subject_chars)?;
     check("description", description, cfg.max_description_chars)?;
-    Ok(TicketInput { subject: subject.to_string(), description: description.to_string() })
+    Ok(TicketInput {
+        subject: subject.to_string(),
+        description: description.to_string(),
+    })
 }
 
 /// Stores the ticket, wakes the worker, and answers with its id and token.
@@ -63,7 +77,11 @@ pub async fn create_ticket(
     let wait = match params.get("wait").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("wait must be true or false, not '{other}'"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "wait must be true or false, not '{other}'"
+            )));
+        }
     };
     let input = validate(&state.config, &body.subject, &body.description)?;
     // Listen before storing, so the completion cannot slip past.
@@ -99,7 +117,11 @@ pub async fn create_ticket(
         obj.insert("token".into(), json!(token));
         obj.insert("tracking_url".into(), json!(url));
     }
-    let code = if done { StatusCode::CREATED } else { StatusCode::ACCEPTED };
+    let code = if done {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((code, axum::Json(v)).into_response())
 }
 
@@ -110,13 +132,23 @@ async fn id_for_token(state: &SharedState, token: String) -> Result<i64, ApiErro
         .ok_or_else(|| ApiError::not_found("ticket"))
 }
 
-pub async fn customer_ticket(State(state): State<SharedState>, Path(token): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn customer_ticket(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     let id = id_for_token(&state, token).await?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(&rec, &state.config.public_url(), false)))
+    Ok(axum::Json(ticket_json(
+        &rec,
+        &state.config.public_url(),
+        false,
+    )))
 }
 
-pub async fn customer_status(State(state): State<SharedState>, Path(token): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn customer_status(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     let id = id_for_token(&state, token).await?;
     let rec = state.db(move |s| s.get(id)).await?;
     Ok(axum::Json(status_json(&rec)))
@@ -133,11 +165,18 @@ pub async fn resolve(state: &SharedState, id: i64, by: &'static str) -> Result<(
     Ok(())
 }
 
-pub async fn customer_resolve(State(state): State<SharedState>, Path(token): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn customer_resolve(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     let id = id_for_token(&state, token).await?;
     resolve(&state, id, "by the customer").await?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(&rec, &state.config.public_url(), false)))
+    Ok(axum::Json(ticket_json(
+        &rec,
+        &state.config.public_url(),
+        false,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,19 +188,33 @@ pub struct NewRating {
 }
 
 /// Checks a rating: 1–5 stars, an optional comment of at most 2000 characters.
-pub fn validate_rating(stars: i64, comment: Option<String>) -> Result<(u8, Option<String>), ApiError> {
+pub fn validate_rating(
+    stars: i64,
+    comment: Option<String>,
+) -> Result<(u8, Option<String>), ApiError> {
     if !(1..=5).contains(&stars) {
-        return Err(ApiError::invalid(format!("stars must be 1 to 5, not {stars}")));
+        return Err(ApiError::invalid(format!(
+            "stars must be 1 to 5, not {stars}"
+        )));
     }
-    let comment = comment.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+    let comment = comment
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
     if comment.as_ref().is_some_and(|c| c.chars().count() > 2000) {
         return Err(ApiError::invalid("comment is longer than 2000 characters"));
     }
     Ok((stars as u8, comment))
 }
 
-pub async fn rate(state: &SharedState, id: i64, stars: u8, comment: Option<String>) -> Result<(), ApiError> {
-    state.db(move |s| s.rate(id, stars, comment.as_deref())).await?;
+pub async fn rate(
+    state: &SharedState,
+    id: i64,
+    stars: u8,
+    comment: Option<String>,
+) -> Result<(), ApiError> {
+    state
+        .db(move |s| s.rate(id, stars, comment.as_deref()))
+        .await?;
     state.worker.publish(crate::worker::TicketUpdate {
         id,
         kind: EventKind::Rated,
@@ -179,7 +232,11 @@ pub async fn customer_rating(
     let (stars, comment) = validate_rating(body.stars, body.comment)?;
     rate(&state, id, stars, comment).await?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(&rec, &state.config.public_url(), false)))
+    Ok(axum::Json(ticket_json(
+        &rec,
+        &state.config.public_url(),
+        false,
+    )))
 }
 
 /// Parses the admin list's query string, with a clear error for each bad value.
@@ -192,7 +249,9 @@ pub fn list_query(params: &HashMap<String, String>) -> Result<ListQuery, ApiErro
                 .parse::<u32>()
                 .ok()
                 .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| ApiError::bad_request(format!("{k} must be a number from 1 to {max}"))),
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("{k} must be a number from 1 to {max}"))
+                }),
         }
     };
     let bad = |e: crate::ticket::UnknownValue| ApiError::bad_request(e.to_string());
@@ -220,11 +279,14 @@ pub async fn list_tickets(
     let q = list_query(&params)?;
     let (page, per_page) = (q.page, q.per_page);
     let (tickets, total) = state.db(move |s| s.list(&q)).await?;
-    Ok(axum::Json(json!({"tickets": tickets, "total": total, "page": page, "per_page": per_page})))
+    Ok(axum::Json(
+        json!({"tickets": tickets, "total": total, "page": page, "per_page": per_page}),
+    ))
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().map_err(|_| ApiError::not_found("ticket"))
+    raw.parse::<i64>()
+        .map_err(|_| ApiError::not_found("ticket"))
 }
 
 pub async fn admin_ticket(
@@ -234,7 +296,11 @@ pub async fn admin_ticket(
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(&rec, &state.config.public_url(), true)))
+    Ok(axum::Json(ticket_json(
+        &rec,
+        &state.config.public_url(),
+        true,
+    )))
 }
 
 pub async fn admin_resolve(
@@ -245,11 +311,17 @@ pub async fn admin_resolve(
     let id = parse_id(&id)?;
     resolve(&state, id, "by support staff").await?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(&rec, &state.config.public_url(), true)))
+    Ok(axum::Json(ticket_json(
+        &rec,
+        &state.config.public_url(),
+        true,
+    )))
 }
 
 pub async fn health(State(state): State<SharedState>) -> Response {
-    let db = state.db(|s| Ok((s.ping()?, s.schema_version()?, s.backlog()?))).await;
+    let db = state
+        .db(|s| Ok((s.ping()?, s.schema_version()?, s.backlog()?)))
+        .await;
     let (db_ok, version, backlog, db_error) = match db {
         Ok(((), v, b)) => (true, Some(v), Some(b), None),
         Err(e) => (false, None, None, Some(e.message)),
@@ -269,6 +341,10 @@ pub async fn health(State(state): State<SharedState>) -> Response {
         "engines": e,
         "worker": {"backlog": backlog, "concurrency": state.config.workers},
     });
-    let code = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body)).into_response()
 }

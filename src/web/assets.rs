@@ -16,8 +16,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("index.html", include_str!("../../templates/index.html")),
     ("tracker.html", include_str!("../../templates/tracker.html")),
     ("login.html", include_str!("../../templates/login.html")),
-    ("admin_tickets.html", include_str!("../../templates/admin_tickets.html")),
-    ("admin_ticket.html", include_str!("../../templates/admin_ticket.html")),
+    (
+        "admin_tickets.html",
+        include_str!("../../templates/admin_tickets.html"),
+    ),
+    (
+        "admin_ticket.html",
+        include_str!("../../templates/admin_ticket.html"),
+    ),
     ("error.html", include_str!("../../templates/error.html")),
     ("macros.html", include_str!("../../templates/macros.html")),
 ];
@@ -31,7 +37,9 @@ const ASSETS: &[(&str, &str)] = &[
 fn safe_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn read_override(dir: &Option<PathBuf>, name: &str) -> Option<String> {
@@ -52,12 +60,17 @@ impl Templates {
         // Auto-escaping is on for every template: they are all HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
         // "2026-01-02T03:04:05.678Z" → "2026-01-02 03:04" for display.
-        env.add_filter("when", |s: String| -> String { s.replacen('T', " ", 1).chars().take(16).collect() });
+        env.add_filter("when", |s: String| -> String {
+            s.replacen('T', " ", 1).chars().take(16).collect()
+        });
         env.set_loader(move |name| {
             if let Some(text) = read_override(&dir, name) {
                 return Ok(Some(text));
             }
-            Ok(TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string()))
+            Ok(TEMPLATES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| t.to_string()))
         });
         Templates { env }
     }
@@ -77,8 +90,12 @@ impl Assets {
     }
 
     pub fn get(&self, name: &str) -> Option<String> {
-        read_override(&self.dir, name)
-            .or_else(|| ASSETS.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string()))
+        read_override(&self.dir, name).or_else(|| {
+            ASSETS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| t.to_string())
+        })
     }
 }
 
@@ -94,9 +111,12 @@ pub async fn serve(State(state): State<SharedState>, Path(file): Path<String>) -
         _ => "text/plain; charset=utf-8",
     };
     let mut resp = body.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     resp
 }
 

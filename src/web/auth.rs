@@ -33,7 +33,9 @@ pub enum AuthError {
 
 pub fn random_hex(bytes: usize) -> String {
     let mut rng = rand::rng();
-    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 pub fn ct_eq(a: &str, b: &str) -> bool {
@@ -51,7 +53,9 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +82,13 @@ impl Sessions {
         let mut map = self.map();
         let now = Instant::now();
         map.retain(|_, s| s.expires > now);
-        map.insert(id.clone(), Session { csrf: csrf.clone(), expires: now + SESSION_TTL });
+        map.insert(
+            id.clone(),
+            Session {
+                csrf: csrf.clone(),
+                expires: now + SESSION_TTL,
+            },
+        );
         (id, csrf)
     }
 
@@ -101,7 +111,11 @@ pub struct LoginLimiter {
 
 impl LoginLimiter {
     pub fn new(max_failures: usize, window: Duration) -> Self {
-        LoginLimiter { max_failures, window, failures: Mutex::new(HashMap::new()) }
+        LoginLimiter {
+            max_failures,
+            window,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Seconds until the client may try again, when it is blocked now.
@@ -112,7 +126,11 @@ impl LoginLimiter {
         list.retain(|t| now.duration_since(*t) < self.window);
         if list.len() >= self.max_failures {
             let oldest = list.first().copied().unwrap_or(now);
-            Some((self.window.saturating_sub(now.duration_since(oldest))).as_secs().max(1))
+            Some(
+                (self.window.saturating_sub(now.duration_since(oldest)))
+                    .as_secs()
+                    .max(1),
+            )
         } else {
             None
         }
@@ -120,7 +138,9 @@ impl LoginLimiter {
 
     pub fn record_failure(&self, client: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(client.to_string()).or_default().push(Instant::now());
+        map.entry(client.to_string())
+            .or_default()
+            .push(Instant::now());
     }
 
     pub fn clear(&self, client: &str) {
@@ -179,10 +199,18 @@ pub struct MaybeAdmin(pub Option<AdminSession>);
 impl FromRequestParts<SharedState> for MaybeAdmin {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
-        Ok(MaybeAdmin(cookie(&parts.headers, SESSION_COOKIE).and_then(|id| {
-            state.sessions.get(&id).map(|s| AdminSession { id, csrf: s.csrf })
-        })))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeAdmin(cookie(&parts.headers, SESSION_COOKIE).and_then(
+            |id| {
+                state
+                    .sessions
+                    .get(&id)
+                    .map(|s| AdminSession { id, csrf: s.csrf })
+            },
+        )))
     }
 }
 
@@ -194,9 +222,20 @@ pub struct AdminApi;
 impl FromRequestParts<SharedState> for AdminApi {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
-        if let Some(auth) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-            let expected = state.config.admin_token.as_deref().filter(|t| !t.is_empty());
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(auth) = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let expected = state
+                .config
+                .admin_token
+                .as_deref()
+                .filter(|t| !t.is_empty());
             return match (auth.strip_prefix("Bearer "), expected) {
                 (Some(given), Some(expected)) if ct_eq(given.trim(), expected) => Ok(AdminApi),
                 _ => Err(ApiError::unauthorized()),
@@ -206,7 +245,11 @@ impl FromRequestParts<SharedState> for AdminApi {
             .and_then(|id| state.sessions.get(&id))
             .ok_or_else(ApiError::unauthorized)?;
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            let given = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let given = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if !ct_eq(given, &session.csrf) {
                 return Err(ApiError::new(
                     axum::http::StatusCode::FORBIDDEN,

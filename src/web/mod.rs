@@ -42,7 +42,13 @@ impl Engines {
     pub fn from_pipeline(pipeline: &Pipeline, notes: Vec<String>) -> Self {
         let (classifier, troubleshooter) = pipeline.engines();
         let degraded = classifier == "rules" && troubleshooter == "rules";
-        Engines { classifier, troubleshooter, sentiment: "vader".into(), degraded, notes }
+        Engines {
+            classifier,
+            troubleshooter,
+            sentiment: "vader".into(),
+            degraded,
+            notes,
+        }
     }
 
     pub fn banner(&self) -> Option<String> {
@@ -73,7 +79,12 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
-    pub fn new(store: Arc<Store>, config: ServeConfig, worker: WorkerHandle, engines: Engines) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        config: ServeConfig,
+        worker: WorkerHandle,
+        engines: Engines,
+    ) -> Self {
         let templates = Templates::new(config.templates_dir.clone());
         let assets = Assets::new(config.assets_dir.clone());
         AppState {
@@ -141,8 +152,14 @@ async fn security_headers(req: Request, next: Next) -> Response {
              frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     resp
 }
@@ -151,7 +168,10 @@ pub fn router(state: SharedState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/health", get(api::health))
-        .route("/api/tickets", post(api::create_ticket).get(api::list_tickets))
+        .route(
+            "/api/tickets",
+            post(api::create_ticket).get(api::list_tickets),
+        )
         .route("/api/tickets/{id}", get(api::admin_ticket))
         .route("/api/tickets/{id}/resolve", post(api::admin_resolve))
         .route("/api/t/{token}", get(api::customer_ticket))
@@ -174,13 +194,16 @@ pub fn router(state: SharedState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(security_headers))
         // Spans name the route pattern, never the URI: tracker URIs hold secrets.
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or("unmatched", |m| m.as_str());
-            tracing::info_span!("http", method = %req.method(), route)
-        })
-        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", |m| m.as_str());
+                    tracing::info_span!("http", method = %req.method(), route)
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .with_state(state)
 }

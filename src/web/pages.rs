@@ -24,13 +24,22 @@ fn render(state: &SharedState, status: StatusCode, name: &str, ctx: minijinja::V
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(template = name, error = %e, "template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error: a page template failed").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: a page template failed",
+            )
+                .into_response()
         }
     }
 }
 
 fn error_page(state: &SharedState, status: StatusCode, message: &str) -> Response {
-    render(state, status, "error.html", context! { code => status.as_u16(), message => message })
+    render(
+        state,
+        status,
+        "error.html",
+        context! { code => status.as_u16(), message => message },
+    )
 }
 
 fn api_error_page(state: &SharedState, e: ApiError) -> Response {
@@ -41,7 +50,10 @@ fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-pub async fn not_found(State(state): State<SharedState>, OriginalUri(uri): OriginalUri) -> Response {
+pub async fn not_found(
+    State(state): State<SharedState>,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
     if uri.path().starts_with("/api/") {
         ApiError::not_found("endpoint").into_response()
     } else {
@@ -57,7 +69,12 @@ fn limits(state: &SharedState) -> minijinja::Value {
 }
 
 pub async fn index(State(state): State<SharedState>) -> Response {
-    render(&state, StatusCode::OK, "index.html", context! { limits => limits(&state) })
+    render(
+        &state,
+        StatusCode::OK,
+        "index.html",
+        context! { limits => limits(&state) },
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,7 +85,10 @@ pub struct SubmitForm {
     description: String,
 }
 
-pub async fn submit(State(state): State<SharedState>, form: Result<Form<SubmitForm>, FormRejection>) -> Response {
+pub async fn submit(
+    State(state): State<SharedState>,
+    form: Result<Form<SubmitForm>, FormRejection>,
+) -> Response {
     let Form(form) = match form {
         Ok(f) => f,
         Err(e) => return error_page(&state, e.status(), &e.body_text()),
@@ -100,14 +120,24 @@ async fn tracker_page(state: &SharedState, token: String, error: Option<String>)
     let t = token.clone();
     let id = match state.db(move |s| s.id_for_token(&t)).await {
         Ok(Some(id)) => id,
-        Ok(None) => return error_page(state, StatusCode::NOT_FOUND, "No ticket has this tracking link."),
+        Ok(None) => {
+            return error_page(
+                state,
+                StatusCode::NOT_FOUND,
+                "No ticket has this tracking link.",
+            );
+        }
         Err(e) => return api_error_page(state, e),
     };
     let rec = match state.db(move |s| s.get(id)).await {
         Ok(r) => r,
         Err(e) => return api_error_page(state, e),
     };
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     let ticket = ticket_json(&rec, &state.config.public_url(), false);
     render(
         state,
@@ -126,11 +156,20 @@ pub async fn tracker(State(state): State<SharedState>, Path(token): Path<String>
     tracker_page(&state, token, None).await
 }
 
-pub async fn tracker_resolve(State(state): State<SharedState>, Path(token): Path<String>) -> Response {
+pub async fn tracker_resolve(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+) -> Response {
     let t = token.clone();
     let id = match state.db(move |s| s.id_for_token(&t)).await {
         Ok(Some(id)) => id,
-        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, "No ticket has this tracking link."),
+        Ok(None) => {
+            return error_page(
+                &state,
+                StatusCode::NOT_FOUND,
+                "No ticket has this tracking link.",
+            );
+        }
         Err(e) => return api_error_page(&state, e),
     };
     match api::resolve(&state, id, "by the customer").await {
@@ -159,7 +198,13 @@ pub async fn tracker_rating(
     let t = token.clone();
     let id = match state.db(move |s| s.id_for_token(&t)).await {
         Ok(Some(id)) => id,
-        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, "No ticket has this tracking link."),
+        Ok(None) => {
+            return error_page(
+                &state,
+                StatusCode::NOT_FOUND,
+                "No ticket has this tracking link.",
+            );
+        }
         Err(e) => return api_error_page(&state, e),
     };
     let stars = form.stars.trim().parse::<i64>().unwrap_or(0);
@@ -185,10 +230,18 @@ fn with_cookie(mut resp: Response, cookie: String) -> Response {
 }
 
 async fn password_is_set(state: &SharedState) -> Result<bool, ApiError> {
-    Ok(state.db(|s| s.setting(auth::PASSWORD_SETTING)).await?.is_some())
+    Ok(state
+        .db(|s| s.setting(auth::PASSWORD_SETTING))
+        .await?
+        .is_some())
 }
 
-fn login_page(state: &SharedState, status: StatusCode, error: Option<&str>, no_password: bool) -> Response {
+fn login_page(
+    state: &SharedState,
+    status: StatusCode,
+    error: Option<&str>,
+    no_password: bool,
+) -> Response {
     let csrf = auth::random_hex(16);
     let resp = render(
         state,
@@ -196,10 +249,21 @@ fn login_page(state: &SharedState, status: StatusCode, error: Option<&str>, no_p
         "login.html",
         context! { csrf => csrf.clone(), error => error, no_password => no_password },
     );
-    with_cookie(resp, auth::set_cookie(LOGIN_CSRF_COOKIE, &csrf, Some(3600), state.config.secure_cookies))
+    with_cookie(
+        resp,
+        auth::set_cookie(
+            LOGIN_CSRF_COOKIE,
+            &csrf,
+            Some(3600),
+            state.config.secure_cookies,
+        ),
+    )
 }
 
-pub async fn login_form(State(state): State<SharedState>, MaybeAdmin(admin): MaybeAdmin) -> Response {
+pub async fn login_form(
+    State(state): State<SharedState>,
+    MaybeAdmin(admin): MaybeAdmin,
+) -> Response {
     if admin.is_some() {
         return see_other("/admin/tickets");
     }
@@ -231,7 +295,10 @@ pub async fn login(
         let mut resp = login_page(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!("Too many failed attempts. Try again in {} minutes.", secs.div_ceil(60))),
+            Some(&format!(
+                "Too many failed attempts. Try again in {} minutes.",
+                secs.div_ceil(60)
+            )),
             false,
         );
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -241,7 +308,12 @@ pub async fn login(
     }
     let expected_csrf = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if expected_csrf.is_empty() || !auth::ct_eq(&form.csrf, &expected_csrf) {
-        return login_page(&state, StatusCode::FORBIDDEN, Some("The form expired. Please try again."), false);
+        return login_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            Some("The form expired. Please try again."),
+            false,
+        );
     }
     let hash = match state.db(|s| s.setting(auth::PASSWORD_SETTING)).await {
         Ok(Some(h)) => h,
@@ -256,14 +328,25 @@ pub async fn login(
     if !ok {
         state.login_limiter.record_failure(&client);
         tracing::warn!(client = %client, "failed admin login");
-        return login_page(&state, StatusCode::UNAUTHORIZED, Some("Wrong password."), false);
+        return login_page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong password."),
+            false,
+        );
     }
     state.login_limiter.clear(&client);
     let (session, _) = state.sessions.create();
     tracing::info!("admin signed in");
     let resp = see_other("/admin/tickets");
-    let resp = with_cookie(resp, auth::set_cookie(SESSION_COOKIE, &session, None, state.config.secure_cookies));
-    with_cookie(resp, auth::set_cookie(LOGIN_CSRF_COOKIE, "", Some(0), state.config.secure_cookies))
+    let resp = with_cookie(
+        resp,
+        auth::set_cookie(SESSION_COOKIE, &session, None, state.config.secure_cookies),
+    );
+    with_cookie(
+        resp,
+        auth::set_cookie(LOGIN_CSRF_COOKIE, "", Some(0), state.config.secure_cookies),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,7 +356,10 @@ pub struct CsrfForm {
 }
 
 /// A signed-in admin whose form carries the session's CSRF token.
-fn check_csrf(admin: &Option<AdminSession>, form: &Result<Form<CsrfForm>, FormRejection>) -> Result<(), StatusCode> {
+fn check_csrf(
+    admin: &Option<AdminSession>,
+    form: &Result<Form<CsrfForm>, FormRejection>,
+) -> Result<(), StatusCode> {
     let admin = admin.as_ref().ok_or(StatusCode::UNAUTHORIZED)?;
     match form {
         Ok(Form(f)) if auth::ct_eq(&f.csrf, &admin.csrf) => Ok(()),
@@ -289,13 +375,22 @@ pub async fn logout(
     match check_csrf(&admin, &form) {
         Ok(()) => {}
         Err(StatusCode::UNAUTHORIZED) => return see_other("/admin/login"),
-        Err(code) => return error_page(&state, code, "The form expired. Reload the page and try again."),
+        Err(code) => {
+            return error_page(
+                &state,
+                code,
+                "The form expired. Reload the page and try again.",
+            );
+        }
     }
     if let Some(a) = admin {
         state.sessions.remove(&a.id);
     }
     let resp = see_other("/admin/login");
-    with_cookie(resp, auth::set_cookie(SESSION_COOKIE, "", Some(0), state.config.secure_cookies))
+    with_cookie(
+        resp,
+        auth::set_cookie(SESSION_COOKIE, "", Some(0), state.config.secure_cookies),
+    )
 }
 
 /// The link to another page of the same filtered list.
@@ -314,7 +409,9 @@ fn page_link(params: &HashMap<String, String>, page: u32) -> String {
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b' ' => "+".to_string(),
             _ => format!("%{b:02X}"),
         })
@@ -335,7 +432,9 @@ pub async fn admin_tickets(
     };
     let (page, per_page) = (q.page, q.per_page);
     let q2 = q.clone();
-    let data = state.db(move |s| Ok((s.list(&q2)?, s.status_counts()?))).await;
+    let data = state
+        .db(move |s| Ok((s.list(&q2)?, s.status_counts()?)))
+        .await;
     let ((tickets, total), counts) = match data {
         Ok(d) => d,
         Err(e) => return api_error_page(&state, e),
@@ -386,7 +485,12 @@ pub async fn admin_ticket(
     match state.db(move |s| s.get(id)).await {
         Ok(rec) => {
             let ticket = ticket_json(&rec, &state.config.public_url(), true);
-            render(&state, StatusCode::OK, "admin_ticket.html", context! { ticket => minijinja::Value::from(minijinja::value::Serde(&ticket)), csrf => admin.csrf })
+            render(
+                &state,
+                StatusCode::OK,
+                "admin_ticket.html",
+                context! { ticket => minijinja::Value::from(minijinja::value::Serde(&ticket)), csrf => admin.csrf },
+            )
         }
         Err(e) => api_error_page(&state, e),
     }
@@ -401,7 +505,13 @@ pub async fn admin_resolve(
     match check_csrf(&admin, &form) {
         Ok(()) => {}
         Err(StatusCode::UNAUTHORIZED) => return see_other("/admin/login"),
-        Err(code) => return error_page(&state, code, "The form expired. Reload the page and try again."),
+        Err(code) => {
+            return error_page(
+                &state,
+                code,
+                "The form expired. Reload the page and try again.",
+            );
+        }
     }
     let Ok(id) = id.parse::<i64>() else {
         return error_page(&state, StatusCode::NOT_FOUND, "ticket not found");

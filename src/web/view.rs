@@ -53,7 +53,10 @@ pub fn ticket_json(rec: &TicketRecord, base_url: &str, admin: bool) -> Value {
     }
     if admin && let Some(obj) = v.as_object_mut() {
         obj.insert("token".into(), json!(rec.token));
-        obj.insert("tracking_url".into(), json!(tracking_url(base_url, &rec.token)));
+        obj.insert(
+            "tracking_url".into(),
+            json!(tracking_url(base_url, &rec.token)),
+        );
         obj.insert("pipeline_runs".into(), json!(rec.pipeline_runs));
         obj.insert("events".into(), json!(rec.events));
     }

@@ -32,8 +32,17 @@ pub fn config(dir: &TempDir) -> ServeConfig {
 }
 
 pub fn start_with(dir: TempDir, cfg: ServeConfig) -> TestApp {
-    let App { router, state, worker } = app::build(cfg, Pipeline::rules_only()).expect("app builds");
-    TestApp { router, state, worker, dir }
+    let App {
+        router,
+        state,
+        worker,
+    } = app::build(cfg, Pipeline::rules_only()).expect("app builds");
+    TestApp {
+        router,
+        state,
+        worker,
+        dir,
+    }
 }
 
 pub fn start() -> TestApp {
@@ -54,7 +63,10 @@ impl Resp {
     }
 
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     pub fn cookies(&self) -> Vec<String> {
@@ -79,7 +91,11 @@ pub async fn send(router: &Router, req: Request<Body>) -> Resp {
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    Resp { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
 }
 
 pub fn req(method: Method, uri: &str) -> axum::http::request::Builder {
@@ -112,7 +128,8 @@ pub fn admin_post(uri: &str) -> Request<Body> {
 }
 
 pub fn form_req(uri: &str, body: &str, cookie: Option<&str>) -> Request<Body> {
-    let mut b = req(Method::POST, uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    let mut b =
+        req(Method::POST, uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
     }
@@ -125,7 +142,10 @@ pub async fn submit(router: &Router, subject: &str, description: &str) -> (i64, 
     let r = send(router, json_req(Method::POST, "/api/tickets", &body)).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let v = r.json();
-    (v["id"].as_i64().expect("id"), v["token"].as_str().expect("token").to_string())
+    (
+        v["id"].as_i64().expect("id"),
+        v["token"].as_str().expect("token").to_string(),
+    )
 }
 
 /// Waits until the worker has stored the ticket's result (liveness guard, not a speed test).
@@ -143,7 +163,9 @@ pub async fn wait_processed(state: &SharedState, id: i64) -> smart_support::stor
 pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -17,30 +17,155 @@ const C_INCR: f64 = 0.733;
 const N_SCALAR: f64 = -0.74;
 
 const NEGATE: &[&str] = &[
-    "aint", "arent", "cannot", "cant", "couldnt", "darent", "didnt", "doesnt", "ain't", "aren't",
-    "can't", "couldn't", "daren't", "didn't", "doesn't", "dont", "hadnt", "hasnt", "havent",
-    "isnt", "mightnt", "mustnt", "neither", "don't", "hadn't", "hasn't", "haven't", "isn't",
-    "mightn't", "mustn't", "neednt", "needn't", "never", "none", "nope", "nor", "not", "nothing",
-    "nowhere", "oughtnt", "shant", "shouldnt", "uhuh", "wasnt", "werent", "oughtn't", "shan't",
-    "shouldn't", "uh-uh", "wasn't", "weren't", "without", "wont", "wouldnt", "won't", "wouldn't",
-    "rarely", "seldom", "despite",
+    "aint",
+    "arent",
+    "cannot",
+    "cant",
+    "couldnt",
+    "darent",
+    "didnt",
+    "doesnt",
+    "ain't",
+    "aren't",
+    "can't",
+    "couldn't",
+    "daren't",
+    "didn't",
+    "doesn't",
+    "dont",
+    "hadnt",
+    "hasnt",
+    "havent",
+    "isnt",
+    "mightnt",
+    "mustnt",
+    "neither",
+    "don't",
+    "hadn't",
+    "hasn't",
+    "haven't",
+    "isn't",
+    "mightn't",
+    "mustn't",
+    "neednt",
+    "needn't",
+    "never",
+    "none",
+    "nope",
+    "nor",
+    "not",
+    "nothing",
+    "nowhere",
+    "oughtnt",
+    "shant",
+    "shouldnt",
+    "uhuh",
+    "wasnt",
+    "werent",
+    "oughtn't",
+    "shan't",
+    "shouldn't",
+    "uh-uh",
+    "wasn't",
+    "weren't",
+    "without",
+    "wont",
+    "wouldnt",
+    "won't",
+    "wouldn't",
+    "rarely",
+    "seldom",
+    "despite",
 ];
 
 const BOOSTERS_INCR: &[&str] = &[
-    "absolutely", "amazingly", "awfully", "completely", "considerable", "considerably",
-    "decidedly", "deeply", "effing", "enormous", "enormously", "entirely", "especially",
-    "exceptional", "exceptionally", "extreme", "extremely", "fabulously", "flipping", "flippin",
-    "frackin", "fracking", "fricking", "frickin", "frigging", "friggin", "fully", "fuckin",
-    "fucking", "fuggin", "fugging", "greatly", "hella", "highly", "hugely", "incredible",
-    "incredibly", "intensely", "major", "majorly", "more", "most", "particularly", "purely",
-    "quite", "really", "remarkably", "so", "substantially", "thoroughly", "total", "totally",
-    "tremendous", "tremendously", "uber", "unbelievably", "unusually", "utter", "utterly", "very",
+    "absolutely",
+    "amazingly",
+    "awfully",
+    "completely",
+    "considerable",
+    "considerably",
+    "decidedly",
+    "deeply",
+    "effing",
+    "enormous",
+    "enormously",
+    "entirely",
+    "especially",
+    "exceptional",
+    "exceptionally",
+    "extreme",
+    "extremely",
+    "fabulously",
+    "flipping",
+    "flippin",
+    "frackin",
+    "fracking",
+    "fricking",
+    "frickin",
+    "frigging",
+    "friggin",
+    "fully",
+    "fuckin",
+    "fucking",
+    "fuggin",
+    "fugging",
+    "greatly",
+    "hella",
+    "highly",
+    "hugely",
+    "incredible",
+    "incredibly",
+    "intensely",
+    "major",
+    "majorly",
+    "more",
+    "most",
+    "particularly",
+    "purely",
+    "quite",
+    "really",
+    "remarkably",
+    "so",
+    "substantially",
+    "thoroughly",
+    "total",
+    "totally",
+    "tremendous",
+    "tremendously",
+    "uber",
+    "unbelievably",
+    "unusually",
+    "utter",
+    "utterly",
+    "very",
 ];
 
 const BOOSTERS_DECR: &[&str] = &[
-    "almost", "barely", "hardly", "just enough", "kind of", "kinda", "kindof", "kind-of", "less",
-    "little", "marginal", "marginally", "occasional", "occasionally", "partly", "scarce",
-    "scarcely", "slight", "slightly", "somewhat", "sort of", "sorta", "sortof", "sort-of",
+    "almost",
+    "barely",
+    "hardly",
+    "just enough",
+    "kind of",
+    "kinda",
+    "kindof",
+    "kind-of",
+    "less",
+    "little",
+    "marginal",
+    "marginally",
+    "occasional",
+    "occasionally",
+    "partly",
+    "scarce",
+    "scarcely",
+    "slight",
+    "slightly",
+    "somewhat",
+    "sort of",
+    "sorta",
+    "sortof",
+    "sort-of",
 ];
 
 const SPECIAL_CASES: &[(&str, f64)] = &[
@@ -292,7 +417,8 @@ fn negation_check(valence: f64, lower: &[String], start_i: usize, i: usize) -> f
         }
         2 => {
             // Python's `a and (b or c) or (d or e)` precedence, kept as written.
-            if (w(3) == "never" && (w(2) == "so" || w(2) == "this")) || (w(1) == "so" || w(1) == "this")
+            if (w(3) == "never" && (w(2) == "so" || w(2) == "this"))
+                || (w(1) == "so" || w(1) == "this")
             {
                 valence * 1.25
             } else if w(3) == "without" && (w(2) == "doubt" || w(1) == "doubt") {
@@ -308,7 +434,10 @@ fn negation_check(valence: f64, lower: &[String], start_i: usize, i: usize) -> f
 }
 
 fn special_case(seq: &str) -> Option<f64> {
-    SPECIAL_CASES.iter().find(|(k, _)| *k == seq).map(|(_, v)| *v)
+    SPECIAL_CASES
+        .iter()
+        .find(|(k, _)| *k == seq)
+        .map(|(_, v)| *v)
 }
 
 fn special_idioms_check(mut valence: f64, lower: &[String], i: usize) -> f64 {
@@ -323,15 +452,15 @@ fn special_idioms_check(mut valence: f64, lower: &[String], i: usize) -> f64 {
             break;
         }
     }
-    if lower.len() - 1 > i {
-        if let Some(v) = special_case(&format!("{} {}", lower[i], lower[i + 1])) {
-            valence = v;
-        }
+    if lower.len() - 1 > i
+        && let Some(v) = special_case(&format!("{} {}", lower[i], lower[i + 1]))
+    {
+        valence = v;
     }
-    if lower.len() - 1 > i + 1 {
-        if let Some(v) = special_case(&format!("{} {} {}", lower[i], lower[i + 1], lower[i + 2])) {
-            valence = v;
-        }
+    if lower.len() - 1 > i + 1
+        && let Some(v) = special_case(&format!("{} {} {}", lower[i], lower[i + 1], lower[i + 2]))
+    {
+        valence = v;
     }
     for n_gram in [&threetwoone, &threetwo, &twoone] {
         if let Some(b) = booster(n_gram) {
@@ -364,7 +493,11 @@ fn punctuation_emphasis(text: &str) -> f64 {
     let ep = text.matches('!').count().min(4) as f64 * 0.292;
     let qm_count = text.matches('?').count();
     let qm = if qm_count > 1 {
-        if qm_count <= 3 { qm_count as f64 * 0.18 } else { 0.96 }
+        if qm_count <= 3 {
+            qm_count as f64 * 0.18
+        } else {
+            0.96
+        }
     } else {
         0.0
     };
@@ -384,7 +517,12 @@ fn py_round(x: f64, digits: usize) -> f64 {
 
 fn score_valence(sentiments: &[f64], text: &str) -> Polarity {
     if sentiments.is_empty() {
-        return Polarity { neg: 0.0, neu: 0.0, pos: 0.0, compound: 0.0 };
+        return Polarity {
+            neg: 0.0,
+            neu: 0.0,
+            pos: 0.0,
+            compound: 0.0,
+        };
     }
     let mut sum_s: f64 = sentiments.iter().sum();
     let punct = punctuation_emphasis(text);

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod inference;
 pub mod pipeline;
 pub mod store;
 pub mod ticket;

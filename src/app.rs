@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::config::ServeConfig;
-use crate::pipeline::Pipeline;
+use crate::models::LoadedModels;
 use crate::store::{Store, StoreError};
 use crate::web::{self, AppState, Engines, SharedState};
 use crate::worker::{self, WorkerHandle};
@@ -24,25 +24,9 @@ pub struct App {
     pub worker: tokio::task::JoinHandle<()>,
 }
 
-/// Why the agents run without models; shown on /health and in the UI.
-pub fn model_notes(pipeline: &Pipeline) -> Vec<String> {
-    let (classifier, troubleshooter) = pipeline.engines();
-    let mut notes = Vec::new();
-    if classifier == "rules" {
-        notes.push("classifier: no zero-shot model loaded; keyword rules in use".to_string());
-    }
-    if troubleshooter == "rules" {
-        notes.push(
-            "troubleshooter: no text-generation model loaded; category playbooks in use"
-                .to_string(),
-        );
-    }
-    notes
-}
-
 /// Opens the store, starts the worker and builds the router. Must run
 /// inside a tokio runtime.
-pub fn build(config: ServeConfig, pipeline: Pipeline) -> Result<App, AppError> {
+pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError> {
     let store = Store::open(&config.db).map_err(|source| AppError::Store {
         path: config.db.display().to_string(),
         source,
@@ -57,7 +41,12 @@ pub fn build(config: ServeConfig, pipeline: Pipeline) -> Result<App, AppError> {
     }
     // Parse the VADER lexicon now rather than on the first ticket.
     crate::agents::vader::Vader::global();
-    let engines = Engines::from_pipeline(&pipeline, model_notes(&pipeline));
+    let LoadedModels {
+        pipeline,
+        nli,
+        notes,
+    } = models;
+    let engines = Engines::from_pipeline(&pipeline, notes);
     let handle = WorkerHandle::new();
     let worker = worker::spawn(
         store.clone(),
@@ -65,7 +54,7 @@ pub fn build(config: ServeConfig, pipeline: Pipeline) -> Result<App, AppError> {
         handle.clone(),
         config.workers,
     );
-    let state = Arc::new(AppState::new(store, config, handle, engines));
+    let state = Arc::new(AppState::new(store, config, handle, engines, nli));
     Ok(App {
         router: web::router(state.clone()),
         state,

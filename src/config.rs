@@ -59,6 +59,69 @@ pub struct ServeConfig {
     /// Public base URL used in tracking links (defaults to http://BIND).
     #[arg(long, env = "SMART_SUPPORT_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+/// Which models to load and how; shared by `serve`, `triage` and `classify`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Zero-shot NLI model: a directory, a Hugging Face repo id (resolved offline
+    /// from models/ and the HF cache), `auto` (facebook/bart-large-mnli when
+    /// present) or `none` (keyword rules).
+    #[arg(long, env = "SMART_SUPPORT_NLI_MODEL", default_value = "auto")]
+    pub nli_model: String,
+
+    /// Device for models: auto, cpu, cuda, cuda:N or metal (GPUs need the
+    /// `cuda`/`metal` cargo features).
+    #[arg(long, env = "SMART_SUPPORT_DEVICE", default_value = "auto")]
+    pub device: String,
+
+    /// Floating-point type of the NLI model: f32, bf16 or f16.
+    #[arg(long, env = "SMART_SUPPORT_NLI_DTYPE", default_value = "f32")]
+    pub nli_dtype: String,
+
+    /// Quantize the NLI model's linear layers at load: none, q8_0, q4_0, q4k, q6k.
+    #[arg(long, env = "SMART_SUPPORT_NLI_QUANT", default_value = "none")]
+    pub nli_quant: String,
+
+    /// Most label pairs in one batch.
+    #[arg(long, env = "SMART_SUPPORT_MAX_BATCH_PAIRS", default_value_t = 56)]
+    pub max_batch_pairs: usize,
+
+    /// Most padded tokens in one forward pass.
+    #[arg(long, env = "SMART_SUPPORT_MAX_BATCH_TOKENS", default_value_t = 8192)]
+    pub max_batch_tokens: usize,
+
+    /// How long the batcher waits for more requests after the first, in ms.
+    #[arg(long, env = "SMART_SUPPORT_MAX_WAIT_MS", default_value_t = 5)]
+    pub max_wait_ms: u64,
+
+    /// Requests the model queue holds before the classify API answers 503.
+    #[arg(long, env = "SMART_SUPPORT_QUEUE_CAPACITY", default_value_t = 256)]
+    pub queue_capacity: usize,
+
+    /// Directory searched for models by repo id (models/ORG/NAME).
+    #[arg(long, env = "SMART_SUPPORT_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+}
+
+impl ModelArgs {
+    /// No models: keyword rules only (what tests use unless they load one).
+    pub fn rules_only() -> Self {
+        ModelArgs {
+            nli_model: "none".into(),
+            device: "cpu".into(),
+            nli_dtype: "f32".into(),
+            nli_quant: "none".into(),
+            max_batch_pairs: 56,
+            max_batch_tokens: 8192,
+            max_wait_ms: 5,
+            queue_capacity: 256,
+            models_dir: PathBuf::from("models"),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -78,6 +141,7 @@ impl ServeConfig {
             templates_dir: None,
             assets_dir: None,
             public_url: None,
+            models: ModelArgs::rules_only(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod inference;
+pub mod models;
 pub mod pipeline;
 pub mod store;
 pub mod ticket;

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use smart_support::config::ServeConfig;
-use smart_support::pipeline::Pipeline;
+use smart_support::config::{ModelArgs, ServeConfig};
 use smart_support::store::Store;
 use smart_support::ticket::TicketInput;
 use smart_support::web::auth;
@@ -33,11 +32,45 @@ enum Command {
         subject: String,
         #[arg(long)]
         description: String,
+        #[command(flatten)]
+        models: ModelArgs,
+    },
+    /// Zero-shot classify texts; prints one JSON line per text, like transformers' pipeline.
+    Classify {
+        /// Candidate labels, comma-separated (default: the seven ticket categories).
+        #[arg(long)]
+        labels: Option<String>,
+        /// Score each label independently (entailment vs contradiction).
+        #[arg(long)]
+        multi_label: bool,
+        /// Hypothesis template; {} is replaced by the label.
+        #[arg(long, default_value = smart_support::inference::nli::DEFAULT_TEMPLATE)]
+        template: String,
+        /// Texts to classify.
+        #[arg(required = true)]
+        texts: Vec<String>,
+        #[command(flatten)]
+        models: ModelArgs,
+    },
+    /// Model files: download into the Hugging Face cache (connected machines).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
     },
     /// Admin account management.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Download the zero-shot model (default facebook/bart-large-mnli) into the HF cache.
+    Fetch {
+        /// Hugging Face repo id of the NLI model.
+        #[arg(long, default_value = smart_support::inference::hub::DEFAULT_NLI_REPO)]
+        nli: String,
     },
 }
 
@@ -67,13 +100,33 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Triage {
             subject,
             description,
+            models,
         }) => {
             let input = TicketInput {
                 subject,
                 description,
             };
-            let v = smart_support::triage::triage(&Pipeline::rules_only(), &input);
+            let loaded = smart_support::models::load(&models);
+            for note in &loaded.notes {
+                tracing::warn!("{note}");
+            }
+            let v = smart_support::triage::triage(&loaded.pipeline, &input);
             println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Some(Command::Classify {
+            labels,
+            multi_label,
+            template,
+            texts,
+            models,
+        }) => classify(labels, multi_label, &template, &texts, &models),
+        Some(Command::Models {
+            command: ModelsCommand::Fetch { nli },
+        }) => {
+            use smart_support::inference::hub;
+            let dir = hub::fetch(&nli, hub::NLI_FILES, &["config.json"])?;
+            eprintln!("{nli} is in {}", dir.display());
             Ok(())
         }
         Some(Command::Admin {
@@ -98,12 +151,40 @@ impl FromEnv for ServeConfig {
     }
 }
 
+fn classify(
+    labels: Option<String>,
+    multi_label: bool,
+    template: &str,
+    texts: &[String],
+    models: &ModelArgs,
+) -> anyhow::Result<()> {
+    use smart_support::inference::nli;
+    let clf = match smart_support::models::load_nli(models)? {
+        Some(c) => c,
+        None => bail!("no zero-shot model: pass --nli-model DIR (or a repo id in the HF cache)"),
+    };
+    let labels = match labels {
+        Some(l) => nli::parse_labels(&l),
+        None => smart_support::ticket::Category::ALL
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+    };
+    let mut out = std::io::stdout().lock();
+    for text in texts {
+        let r = clf.classify_blocking(text, &labels, multi_label, template)?;
+        writeln!(out, "{}", serde_json::to_string(&r)?)?;
+    }
+    Ok(())
+}
+
 fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let bind = cfg.bind;
         let db = cfg.db.display().to_string();
-        let app = smart_support::app::build(cfg, Pipeline::rules_only())?;
+        let models = smart_support::models::load(&cfg.models);
+        let app = smart_support::app::build(cfg, models)?;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("cannot listen on {bind}"))?;
@@ -113,6 +194,9 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         tracing::info!(%db, "smart-support listening on http://{addr}");
         if let Some(banner) = app.state.engines.banner() {
             tracing::warn!("{banner}");
+            for note in &app.state.engines.notes {
+                tracing::warn!("{note}");
+            }
         }
         axum::serve(
             listener,

@@ -9,7 +9,9 @@ use smart_support::inference::InferenceError;
 use smart_support::inference::nli::{DEFAULT_TEMPLATE, LoadOptions, ZeroShotClassifier};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[derive(Deserialize)]
@@ -40,7 +42,8 @@ struct Reference {
 }
 
 fn reference(name: &str) -> Reference {
-    let raw = std::fs::read_to_string(fixture(name).join("reference.json")).expect("reference.json");
+    let raw =
+        std::fs::read_to_string(fixture(name).join("reference.json")).expect("reference.json");
     serde_json::from_str(&raw).expect("reference JSON")
 }
 
@@ -60,9 +63,18 @@ fn tokenizer_and_logits_match_transformers() {
     for name in ["tiny-bart-mnli", "tiny-bart-mnli-scaled"] {
         let clf = load(name);
         let r = reference(name);
-        let pairs: Vec<(&str, &str)> = r.pairs.iter().map(|p| (p.premise.as_str(), p.hypothesis.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = r
+            .pairs
+            .iter()
+            .map(|p| (p.premise.as_str(), p.hypothesis.as_str()))
+            .collect();
         for p in &r.pairs {
-            assert_eq!(clf.encode_pair(&p.premise, &p.hypothesis).expect("encode"), p.input_ids, "{name}: {}", p.premise);
+            assert_eq!(
+                clf.encode_pair(&p.premise, &p.hypothesis).expect("encode"),
+                p.input_ids,
+                "{name}: {}",
+                p.premise
+            );
         }
         // All pairs in one padded batch, as the reference computed them.
         let logits = clf.logits_blocking(&pairs).expect("logits");
@@ -76,21 +88,41 @@ fn tokenizer_and_logits_match_transformers() {
 fn zero_shot_matches_the_transformers_pipeline() {
     let clf = load("tiny-bart-mnli");
     let r = reference("tiny-bart-mnli");
-    assert!(r.zero_shot.len() >= 30, "reference covers ~15 tickets, single and multi label");
+    assert!(
+        r.zero_shot.len() >= 30,
+        "reference covers ~15 tickets, single and multi label"
+    );
     for case in &r.zero_shot {
         let out = clf
-            .classify_blocking(&case.text, &case.labels_in, case.multi_label, &case.template)
+            .classify_blocking(
+                &case.text,
+                &case.labels_in,
+                case.multi_label,
+                &case.template,
+            )
             .expect("classify");
         let short: String = case.text.chars().take(60).collect();
         for (label, want) in case.labels.iter().zip(&case.scores) {
-            let i = out.labels.iter().position(|l| l == label).expect("label present");
-            assert!((out.scores[i] - want).abs() <= 1e-4, "{short} (multi={}): {label} {} vs {want}", case.multi_label, out.scores[i]);
+            let i = out
+                .labels
+                .iter()
+                .position(|l| l == label)
+                .expect("label present");
+            assert!(
+                (out.scores[i] - want).abs() <= 1e-4,
+                "{short} (multi={}): {label} {} vs {want}",
+                case.multi_label,
+                out.scores[i]
+            );
         }
         // Same ranking, except where transformers' own scores tie within tolerance.
         for (k, (got, want)) in out.labels.iter().zip(&case.labels).enumerate() {
             if got != want {
                 let j = case.labels.iter().position(|l| l == got).expect("label");
-                assert!((case.scores[j] - case.scores[k]).abs() < 1e-4, "{short}: rank {k} is {got}, want {want}");
+                assert!(
+                    (case.scores[j] - case.scores[k]).abs() < 1e-4,
+                    "{short}: rank {k} is {got}, want {want}"
+                );
             }
         }
     }
@@ -100,12 +132,20 @@ fn zero_shot_matches_the_transformers_pipeline() {
 fn long_ticket_is_truncated_only_in_the_premise() {
     let clf = load("tiny-bart-mnli");
     let r = reference("tiny-bart-mnli");
-    let long = r.zero_shot.iter().find(|z| z.text.split_whitespace().count() >= 5000).expect("5000-word case");
-    let ids = clf.encode_pair(&long.text, "This example is Billing.").expect("encode");
+    let long = r
+        .zero_shot
+        .iter()
+        .find(|z| z.text.split_whitespace().count() >= 5000)
+        .expect("5000-word case");
+    let ids = clf
+        .encode_pair(&long.text, "This example is Billing.")
+        .expect("encode");
     assert_eq!(ids, r.long_text_truncated_ids);
     assert_eq!(ids.len(), clf.max_len());
     // The hypothesis survives intact at the end.
-    let hyp = clf.encode_pair("x", "This example is Billing.").expect("encode");
+    let hyp = clf
+        .encode_pair("x", "This example is Billing.")
+        .expect("encode");
     assert_eq!(ids[ids.len() - (hyp.len() - 3)..], hyp[3..]);
 }
 
@@ -118,7 +158,10 @@ fn batched_equals_unbatched_and_padding_changes_nothing() {
         "The app crashes every time I open the settings page after the last update, on every device I own.",
     ];
     let hyps = ["This example is Refund.", "This example is Technical."];
-    let pairs: Vec<(&str, &str)> = texts.iter().flat_map(|t| hyps.iter().map(move |h| (*t, *h))).collect();
+    let pairs: Vec<(&str, &str)> = texts
+        .iter()
+        .flat_map(|t| hyps.iter().map(move |h| (*t, *h)))
+        .collect();
     let together = clf.logits_blocking(&pairs).expect("batched");
     for (pair, batched) in pairs.iter().zip(&together) {
         let alone = clf.logits_blocking(&[*pair]).expect("alone");
@@ -157,11 +200,19 @@ fn bad_labels_are_clear_errors() {
     }
     // A label whose hypothesis alone exceeds the model length.
     let huge = vec!["very ".repeat(150)];
-    assert!(matches!(clf.classify_blocking("t", &huge, false, "{}"), Err(InferenceError::InvalidInput(_))));
+    assert!(matches!(
+        clf.classify_blocking("t", &huge, false, "{}"),
+        Err(InferenceError::InvalidInput(_))
+    ));
 }
 
 /// Copies the fixture to a temp dir and lets a test break one file.
-fn broken(edit: impl Fn(&Path)) -> (tempfile::TempDir, Result<ZeroShotClassifier, InferenceError>) {
+fn broken(
+    edit: impl Fn(&Path),
+) -> (
+    tempfile::TempDir,
+    Result<ZeroShotClassifier, InferenceError>,
+) {
     let dir = tempfile::TempDir::new().expect("tempdir");
     for f in std::fs::read_dir(fixture("tiny-bart-mnli")).expect("fixture") {
         let f = f.expect("entry").path();
@@ -174,18 +225,34 @@ fn broken(edit: impl Fn(&Path)) -> (tempfile::TempDir, Result<ZeroShotClassifier
 
 fn expect_error(edit: impl Fn(&Path), file: &str, needle: &str) {
     let (_dir, r) = broken(edit);
-    let err = r.err().unwrap_or_else(|| panic!("loading should fail ({needle})")).to_string();
+    let err = r
+        .err()
+        .unwrap_or_else(|| panic!("loading should fail ({needle})"))
+        .to_string();
     assert!(err.contains(file), "error does not name {file}: {err}");
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "error lacks '{needle}': {err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "error lacks '{needle}': {err}"
+    );
 }
 
 #[test]
 fn corrupted_model_directories_give_clear_errors() {
     let rm = |f: &'static str| move |d: &Path| std::fs::remove_file(d.join(f)).expect("rm");
-    let write = |f: &'static str, s: &'static str| move |d: &Path| std::fs::write(d.join(f), s).expect("write");
+    let write = |f: &'static str, s: &'static str| {
+        move |d: &Path| std::fs::write(d.join(f), s).expect("write")
+    };
     expect_error(rm("config.json"), "config.json", "no such file");
-    expect_error(write("config.json", "{not json"), "config.json", "key must be a string");
-    expect_error(rm("model.safetensors"), "model.safetensors", "no model.safetensors");
+    expect_error(
+        write("config.json", "{not json"),
+        "config.json",
+        "key must be a string",
+    );
+    expect_error(
+        rm("model.safetensors"),
+        "model.safetensors",
+        "no model.safetensors",
+    );
     expect_error(rm("tokenizer.json"), "tokenizer.json", "no tokenizer.json");
     expect_error(
         |d: &Path| {
@@ -199,14 +266,38 @@ fn corrupted_model_directories_give_clear_errors() {
     let edit_config = |key: &'static str, value: serde_json::Value| {
         move |d: &Path| {
             let p = d.join("config.json");
-            let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
             v[key] = value.clone();
             std::fs::write(&p, v.to_string()).expect("write");
         }
     };
-    expect_error(edit_config("d_model", 48.into()), "model.safetensors", "shape");
-    expect_error(edit_config("encoder_attention_heads", 5.into()), "config.json", "divisible");
-    expect_error(edit_config("eos_token_id", 7.into()), "tokenizer", "mismatch");
-    expect_error(edit_config("label2id", serde_json::json!({"yes": 0, "no": 1, "maybe": 2})), "config.json", "entailment");
-    expect_error(edit_config("activation_function", "wiggle".into()), "config.json", "unknown variant");
+    expect_error(
+        edit_config("d_model", 48.into()),
+        "model.safetensors",
+        "shape",
+    );
+    expect_error(
+        edit_config("encoder_attention_heads", 5.into()),
+        "config.json",
+        "divisible",
+    );
+    expect_error(
+        edit_config("eos_token_id", 7.into()),
+        "tokenizer",
+        "mismatch",
+    );
+    expect_error(
+        edit_config(
+            "label2id",
+            serde_json::json!({"yes": 0, "no": 1, "maybe": 2}),
+        ),
+        "config.json",
+        "entailment",
+    );
+    expect_error(
+        edit_config("activation_function", "wiggle".into()),
+        "config.json",
+        "unknown variant",
+    );
 }

@@ -42,10 +42,16 @@ impl Config {
     /// Checks what the layers assume, so a bad config.json fails with a
     /// message instead of a shape error deep in a forward pass.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let heads = [("encoder", self.encoder_attention_heads), ("decoder", self.decoder_attention_heads)];
+        let heads = [
+            ("encoder", self.encoder_attention_heads),
+            ("decoder", self.decoder_attention_heads),
+        ];
         for (name, h) in heads {
-            if h == 0 || self.d_model % h != 0 {
-                return Err(format!("d_model {} is not divisible by {name}_attention_heads {h}", self.d_model));
+            if h == 0 || !self.d_model.is_multiple_of(h) {
+                return Err(format!(
+                    "d_model {} is not divisible by {name}_attention_heads {h}",
+                    self.d_model
+                ));
             }
         }
         if self.d_model == 0 || self.vocab_size == 0 || self.max_position_embeddings == 0 {
@@ -70,14 +76,22 @@ pub enum Proj {
 }
 
 impl Proj {
-    fn load(in_dim: usize, out_dim: usize, vb: VarBuilder, quant: Option<GgmlDType>) -> Result<Self> {
+    fn load(
+        in_dim: usize,
+        out_dim: usize,
+        vb: VarBuilder,
+        quant: Option<GgmlDType>,
+    ) -> Result<Self> {
         let w = vb.get((out_dim, in_dim), "weight")?;
         let b = vb.get(out_dim, "bias")?;
         match quant {
             // Quantized kernels need whole blocks along the input dimension.
-            Some(q) if in_dim % q.block_size() == 0 => {
+            Some(q) if in_dim.is_multiple_of(q.block_size()) => {
                 let qt = QTensor::quantize(&w.to_dtype(DType::F32)?, q)?;
-                Ok(Proj::Quantized { w: QMatMul::from_qtensor(qt)?, b: b.to_dtype(DType::F32)? })
+                Ok(Proj::Quantized {
+                    w: QMatMul::from_qtensor(qt)?,
+                    b: b.to_dtype(DType::F32)?,
+                })
             }
             _ => Ok(Proj::Dense(candle_nn::Linear::new(w, Some(b)))),
         }
@@ -90,7 +104,9 @@ impl Module for Proj {
             Proj::Dense(l) => l.forward(xs),
             Proj::Quantized { w, b } => {
                 let dtype = xs.dtype();
-                w.forward(&xs.to_dtype(DType::F32)?)?.broadcast_add(b)?.to_dtype(dtype)
+                w.forward(&xs.to_dtype(DType::F32)?)?
+                    .broadcast_add(b)?
+                    .to_dtype(dtype)
             }
         }
     }
@@ -122,7 +138,9 @@ impl Attention {
     }
 
     fn split_heads(&self, xs: &Tensor, b: usize, t: usize) -> Result<Tensor> {
-        xs.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+        xs.reshape((b, t, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 
     /// `kv` is the encoder output for cross-attention, `None` for self-attention;
@@ -152,8 +170,18 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    fn load(d: usize, ffn: usize, act: Activation, vb: VarBuilder, quant: Option<GgmlDType>) -> Result<Self> {
-        Ok(FeedForward { fc1: Proj::load(d, ffn, vb.pp("fc1"), quant)?, fc2: Proj::load(ffn, d, vb.pp("fc2"), quant)?, act })
+    fn load(
+        d: usize,
+        ffn: usize,
+        act: Activation,
+        vb: VarBuilder,
+        quant: Option<GgmlDType>,
+    ) -> Result<Self> {
+        Ok(FeedForward {
+            fc1: Proj::load(d, ffn, vb.pp("fc1"), quant)?,
+            fc2: Proj::load(ffn, d, vb.pp("fc2"), quant)?,
+            act,
+        })
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -179,7 +207,13 @@ impl EncoderLayer {
         Ok(EncoderLayer {
             self_attn: Attention::load(d, cfg.encoder_attention_heads, vb.pp("self_attn"), quant)?,
             self_attn_layer_norm: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
-            ffn: FeedForward::load(d, cfg.encoder_ffn_dim, cfg.activation_function, vb.clone(), quant)?,
+            ffn: FeedForward::load(
+                d,
+                cfg.encoder_ffn_dim,
+                cfg.activation_function,
+                vb.clone(),
+                quant,
+            )?,
             final_layer_norm: layer_norm(d, vb.pp("final_layer_norm"))?,
         })
     }
@@ -208,14 +242,31 @@ impl DecoderLayer {
         Ok(DecoderLayer {
             self_attn: Attention::load(d, cfg.decoder_attention_heads, vb.pp("self_attn"), quant)?,
             self_attn_layer_norm: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
-            encoder_attn: Attention::load(d, cfg.decoder_attention_heads, vb.pp("encoder_attn"), quant)?,
+            encoder_attn: Attention::load(
+                d,
+                cfg.decoder_attention_heads,
+                vb.pp("encoder_attn"),
+                quant,
+            )?,
             encoder_attn_layer_norm: layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
-            ffn: FeedForward::load(d, cfg.decoder_ffn_dim, cfg.activation_function, vb.clone(), quant)?,
+            ffn: FeedForward::load(
+                d,
+                cfg.decoder_ffn_dim,
+                cfg.activation_function,
+                vb.clone(),
+                quant,
+            )?,
             final_layer_norm: layer_norm(d, vb.pp("final_layer_norm"))?,
         })
     }
 
-    fn forward(&self, xs: &Tensor, enc: &Tensor, causal: &Tensor, enc_mask: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        enc: &Tensor,
+        causal: &Tensor,
+        enc_mask: &Tensor,
+    ) -> Result<Tensor> {
         let h = (xs + self.self_attn.forward(xs, None, Some(causal))?)?;
         let h = self.self_attn_layer_norm.forward(&h)?;
         let h = (&h + self.encoder_attn.forward(&h, Some(enc), Some(enc_mask))?)?;
@@ -234,8 +285,14 @@ struct Embeddings {
 
 impl Embeddings {
     fn load(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let positions = vb.get((cfg.max_position_embeddings + 2, cfg.d_model), "embed_positions.weight")?;
-        Ok(Embeddings { positions, layernorm: layer_norm(cfg.d_model, vb.pp("layernorm_embedding"))? })
+        let positions = vb.get(
+            (cfg.max_position_embeddings + 2, cfg.d_model),
+            "embed_positions.weight",
+        )?;
+        Ok(Embeddings {
+            positions,
+            layernorm: layer_norm(cfg.d_model, vb.pp("layernorm_embedding"))?,
+        })
     }
 
     fn forward(&self, tokens: &Tensor, t: usize) -> Result<Tensor> {
@@ -278,7 +335,11 @@ impl BartForSequenceClassification {
         let head = vb.pp("classification_head");
         Ok(BartForSequenceClassification {
             shared,
-            embed_scale: if cfg.scale_embedding { (d as f64).sqrt() } else { 1.0 },
+            embed_scale: if cfg.scale_embedding {
+                (d as f64).sqrt()
+            } else {
+                1.0
+            },
             encoder_embeddings: Embeddings::load(cfg, m.pp("encoder"))?,
             encoder_layers,
             decoder_embeddings: Embeddings::load(cfg, m.pp("decoder"))?,
@@ -301,7 +362,11 @@ impl BartForSequenceClassification {
 
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let e = self.shared.forward(ids)?;
-        if self.embed_scale == 1.0 { Ok(e) } else { e * self.embed_scale }
+        if self.embed_scale == 1.0 {
+            Ok(e)
+        } else {
+            e * self.embed_scale
+        }
     }
 
     /// Logits (batch, num_labels) for right-padded `input_ids` with their
@@ -313,7 +378,10 @@ impl BartForSequenceClassification {
             candle_core::bail!("empty batch or mask of the wrong size");
         }
         if t > self.cfg.max_position_embeddings {
-            candle_core::bail!("sequence of {t} tokens exceeds max_position_embeddings {}", self.cfg.max_position_embeddings);
+            candle_core::bail!(
+                "sequence of {t} tokens exceeds max_position_embeddings {}",
+                self.cfg.max_position_embeddings
+            );
         }
         let pad = self.cfg.pad_token_id;
         let eos = self.cfg.eos_token_id;
@@ -329,15 +397,25 @@ impl BartForSequenceClassification {
             for i in 0..t {
                 flat_ids.push(ids.get(i).copied().unwrap_or(pad));
                 // shift_tokens_right: decoder_start, then the input without its last token.
-                dec_ids.push(if i == 0 { self.cfg.decoder_start_token_id } else { ids.get(i - 1).copied().unwrap_or(pad) });
-                mask.push(if m.get(i).copied().unwrap_or(0) == 0 { f32::MIN } else { 0.0 });
+                dec_ids.push(if i == 0 {
+                    self.cfg.decoder_start_token_id
+                } else {
+                    ids.get(i - 1).copied().unwrap_or(pad)
+                });
+                mask.push(if m.get(i).copied().unwrap_or(0) == 0 {
+                    f32::MIN
+                } else {
+                    0.0
+                });
             }
         }
         let dev = &self.device;
         let ids = Tensor::from_vec(flat_ids, (b, t), dev)?;
         let dec = Tensor::from_vec(dec_ids, (b, t), dev)?;
         let enc_mask = Tensor::from_vec(mask, (b, 1, 1, t), dev)?.to_dtype(self.dtype)?;
-        let causal: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::MIN } else { 0.0 })).collect();
+        let causal: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j > i { f32::MIN } else { 0.0 }))
+            .collect();
         let causal = Tensor::from_vec(causal, (1, 1, t, t), dev)?.to_dtype(self.dtype)?;
 
         let mut h = self.encoder_embeddings.forward(&self.embed(&ids)?, t)?;
@@ -350,7 +428,9 @@ impl BartForSequenceClassification {
             h = layer.forward(&h, &enc, &causal, &enc_mask)?;
         }
         let rows = Tensor::from_vec(eos_rows, b, dev)?;
-        let sentence = h.reshape((b * t, self.cfg.d_model))?.index_select(&rows, 0)?;
+        let sentence = h
+            .reshape((b * t, self.cfg.d_model))?
+            .index_select(&rows, 0)?;
         let x = self.head_dense.forward(&sentence)?.tanh()?;
         self.head_out.forward(&x)?.to_dtype(DType::F32)
     }

@@ -22,7 +22,10 @@ fn looks_like_repo_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) && *p != ".."
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && *p != ".."
         })
 }
 
@@ -64,12 +67,16 @@ pub fn resolve_model_dir(spec: &str, models_dir: &Path) -> Result<PathBuf, Infer
 /// Downloads a repo's files into the HF cache (connected machines only).
 pub fn fetch(repo: &str, files: &[&str], required: &[&str]) -> Result<PathBuf, InferenceError> {
     if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
-        return Err(InferenceError::Config("HF_HUB_OFFLINE is set: not downloading".into()));
+        return Err(InferenceError::Config(
+            "HF_HUB_OFFLINE is set: not downloading".into(),
+        ));
     }
     let api = hf_hub::api::sync::ApiBuilder::from_env()
         .with_progress(true)
         .build()
-        .map_err(|e| InferenceError::Config(format!("cannot start the Hugging Face client: {e}")))?;
+        .map_err(|e| {
+            InferenceError::Config(format!("cannot start the Hugging Face client: {e}"))
+        })?;
     let repo_api = api.model(repo.to_string());
     let mut dir = None;
     for file in files {
@@ -79,7 +86,9 @@ pub fn fetch(repo: &str, files: &[&str], required: &[&str]) -> Result<PathBuf, I
                 dir = path.parent().map(Path::to_path_buf);
             }
             Err(e) if required.contains(file) => {
-                return Err(InferenceError::Config(format!("cannot download {file} of {repo}: {e}")));
+                return Err(InferenceError::Config(format!(
+                    "cannot download {file} of {repo}: {e}"
+                )));
             }
             Err(e) => tracing::info!(repo, file, error = %e, "optional file not fetched"),
         }
@@ -97,9 +106,11 @@ mod tests {
         assert!(!looks_like_repo_id("../etc"));
         assert!(!looks_like_repo_id("a/b/c"));
         assert!(!looks_like_repo_id("/abs/path"));
-        let err = resolve_model_dir("no-such-org/no-such-model", Path::new("/nonexistent")).expect_err("missing");
+        let err = resolve_model_dir("no-such-org/no-such-model", Path::new("/nonexistent"))
+            .expect_err("missing");
         assert!(err.to_string().contains("models fetch"), "{err}");
-        let err = resolve_model_dir("/definitely/not/here", Path::new("models")).expect_err("missing");
+        let err =
+            resolve_model_dir("/definitely/not/here", Path::new("models")).expect_err("missing");
         assert!(err.to_string().contains("neither a directory"), "{err}");
     }
 }

@@ -28,7 +28,10 @@ pub enum InferenceError {
 
 impl InferenceError {
     pub fn file(path: &Path, message: impl std::fmt::Display) -> Self {
-        InferenceError::File { path: path.display().to_string(), message: message.to_string() }
+        InferenceError::File {
+            path: path.display().to_string(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -60,11 +63,17 @@ pub fn parse_device(spec: &str) -> Result<Device, InferenceError> {
         }
         "metal" => Device::new_metal(0).map_err(|_| unsupported("metal", "metal")),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s.strip_prefix("cuda:").map_or(Ok(0), |n| n.parse::<usize>());
-            let n = n.map_err(|_| InferenceError::Config(format!("bad CUDA device '{spec}' (use cuda or cuda:N)")))?;
+            let n = s
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), |n| n.parse::<usize>());
+            let n = n.map_err(|_| {
+                InferenceError::Config(format!("bad CUDA device '{spec}' (use cuda or cuda:N)"))
+            })?;
             Device::new_cuda(n).map_err(|_| unsupported(s, "cuda"))
         }
-        other => Err(InferenceError::Config(format!("unknown device '{other}' (use auto, cpu, cuda, cuda:N or metal)"))),
+        other => Err(InferenceError::Config(format!(
+            "unknown device '{other}' (use auto, cpu, cuda, cuda:N or metal)"
+        ))),
     }
 }
 
@@ -74,12 +83,16 @@ pub fn parse_dtype(spec: &str) -> Result<DType, InferenceError> {
         "f32" | "float32" => Ok(DType::F32),
         "bf16" | "bfloat16" => Ok(DType::BF16),
         "f16" | "float16" => Ok(DType::F16),
-        other => Err(InferenceError::Config(format!("unknown dtype '{other}' (use f32, bf16 or f16)"))),
+        other => Err(InferenceError::Config(format!(
+            "unknown dtype '{other}' (use f32, bf16 or f16)"
+        ))),
     }
 }
 
 /// `--nli-quant none|q8_0|q4_0|q4k|q6k`.
-pub fn parse_quant(spec: &str) -> Result<Option<candle_core::quantized::GgmlDType>, InferenceError> {
+pub fn parse_quant(
+    spec: &str,
+) -> Result<Option<candle_core::quantized::GgmlDType>, InferenceError> {
     use candle_core::quantized::GgmlDType as G;
     match spec.trim().to_ascii_lowercase().as_str() {
         "" | "none" | "off" => Ok(None),
@@ -87,6 +100,8 @@ pub fn parse_quant(spec: &str) -> Result<Option<candle_core::quantized::GgmlDTyp
         "q4_0" => Ok(Some(G::Q4_0)),
         "q4k" | "q4_k" => Ok(Some(G::Q4K)),
         "q6k" | "q6_k" => Ok(Some(G::Q6K)),
-        other => Err(InferenceError::Config(format!("unknown quantization '{other}' (use none, q8_0, q4_0, q4k or q6k)"))),
+        other => Err(InferenceError::Config(format!(
+            "unknown quantization '{other}' (use none, q8_0, q4_0, q4k or q6k)"
+        ))),
     }
 }

@@ -12,11 +12,13 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Serialize;
-use tokenizers::{PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
+use super::InferenceError;
 use super::bart::{BartForSequenceClassification, Config};
 use super::queue::{BatchModel, BatchQueue, QueueConfig, QueueSnapshot};
-use super::InferenceError;
 use crate::agents::EngineError;
 use crate::agents::classifier::ZeroShotModel;
 use crate::ticket::LabelScore;
@@ -35,7 +37,12 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { device: Device::Cpu, dtype: DType::F32, quant: None, queue: QueueConfig::default() }
+        LoadOptions {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            quant: None,
+            queue: QueueConfig::default(),
+        }
     }
 }
 
@@ -60,20 +67,33 @@ fn load_tokenizer(dir: &Path, cfg: &Config) -> Result<Tokenizer, InferenceError>
     } else {
         let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
         if !vocab.exists() || !merges.exists() {
-            return Err(InferenceError::file(dir, "no tokenizer.json (nor vocab.json + merges.txt) in the model directory"));
+            return Err(InferenceError::file(
+                dir,
+                "no tokenizer.json (nor vocab.json + merges.txt) in the model directory",
+            ));
         }
-        let bpe = tokenizers::models::bpe::BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
-            .build()
-            .map_err(|e| InferenceError::file(&vocab, e))?;
+        let bpe = tokenizers::models::bpe::BPE::from_file(
+            &vocab.to_string_lossy(),
+            &merges.to_string_lossy(),
+        )
+        .build()
+        .map_err(|e| InferenceError::file(&vocab, e))?;
         let mut t = Tokenizer::new(bpe);
-        t.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true)));
+        t.with_pre_tokenizer(Some(
+            tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true),
+        ));
         t.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
-        let id = |s: &str| t.token_to_id(s).ok_or_else(|| InferenceError::file(&vocab, format!("no {s} token")));
+        let id = |s: &str| {
+            t.token_to_id(s)
+                .ok_or_else(|| InferenceError::file(&vocab, format!("no {s} token")))
+        };
         let (bos, eos) = (id("<s>")?, id("</s>")?);
-        t.with_post_processor(Some(tokenizers::processors::roberta::RobertaProcessing::new(
-            ("</s>".into(), eos),
-            ("<s>".into(), bos),
-        )));
+        t.with_post_processor(Some(
+            tokenizers::processors::roberta::RobertaProcessing::new(
+                ("</s>".into(), eos),
+                ("<s>".into(), bos),
+            ),
+        ));
         t
     };
     // The tokenizer must agree with the model on the special tokens.
@@ -81,13 +101,20 @@ fn load_tokenizer(dir: &Path, cfg: &Config) -> Result<Tokenizer, InferenceError>
     if eos != Some(cfg.eos_token_id) {
         return Err(InferenceError::file(
             dir,
-            format!("tokenizer/model mismatch: tokenizer </s> is {eos:?}, config eos_token_id is {}", cfg.eos_token_id),
+            format!(
+                "tokenizer/model mismatch: tokenizer </s> is {eos:?}, config eos_token_id is {}",
+                cfg.eos_token_id
+            ),
         ));
     }
     if tok.get_vocab_size(true) > cfg.vocab_size {
         return Err(InferenceError::file(
             dir,
-            format!("tokenizer/model mismatch: {} tokens but vocab_size {}", tok.get_vocab_size(true), cfg.vocab_size),
+            format!(
+                "tokenizer/model mismatch: {} tokens but vocab_size {}",
+                tok.get_vocab_size(true),
+                cfg.vocab_size
+            ),
         ));
     }
     tok.with_padding(None::<PaddingParams>);
@@ -102,7 +129,9 @@ fn max_length(dir: &Path, cfg: &Config) -> usize {
         .and_then(|v| v.get("model_max_length").and_then(|m| m.as_f64()))
         .filter(|m| *m >= 8.0 && *m < 1e9)
         .map(|m| m as usize);
-    from_tokenizer.map_or(cfg.max_position_embeddings, |m| m.min(cfg.max_position_embeddings))
+    from_tokenizer.map_or(cfg.max_position_embeddings, |m| {
+        m.min(cfg.max_position_embeddings)
+    })
 }
 
 /// The model side of the queue: token ids in, logits out.
@@ -158,20 +187,34 @@ impl ZeroShotClassifier {
             return Err(InferenceError::file(dir, "not a directory"));
         }
         let cfg_path = dir.join("config.json");
-        let cfg: Config = serde_json::from_str(&read(&cfg_path)?).map_err(|e| InferenceError::file(&cfg_path, e))?;
-        cfg.validate().map_err(|e| InferenceError::file(&cfg_path, e))?;
+        let cfg: Config = serde_json::from_str(&read(&cfg_path)?)
+            .map_err(|e| InferenceError::file(&cfg_path, e))?;
+        cfg.validate()
+            .map_err(|e| InferenceError::file(&cfg_path, e))?;
         let entailment_id = cfg
             .label2id
             .iter()
             .find(|(label, _)| label.to_lowercase().starts_with("entail"))
             .map(|(_, id)| *id)
-            .ok_or_else(|| InferenceError::file(&cfg_path, "label2id has no entailment label: not an NLI model"))?;
+            .ok_or_else(|| {
+                InferenceError::file(
+                    &cfg_path,
+                    "label2id has no entailment label: not an NLI model",
+                )
+            })?;
         let num_labels = cfg.num_labels();
         if entailment_id >= num_labels {
-            return Err(InferenceError::file(&cfg_path, "entailment id out of range"));
+            return Err(InferenceError::file(
+                &cfg_path,
+                "entailment id out of range",
+            ));
         }
         // transformers' rule: contradiction is the first label, or the last when entailment is first.
-        let contradiction_id = if entailment_id == 0 { num_labels - 1 } else { 0 };
+        let contradiction_id = if entailment_id == 0 {
+            num_labels - 1
+        } else {
+            0
+        };
         let plain = load_tokenizer(dir, &cfg)?;
         let max_len = max_length(dir, &cfg);
         let mut truncating = plain.clone();
@@ -188,18 +231,30 @@ impl ZeroShotClassifier {
         let pth = dir.join("pytorch_model.bin");
         let (weights, vb) = if st.exists() {
             // SAFETY: the file is mapped read-only; we never write through the map.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&st], opts.dtype, &opts.device) };
+            let vb =
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&st], opts.dtype, &opts.device) };
             (st.clone(), vb.map_err(|e| InferenceError::file(&st, e))?)
         } else if pth.exists() {
-            let vb = VarBuilder::from_pth(&pth, opts.dtype, &opts.device).map_err(|e| InferenceError::file(&pth, e))?;
+            let vb = VarBuilder::from_pth(&pth, opts.dtype, &opts.device)
+                .map_err(|e| InferenceError::file(&pth, e))?;
             (pth.clone(), vb)
         } else {
-            return Err(InferenceError::file(dir, "no model.safetensors or pytorch_model.bin in the model directory"));
+            return Err(InferenceError::file(
+                dir,
+                "no model.safetensors or pytorch_model.bin in the model directory",
+            ));
         };
-        let model = BartForSequenceClassification::load(vb, &cfg, opts.quant).map_err(|e| InferenceError::file(&weights, e))?;
-        let runner = NliRunner { model, pad: cfg.pad_token_id };
+        let model = BartForSequenceClassification::load(vb, &cfg, opts.quant)
+            .map_err(|e| InferenceError::file(&weights, e))?;
+        let runner = NliRunner {
+            model,
+            pad: cfg.pad_token_id,
+        };
         let queue = BatchQueue::start("nli", runner, opts.queue)?;
-        let quant = opts.quant.map(|q| format!(" {q:?}").to_lowercase()).unwrap_or_default();
+        let quant = opts
+            .quant
+            .map(|q| format!(" {q:?}").to_lowercase())
+            .unwrap_or_default();
         tracing::info!(model = name, path = %dir.display(), max_len, "zero-shot model loaded");
         Ok(ZeroShotClassifier {
             name: format!("{name}{quant}"),
@@ -230,7 +285,10 @@ impl ZeroShotClassifier {
         let enc = match self.truncating.encode((premise, hypothesis), true) {
             Ok(e) => e,
             // As in transformers: when truncating the premise cannot help, do not truncate.
-            Err(_) => self.plain.encode((premise, hypothesis), true).map_err(|e| InferenceError::Model(e.to_string()))?,
+            Err(_) => self
+                .plain
+                .encode((premise, hypothesis), true)
+                .map_err(|e| InferenceError::Model(e.to_string()))?,
         };
         let ids = enc.get_ids().to_vec();
         if ids.len() > self.max_len {
@@ -245,35 +303,71 @@ impl ZeroShotClassifier {
 
     /// Raw logits for premise/hypothesis pairs, through the queue.
     pub fn logits_blocking(&self, pairs: &[(&str, &str)]) -> Result<Vec<Vec<f32>>, InferenceError> {
-        let ids = pairs.iter().map(|(p, h)| self.encode_pair(p, h)).collect::<Result<Vec<_>, _>>()?;
+        let ids = pairs
+            .iter()
+            .map(|(p, h)| self.encode_pair(p, h))
+            .collect::<Result<Vec<_>, _>>()?;
         self.queue.submit_blocking(ids)
     }
 
-    fn prepare(&self, text: &str, labels: &[String], template: &str) -> Result<Vec<Vec<u32>>, InferenceError> {
+    fn prepare(
+        &self,
+        text: &str,
+        labels: &[String],
+        template: &str,
+    ) -> Result<Vec<Vec<u32>>, InferenceError> {
         validate(labels, template)?;
-        labels.iter().map(|l| self.encode_pair(text, &template.replace("{}", l))).collect()
+        labels
+            .iter()
+            .map(|l| self.encode_pair(text, &template.replace("{}", l)))
+            .collect()
     }
 
-    fn finish(&self, text: &str, labels: &[String], multi_label: bool, logits: Vec<Vec<f32>>) -> Result<ZeroShotOutput, InferenceError> {
+    fn finish(
+        &self,
+        text: &str,
+        labels: &[String],
+        multi_label: bool,
+        logits: Vec<Vec<f32>>,
+    ) -> Result<ZeroShotOutput, InferenceError> {
         if logits.iter().any(|l| l.len() != self.num_labels) {
             return Err(InferenceError::Model("logits of the wrong width".into()));
         }
-        let scores = scores(&logits, self.entailment_id, self.contradiction_id, multi_label || labels.len() == 1);
+        let scores = scores(
+            &logits,
+            self.entailment_id,
+            self.contradiction_id,
+            multi_label || labels.len() == 1,
+        );
         if scores.iter().any(|s| !s.is_finite()) {
-            return Err(InferenceError::Model("the model produced non-finite scores".into()));
+            return Err(InferenceError::Model(
+                "the model produced non-finite scores".into(),
+            ));
         }
         Ok(ranked(text, labels, scores))
     }
 
     /// Blocking classification (ticket processing; waits for queue room).
-    pub fn classify_blocking(&self, text: &str, labels: &[String], multi_label: bool, template: &str) -> Result<ZeroShotOutput, InferenceError> {
+    pub fn classify_blocking(
+        &self,
+        text: &str,
+        labels: &[String],
+        multi_label: bool,
+        template: &str,
+    ) -> Result<ZeroShotOutput, InferenceError> {
         let ids = self.prepare(text, labels, template)?;
         let logits = self.queue.submit_blocking(ids)?;
         self.finish(text, labels, multi_label, logits)
     }
 
     /// Direct API classification: fails fast with `QueueFull` under load.
-    pub async fn classify_now(&self, text: &str, labels: &[String], multi_label: bool, template: &str) -> Result<ZeroShotOutput, InferenceError> {
+    pub async fn classify_now(
+        &self,
+        text: &str,
+        labels: &[String],
+        multi_label: bool,
+        template: &str,
+    ) -> Result<ZeroShotOutput, InferenceError> {
         let ids = self.prepare(text, labels, template)?;
         let logits = self.queue.try_submit(ids).await?;
         self.finish(text, labels, multi_label, logits)
@@ -283,20 +377,33 @@ impl ZeroShotClassifier {
 /// Checks labels and template as the pipeline does, with clearer messages.
 pub fn validate(labels: &[String], template: &str) -> Result<(), InferenceError> {
     if labels.is_empty() {
-        return Err(InferenceError::InvalidInput("at least one label is needed".into()));
+        return Err(InferenceError::InvalidInput(
+            "at least one label is needed".into(),
+        ));
     }
     if labels.len() > MAX_LABELS {
-        return Err(InferenceError::InvalidInput(format!("at most {MAX_LABELS} labels, got {}", labels.len())));
+        return Err(InferenceError::InvalidInput(format!(
+            "at most {MAX_LABELS} labels, got {}",
+            labels.len()
+        )));
     }
     for (i, l) in labels.iter().enumerate() {
         if l.trim().is_empty() {
-            return Err(InferenceError::InvalidInput(format!("label {} is empty", i + 1)));
+            return Err(InferenceError::InvalidInput(format!(
+                "label {} is empty",
+                i + 1
+            )));
         }
         if l.chars().count() > MAX_LABEL_CHARS {
-            return Err(InferenceError::InvalidInput(format!("label {} is longer than {MAX_LABEL_CHARS} characters", i + 1)));
+            return Err(InferenceError::InvalidInput(format!(
+                "label {} is longer than {MAX_LABEL_CHARS} characters",
+                i + 1
+            )));
         }
         if labels[..i].contains(l) {
-            return Err(InferenceError::InvalidInput(format!("label '{l}' is repeated")));
+            return Err(InferenceError::InvalidInput(format!(
+                "label '{l}' is repeated"
+            )));
         }
     }
     if !template.contains("{}") {
@@ -309,11 +416,20 @@ pub fn validate(labels: &[String], template: &str) -> Result<(), InferenceError>
 
 /// Splits "A, B ,C" into labels the way the pipeline does.
 pub fn parse_labels(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// The pipeline's postprocess on per-label logits rows.
-pub fn scores(logits: &[Vec<f32>], entailment: usize, contradiction: usize, per_label: bool) -> Vec<f64> {
+pub fn scores(
+    logits: &[Vec<f32>],
+    entailment: usize,
+    contradiction: usize,
+    per_label: bool,
+) -> Vec<f64> {
     if per_label {
         logits
             .iter()
@@ -352,8 +468,16 @@ impl ZeroShotModel for ZeroShotClassifier {
     fn classify(&self, text: &str, labels: &[String]) -> Result<Vec<LabelScore>, EngineError> {
         let out = self
             .classify_blocking(text, labels, false, DEFAULT_TEMPLATE)
-            .map_err(|e| EngineError { engine: self.name.clone(), message: e.to_string() })?;
-        Ok(out.labels.into_iter().zip(out.scores).map(|(label, score)| LabelScore { label, score }).collect())
+            .map_err(|e| EngineError {
+                engine: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(out
+            .labels
+            .into_iter()
+            .zip(out.scores)
+            .map(|(label, score)| LabelScore { label, score })
+            .collect())
     }
 }
 

@@ -35,11 +35,19 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { capacity: 256, max_batch_items: 56, max_batch_tokens: 8192, max_wait: Duration::from_millis(5) }
+        QueueConfig {
+            capacity: 256,
+            max_batch_items: 56,
+            max_batch_tokens: 8192,
+            max_wait: Duration::from_millis(5),
+        }
     }
 }
 
 type Reply<O> = oneshot::Sender<Result<Vec<O>, InferenceError>>;
+type Answer<O> = oneshot::Receiver<Result<Vec<O>, InferenceError>>;
+/// A job to send and where its answer will arrive.
+type Pending<I, O> = (Job<I, O>, Answer<O>);
 
 struct Job<I, O> {
     items: Vec<I>,
@@ -87,7 +95,12 @@ pub struct BatchQueue<M: BatchModel> {
 
 impl<M: BatchModel> Clone for BatchQueue<M> {
     fn clone(&self) -> Self {
-        BatchQueue { name: self.name, tx: self.tx.clone(), stats: self.stats.clone(), cfg: self.cfg }
+        BatchQueue {
+            name: self.name,
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+            cfg: self.cfg,
+        }
     }
 }
 
@@ -101,27 +114,45 @@ impl<M: BatchModel> BatchQueue<M> {
             .name(format!("{name}-model"))
             .spawn(move || worker(model, rx, cfg, worker_stats))
             .map_err(|e| InferenceError::Model(format!("cannot start the {name} worker: {e}")))?;
-        Ok(BatchQueue { name, tx, stats, cfg })
+        Ok(BatchQueue {
+            name,
+            tx,
+            stats,
+            cfg,
+        })
     }
 
-    fn job(items: Vec<M::Input>) -> (Job<M::Input, M::Output>, oneshot::Receiver<Result<Vec<M::Output>, InferenceError>>) {
+    fn job(items: Vec<M::Input>) -> Pending<M::Input, M::Output> {
         let (reply, rx) = oneshot::channel();
-        (Job { items, reply, enqueued: Instant::now() }, rx)
+        (
+            Job {
+                items,
+                reply,
+                enqueued: Instant::now(),
+            },
+            rx,
+        )
     }
 
     /// Waits for room in the queue, then for the result (ticket processing:
     /// it must not fail because the queue is busy).
     pub async fn submit(&self, items: Vec<M::Input>) -> Result<Vec<M::Output>, InferenceError> {
         let (job, rx) = Self::job(items);
-        self.tx.send_async(job).await.map_err(|_| InferenceError::Stopped(self.name))?;
+        self.tx
+            .send_async(job)
+            .await
+            .map_err(|_| InferenceError::Stopped(self.name))?;
         rx.await.map_err(|_| InferenceError::Stopped(self.name))?
     }
 
     /// The blocking form of [`submit`](Self::submit), for non-async callers.
     pub fn submit_blocking(&self, items: Vec<M::Input>) -> Result<Vec<M::Output>, InferenceError> {
         let (job, rx) = Self::job(items);
-        self.tx.send(job).map_err(|_| InferenceError::Stopped(self.name))?;
-        rx.blocking_recv().map_err(|_| InferenceError::Stopped(self.name))?
+        self.tx
+            .send(job)
+            .map_err(|_| InferenceError::Stopped(self.name))?;
+        rx.blocking_recv()
+            .map_err(|_| InferenceError::Stopped(self.name))?
     }
 
     /// Fails at once with `QueueFull` when the queue has no room (direct API calls).
@@ -149,8 +180,16 @@ impl<M: BatchModel> BatchQueue<M> {
             forward_passes: s.forward_passes.load(Ordering::Relaxed),
             last_batch_items: s.last_batch_items.load(Ordering::Relaxed),
             max_batch_items: s.max_batch_items.load(Ordering::Relaxed),
-            avg_batch_items: if batches == 0 { 0.0 } else { items as f64 / batches as f64 },
-            avg_latency_ms: if jobs == 0 { 0.0 } else { s.latency_us_total.load(Ordering::Relaxed) as f64 / jobs as f64 / 1e3 },
+            avg_batch_items: if batches == 0 {
+                0.0
+            } else {
+                items as f64 / batches as f64
+            },
+            avg_latency_ms: if jobs == 0 {
+                0.0
+            } else {
+                s.latency_us_total.load(Ordering::Relaxed) as f64 / jobs as f64 / 1e3
+            },
             busy_ms: s.busy_us.load(Ordering::Relaxed) as f64 / 1e3,
             errors: s.errors.load(Ordering::Relaxed),
         }
@@ -158,7 +197,11 @@ impl<M: BatchModel> BatchQueue<M> {
 }
 
 /// Splits length-sorted items into forward passes within both budgets.
-pub fn plan_chunks(sorted_costs: &[usize], max_items: usize, max_tokens: usize) -> Vec<std::ops::Range<usize>> {
+pub fn plan_chunks(
+    sorted_costs: &[usize],
+    max_items: usize,
+    max_tokens: usize,
+) -> Vec<std::ops::Range<usize>> {
     let mut chunks = Vec::new();
     let mut start = 0;
     while start < sorted_costs.len() {
@@ -176,7 +219,12 @@ pub fn plan_chunks(sorted_costs: &[usize], max_items: usize, max_tokens: usize) 
     chunks
 }
 
-fn worker<M: BatchModel>(mut model: M, rx: flume::Receiver<Job<M::Input, M::Output>>, cfg: QueueConfig, stats: Arc<Stats>) {
+fn worker<M: BatchModel>(
+    mut model: M,
+    rx: flume::Receiver<Job<M::Input, M::Output>>,
+    cfg: QueueConfig,
+    stats: Arc<Stats>,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut n_items = jobs[0].items.len();
@@ -197,16 +245,29 @@ fn worker<M: BatchModel>(mut model: M, rx: flume::Receiver<Job<M::Input, M::Outp
         let mut order: Vec<(usize, usize, usize)> = jobs
             .iter()
             .enumerate()
-            .flat_map(|(j, job)| job.items.iter().enumerate().map(move |(i, it)| (M::cost(it), j, i)))
+            .flat_map(|(j, job)| {
+                job.items
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, it)| (M::cost(it), j, i))
+            })
             .collect();
         order.sort_by_key(|(cost, _, _)| *cost);
         let costs: Vec<usize> = order.iter().map(|(c, _, _)| *c).collect();
-        let mut results: Vec<Vec<Option<M::Output>>> = jobs.iter().map(|j| (0..j.items.len()).map(|_| None).collect()).collect();
+        let mut results: Vec<Vec<Option<M::Output>>> = jobs
+            .iter()
+            .map(|j| (0..j.items.len()).map(|_| None).collect())
+            .collect();
         let mut failed: Vec<Option<String>> = vec![None; jobs.len()];
         let mut passes = 0u64;
-        for range in plan_chunks(&costs, cfg.max_batch_items.max(1), cfg.max_batch_tokens.max(1)) {
+        for range in plan_chunks(
+            &costs,
+            cfg.max_batch_items.max(1),
+            cfg.max_batch_tokens.max(1),
+        ) {
             let slice = &order[range];
-            let inputs: Vec<&M::Input> = slice.iter().map(|(_, j, i)| &jobs[*j].items[*i]).collect();
+            let inputs: Vec<&M::Input> =
+                slice.iter().map(|(_, j, i)| &jobs[*j].items[*i]).collect();
             passes += 1;
             match model.run(&inputs) {
                 Ok(outputs) if outputs.len() == inputs.len() => {
@@ -215,22 +276,38 @@ fn worker<M: BatchModel>(mut model: M, rx: flume::Receiver<Job<M::Input, M::Outp
                     }
                 }
                 Ok(outputs) => {
-                    let msg = format!("model returned {} results for {} inputs", outputs.len(), inputs.len());
-                    slice.iter().for_each(|(_, j, _)| failed[*j] = Some(msg.clone()));
+                    let msg = format!(
+                        "model returned {} results for {} inputs",
+                        outputs.len(),
+                        inputs.len()
+                    );
+                    slice
+                        .iter()
+                        .for_each(|(_, j, _)| failed[*j] = Some(msg.clone()));
                 }
-                Err(e) => slice.iter().for_each(|(_, j, _)| failed[*j] = Some(e.clone())),
+                Err(e) => slice
+                    .iter()
+                    .for_each(|(_, j, _)| failed[*j] = Some(e.clone())),
             }
         }
         let busy = started.elapsed();
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.forward_passes.fetch_add(passes, Ordering::Relaxed);
         stats.items.fetch_add(n_items as u64, Ordering::Relaxed);
-        stats.last_batch_items.store(n_items as u64, Ordering::Relaxed);
-        stats.max_batch_items.fetch_max(n_items as u64, Ordering::Relaxed);
-        stats.busy_us.fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
+        stats
+            .last_batch_items
+            .store(n_items as u64, Ordering::Relaxed);
+        stats
+            .max_batch_items
+            .fetch_max(n_items as u64, Ordering::Relaxed);
+        stats
+            .busy_us
+            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
         for ((job, res), fail) in jobs.into_iter().zip(results).zip(failed) {
             stats.jobs.fetch_add(1, Ordering::Relaxed);
-            stats.latency_us_total.fetch_add(job.enqueued.elapsed().as_micros() as u64, Ordering::Relaxed);
+            stats
+                .latency_us_total
+                .fetch_add(job.enqueued.elapsed().as_micros() as u64, Ordering::Relaxed);
             let answer = match fail {
                 Some(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -278,7 +355,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_jobs_share_batches_and_get_their_own_results() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let cfg = QueueConfig { capacity: 64, max_batch_items: 64, max_batch_tokens: 1000, max_wait: Duration::from_millis(50) };
+        let cfg = QueueConfig {
+            capacity: 64,
+            max_batch_items: 64,
+            max_batch_tokens: 1000,
+            max_wait: Duration::from_millis(50),
+        };
         let q = BatchQueue::start("test", Doubler(seen.clone()), cfg).expect("start");
         let tasks: Vec<_> = (0..8u32)
             .map(|k| {
@@ -305,7 +387,12 @@ mod tests {
     #[tokio::test]
     async fn full_queue_rejects_try_submit() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let cfg = QueueConfig { capacity: 1, max_batch_items: 1, max_batch_tokens: 1, max_wait: Duration::ZERO };
+        let cfg = QueueConfig {
+            capacity: 1,
+            max_batch_items: 1,
+            max_batch_tokens: 1,
+            max_wait: Duration::ZERO,
+        };
         let q = BatchQueue::start("tiny", Doubler(seen), cfg).expect("start");
         // Keep the worker busy and the one slot taken.
         let q1 = q.clone();

@@ -318,6 +318,67 @@ pub async fn admin_resolve(
     )))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    pub text: String,
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub multi_label: bool,
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// `POST /api/classify`: the zero-shot classifier for operators (admin only).
+/// Fails fast with 503 + Retry-After when the model queue is full.
+pub async fn classify(
+    _admin: AdminApi,
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<ClassifyRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Some(nli) = state.nli.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_unavailable",
+            "no zero-shot model is loaded (start the service with --nli-model)",
+        ));
+    };
+    let text = body.text.trim();
+    let n = text.chars().count();
+    if n == 0 || n > state.config.max_description_chars {
+        return Err(ApiError::invalid(format!(
+            "text must have 1 to {} characters",
+            state.config.max_description_chars
+        )));
+    }
+    let labels = body.labels.unwrap_or_else(|| {
+        crate::ticket::Category::ALL
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    });
+    let template = body
+        .template
+        .unwrap_or_else(|| crate::inference::nli::DEFAULT_TEMPLATE.to_string());
+    use crate::inference::InferenceError as E;
+    match nli
+        .classify_now(text, &labels, body.multi_label, &template)
+        .await
+    {
+        Ok(out) => Ok(axum::Json(json!(out))),
+        Err(E::InvalidInput(m)) => Err(ApiError::invalid(m)),
+        Err(e @ E::QueueFull(_)) => Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "classification failed");
+            Err(ApiError::internal(format!("the model failed: {e}")))
+        }
+    }
+}
+
 pub async fn health(State(state): State<SharedState>) -> Response {
     let db = state
         .db(|s| Ok((s.ping()?, s.schema_version()?, s.backlog()?)))
@@ -340,6 +401,7 @@ pub async fn health(State(state): State<SharedState>) -> Response {
         "db": {"ok": db_ok, "schema_version": version, "error": db_error},
         "engines": e,
         "worker": {"backlog": backlog, "concurrency": state.config.workers},
+        "queues": state.nli.iter().map(|n| n.queue()).collect::<Vec<_>>(),
     });
     let code = if db_ok {
         StatusCode::OK

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::ServeConfig;
+use crate::inference::nli::ZeroShotClassifier;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::worker::WorkerHandle;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub assets: Assets,
     pub sessions: Sessions,
     pub login_limiter: LoginLimiter,
+    /// The zero-shot model behind `/api/classify`, when loaded.
+    pub nli: Option<ZeroShotClassifier>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -84,6 +87,7 @@ impl AppState {
         config: ServeConfig,
         worker: WorkerHandle,
         engines: Engines,
+        nli: Option<ZeroShotClassifier>,
     ) -> Self {
         let templates = Templates::new(config.templates_dir.clone());
         let assets = Assets::new(config.assets_dir.clone());
@@ -96,6 +100,7 @@ impl AppState {
             assets,
             sessions: Sessions::default(),
             login_limiter: LoginLimiter::new(5, Duration::from_secs(15 * 60)),
+            nli,
         }
     }
 
@@ -172,6 +177,7 @@ pub fn router(state: SharedState) -> Router {
             "/api/tickets",
             post(api::create_ticket).get(api::list_tickets),
         )
+        .route("/api/classify", post(api::classify))
         .route("/api/tickets/{id}", get(api::admin_ticket))
         .route("/api/tickets/{id}/resolve", post(api::admin_resolve))
         .route("/api/t/{token}", get(api::customer_ticket))

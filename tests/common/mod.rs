@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use smart_support::app::{self, App};
 use smart_support::config::ServeConfig;
-use smart_support::pipeline::Pipeline;
+use smart_support::models::LoadedModels;
 use smart_support::web::SharedState;
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -32,11 +32,15 @@ pub fn config(dir: &TempDir) -> ServeConfig {
 }
 
 pub fn start_with(dir: TempDir, cfg: ServeConfig) -> TestApp {
+    start_models(dir, cfg, LoadedModels::rules_only())
+}
+
+pub fn start_models(dir: TempDir, cfg: ServeConfig, models: LoadedModels) -> TestApp {
     let App {
         router,
         state,
         worker,
-    } = app::build(cfg, Pipeline::rules_only()).expect("app builds");
+    } = app::build(cfg, models).expect("app builds");
     TestApp {
         router,
         state,

@@ -159,10 +159,12 @@ fn classify(
     models: &ModelArgs,
 ) -> anyhow::Result<()> {
     use smart_support::inference::nli;
+    let t0 = std::time::Instant::now();
     let clf = match smart_support::models::load_nli(models)? {
         Some(c) => c,
         None => bail!("no zero-shot model: pass --nli-model DIR (or a repo id in the HF cache)"),
     };
+    let loaded = t0.elapsed();
     let labels = match labels {
         Some(l) => nli::parse_labels(&l),
         None => smart_support::ticket::Category::ALL
@@ -170,11 +172,33 @@ fn classify(
             .map(|c| c.to_string())
             .collect(),
     };
+    // All texts at once, so the queue batches across them as the service does.
+    let t1 = std::time::Instant::now();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = texts
+            .iter()
+            .map(|text| {
+                let (clf, labels) = (&clf, &labels);
+                s.spawn(move || clf.classify_blocking(text, labels, multi_label, template))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let took = t1.elapsed().as_secs_f64();
     let mut out = std::io::stdout().lock();
-    for text in texts {
-        let r = clf.classify_blocking(text, &labels, multi_label, template)?;
+    for r in results {
+        let r = r.map_err(|_| anyhow::anyhow!("a classification thread panicked"))??;
         writeln!(out, "{}", serde_json::to_string(&r)?)?;
     }
+    let q = clf.queue();
+    eprintln!(
+        "classified {} texts in {took:.3} s ({:.3} texts/s; model loaded in {:.2} s; {} batches, {} forward passes)",
+        texts.len(),
+        texts.len() as f64 / took.max(1e-9),
+        loaded.as_secs_f64(),
+        q.batches,
+        q.forward_passes
+    );
     Ok(())
 }
 

@@ -57,6 +57,9 @@ impl Config {
         if self.d_model == 0 || self.vocab_size == 0 || self.max_position_embeddings == 0 {
             return Err("d_model, vocab_size and max_position_embeddings must be positive".into());
         }
+        if self.encoder_layers == 0 || self.decoder_layers == 0 {
+            return Err("encoder_layers and decoder_layers must be at least 1".into());
+        }
         if self.num_labels() == 0 {
             return Err("id2label is empty: not a sequence-classification model".into());
         }
@@ -82,8 +85,23 @@ impl Proj {
         vb: VarBuilder,
         quant: Option<GgmlDType>,
     ) -> Result<Self> {
-        let w = vb.get((out_dim, in_dim), "weight")?;
-        let b = vb.get(out_dim, "bias")?;
+        Self::load_scaled(in_dim, out_dim, vb, quant, 1.0)
+    }
+
+    /// Loads `scale · (W x + b)` as one layer (folds attention's 1/√d into q_proj).
+    fn load_scaled(
+        in_dim: usize,
+        out_dim: usize,
+        vb: VarBuilder,
+        quant: Option<GgmlDType>,
+        scale: f64,
+    ) -> Result<Self> {
+        let mut w = vb.get((out_dim, in_dim), "weight")?;
+        let mut b = vb.get(out_dim, "bias")?;
+        if scale != 1.0 {
+            w = (w * scale)?;
+            b = (b * scale)?;
+        }
         match quant {
             // Quantized kernels need whole blocks along the input dimension.
             Some(q) if in_dim.is_multiple_of(q.block_size()) => {
@@ -120,46 +138,89 @@ struct Attention {
     out_proj: Proj,
     heads: usize,
     head_dim: usize,
-    scaling: f64,
 }
 
 impl Attention {
     fn load(d: usize, heads: usize, vb: VarBuilder, quant: Option<GgmlDType>) -> Result<Self> {
         let head_dim = d / heads;
         Ok(Attention {
-            q_proj: Proj::load(d, d, vb.pp("q_proj"), quant)?,
+            q_proj: Proj::load_scaled(d, d, vb.pp("q_proj"), quant, (head_dim as f64).powf(-0.5))?,
             k_proj: Proj::load(d, d, vb.pp("k_proj"), quant)?,
             v_proj: Proj::load(d, d, vb.pp("v_proj"), quant)?,
             out_proj: Proj::load(d, d, vb.pp("out_proj"), quant)?,
             heads,
             head_dim,
-            scaling: (head_dim as f64).powf(-0.5),
         })
     }
 
-    fn split_heads(&self, xs: &Tensor, b: usize, t: usize) -> Result<Tensor> {
-        xs.reshape((b, t, self.heads, self.head_dim))?
+    /// Packed rows (n, d) → padded heads (b, heads, t, head_dim).
+    fn heads(&self, packed: &Tensor, l: &Layout) -> Result<Tensor> {
+        packed
+            .index_select(&l.pad_idx, 0)?
+            .reshape((l.b, l.t, self.heads, self.head_dim))?
             .transpose(1, 2)?
             .contiguous()
     }
 
-    /// `kv` is the encoder output for cross-attention, `None` for self-attention;
-    /// `mask` is additive and broadcasts to (batch, heads, t_q, t_k).
-    fn forward(&self, xs: &Tensor, kv: Option<&Tensor>, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, tq, d) = xs.dims3()?;
+    /// `kv` is the encoder output for cross-attention, `None` for
+    /// self-attention; `mask` is additive and broadcasts to (b, heads, t, t).
+    fn forward(
+        &self,
+        xs: &Tensor,
+        kv: Option<&Tensor>,
+        mask: &Tensor,
+        l: &Layout,
+    ) -> Result<Tensor> {
         let kv = kv.unwrap_or(xs);
-        let tk = kv.dim(1)?;
-        let q = self.split_heads(&(self.q_proj.forward(xs)? * self.scaling)?, b, tq)?;
-        let k = self.split_heads(&self.k_proj.forward(kv)?, b, tk)?;
-        let v = self.split_heads(&self.v_proj.forward(kv)?, b, tk)?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(m) = mask {
-            scores = scores.broadcast_add(m)?;
-        }
+        let q = self.heads(&self.q_proj.forward(xs)?, l)?;
+        let k = self.heads(&self.k_proj.forward(kv)?, l)?;
+        let v = self.heads(&self.v_proj.forward(kv)?, l)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, tq, d))?;
+        let d = self.heads * self.head_dim;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((l.b * l.t, d))?
+            .index_select(&l.pack_idx, 0)?;
         self.out_proj.forward(&out)
     }
+}
+
+impl Attention {
+    /// Attention for one query row per sequence (`q_rows`: (b, d)) over all
+    /// keys of that sequence; `mask` is (b, 1, 1, t).
+    fn forward_rows(
+        &self,
+        q_rows: &Tensor,
+        kv: &Tensor,
+        mask: &Tensor,
+        l: &Layout,
+    ) -> Result<Tensor> {
+        let b = l.b;
+        let q = self
+            .q_proj
+            .forward(q_rows)?
+            .reshape((b, self.heads, 1, self.head_dim))?;
+        let k = self.heads(&self.k_proj.forward(kv)?, l)?;
+        let v = self.heads(&self.v_proj.forward(kv)?, l)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v)?.reshape((b, self.heads * self.head_dim))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+/// How a batch of unpadded sequences sits in the packed (n, d) rows and in
+/// the padded (b, t) view that attention uses.
+struct Layout {
+    b: usize,
+    t: usize,
+    /// For each padded slot, a packed row: the token's, or any row of the same
+    /// sequence for padding (masked as a key, discarded as a query).
+    pad_idx: Tensor,
+    /// For each packed row, its padded slot.
+    pack_idx: Tensor,
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +246,8 @@ impl FeedForward {
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.act.forward(&self.fc1.forward(xs)?)?)
+        self.fc2
+            .forward(&super::ops::activate(self.act, &self.fc1.forward(xs)?)?)
     }
 }
 
@@ -218,8 +280,8 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let h = (xs + self.self_attn.forward(xs, None, Some(mask))?)?;
+    fn forward(&self, xs: &Tensor, mask: &Tensor, l: &Layout) -> Result<Tensor> {
+        let h = (xs + self.self_attn.forward(xs, None, mask, l)?)?;
         let h = self.self_attn_layer_norm.forward(&h)?;
         let out = (&h + self.ffn.forward(&h)?)?;
         self.final_layer_norm.forward(&out)
@@ -266,10 +328,33 @@ impl DecoderLayer {
         enc: &Tensor,
         causal: &Tensor,
         enc_mask: &Tensor,
+        l: &Layout,
     ) -> Result<Tensor> {
-        let h = (xs + self.self_attn.forward(xs, None, Some(causal))?)?;
+        let h = (xs + self.self_attn.forward(xs, None, causal, l)?)?;
         let h = self.self_attn_layer_norm.forward(&h)?;
-        let h = (&h + self.encoder_attn.forward(&h, Some(enc), Some(enc_mask))?)?;
+        let h = (&h + self.encoder_attn.forward(&h, Some(enc), enc_mask, l)?)?;
+        let h = self.encoder_attn_layer_norm.forward(&h)?;
+        let out = (&h + self.ffn.forward(&h)?)?;
+        self.final_layer_norm.forward(&out)
+    }
+}
+
+impl DecoderLayer {
+    /// The layer's output for `rows` only (each sequence's last `</s>`);
+    /// `upto` masks the keys after that row, as the causal mask would.
+    fn forward_rows(
+        &self,
+        xs: &Tensor,
+        enc: &Tensor,
+        upto: &Tensor,
+        enc_mask: &Tensor,
+        rows: &Tensor,
+        l: &Layout,
+    ) -> Result<Tensor> {
+        let x = xs.index_select(rows, 0)?;
+        let h = (&x + self.self_attn.forward_rows(&x, xs, upto, l)?)?;
+        let h = self.self_attn_layer_norm.forward(&h)?;
+        let h = (&h + self.encoder_attn.forward_rows(&h, enc, enc_mask, l)?)?;
         let h = self.encoder_attn_layer_norm.forward(&h)?;
         let out = (&h + self.ffn.forward(&h)?)?;
         self.final_layer_norm.forward(&out)
@@ -295,9 +380,10 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, tokens: &Tensor, t: usize) -> Result<Tensor> {
-        let pos = self.positions.narrow(0, 2, t)?;
-        self.layernorm.forward(&tokens.broadcast_add(&pos)?)
+    /// `positions` holds each packed row's position plus BART's offset of 2.
+    fn forward(&self, tokens: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let pos = self.positions.index_select(positions, 0)?;
+        self.layernorm.forward(&(tokens + pos)?)
     }
 }
 
@@ -369,13 +455,14 @@ impl BartForSequenceClassification {
         }
     }
 
-    /// Logits (batch, num_labels) for right-padded `input_ids` with their
-    /// attention mask (1 = token, 0 = padding). Every row must hold `</s>`.
-    pub fn forward(&self, input_ids: &[Vec<u32>], attention_mask: &[Vec<u32>]) -> Result<Tensor> {
-        let b = input_ids.len();
-        let t = input_ids.iter().map(Vec::len).max().unwrap_or(0);
-        if b == 0 || t == 0 || attention_mask.len() != b {
-            candle_core::bail!("empty batch or mask of the wrong size");
+    /// Logits (batch, num_labels) for unpadded token sequences, each holding
+    /// `</s>`. Linear layers run on the packed tokens only (no padding);
+    /// attention runs on a padded view with masks.
+    pub fn forward(&self, seqs: &[&[u32]]) -> Result<Tensor> {
+        let b = seqs.len();
+        let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        if b == 0 || t == 0 || seqs.iter().any(|s| s.is_empty()) {
+            candle_core::bail!("empty batch or empty sequence");
         }
         if t > self.cfg.max_position_embeddings {
             candle_core::bail!(
@@ -383,54 +470,74 @@ impl BartForSequenceClassification {
                 self.cfg.max_position_embeddings
             );
         }
-        let pad = self.cfg.pad_token_id;
+        let n: usize = seqs.iter().map(|s| s.len()).sum();
         let eos = self.cfg.eos_token_id;
-        let mut flat_ids = Vec::with_capacity(b * t);
-        let mut dec_ids = Vec::with_capacity(b * t);
+        let (mut ids, mut dec, mut pos) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut pad_idx, mut pack_idx) = (Vec::with_capacity(b * t), Vec::with_capacity(n));
         let mut mask = Vec::with_capacity(b * t);
+        let mut upto = Vec::with_capacity(b * t);
         let mut eos_rows = Vec::with_capacity(b);
-        for (row, (ids, m)) in input_ids.iter().zip(attention_mask).enumerate() {
-            let Some(last_eos) = ids.iter().rposition(|&id| id == eos) else {
+        let mut offset = 0usize;
+        for (row, s) in seqs.iter().enumerate() {
+            let Some(last_eos) = s.iter().rposition(|&id| id == eos) else {
                 candle_core::bail!("sequence {row} has no </s> token");
             };
-            eos_rows.push((row * t + last_eos) as u32);
-            for i in 0..t {
-                flat_ids.push(ids.get(i).copied().unwrap_or(pad));
+            eos_rows.push((offset + last_eos) as u32);
+            for (i, &id) in s.iter().enumerate() {
+                ids.push(id);
                 // shift_tokens_right: decoder_start, then the input without its last token.
-                dec_ids.push(if i == 0 {
+                dec.push(if i == 0 {
                     self.cfg.decoder_start_token_id
                 } else {
-                    ids.get(i - 1).copied().unwrap_or(pad)
+                    s[i - 1]
                 });
-                mask.push(if m.get(i).copied().unwrap_or(0) == 0 {
-                    f32::MIN
-                } else {
-                    0.0
-                });
+                pos.push(i as u32 + 2);
+                pack_idx.push((row * t + i) as u32);
             }
+            for i in 0..t {
+                let valid = i < s.len();
+                pad_idx.push((offset + if valid { i } else { 0 }) as u32);
+                mask.push(if valid { 0.0f32 } else { f32::MIN });
+                upto.push(if i <= last_eos { 0.0f32 } else { f32::MIN });
+            }
+            offset += s.len();
         }
         let dev = &self.device;
-        let ids = Tensor::from_vec(flat_ids, (b, t), dev)?;
-        let dec = Tensor::from_vec(dec_ids, (b, t), dev)?;
+        let layout = Layout {
+            b,
+            t,
+            pad_idx: Tensor::from_vec(pad_idx, b * t, dev)?,
+            pack_idx: Tensor::from_vec(pack_idx, n, dev)?,
+        };
+        let ids = Tensor::from_vec(ids, n, dev)?;
+        let dec = Tensor::from_vec(dec, n, dev)?;
+        let pos = Tensor::from_vec(pos, n, dev)?;
         let enc_mask = Tensor::from_vec(mask, (b, 1, 1, t), dev)?.to_dtype(self.dtype)?;
         let causal: Vec<f32> = (0..t)
             .flat_map(|i| (0..t).map(move |j| if j > i { f32::MIN } else { 0.0 }))
             .collect();
         let causal = Tensor::from_vec(causal, (1, 1, t, t), dev)?.to_dtype(self.dtype)?;
 
-        let mut h = self.encoder_embeddings.forward(&self.embed(&ids)?, t)?;
+        let mut h = self.encoder_embeddings.forward(&self.embed(&ids)?, &pos)?;
         for layer in &self.encoder_layers {
-            h = layer.forward(&h, &enc_mask)?;
+            h = layer.forward(&h, &enc_mask, &layout)?;
         }
         let enc = h;
-        let mut h = self.decoder_embeddings.forward(&self.embed(&dec)?, t)?;
-        for layer in &self.decoder_layers {
-            h = layer.forward(&h, &enc, &causal, &enc_mask)?;
-        }
+        let upto = Tensor::from_vec(upto, (b, 1, 1, t), dev)?.to_dtype(self.dtype)?;
         let rows = Tensor::from_vec(eos_rows, b, dev)?;
-        let sentence = h
-            .reshape((b * t, self.cfg.d_model))?
-            .index_select(&rows, 0)?;
+        let mut h = self.decoder_embeddings.forward(&self.embed(&dec)?, &pos)?;
+        let Some((last, rest)) = self.decoder_layers.split_last() else {
+            candle_core::bail!("the model has no decoder layers");
+        };
+        for layer in rest {
+            h = layer.forward(&h, &enc, &causal, &enc_mask, &layout)?;
+        }
+        // The head reads only each sequence's last </s>: the last layer computes just those rows.
+        let sentence = last.forward_rows(&h, &enc, &upto, &enc_mask, &rows, &layout)?;
         let x = self.head_dense.forward(&sentence)?.tanh()?;
         self.head_out.forward(&x)?.to_dtype(DType::F32)
     }

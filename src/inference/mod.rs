@@ -4,6 +4,7 @@
 pub mod bart;
 pub mod hub;
 pub mod nli;
+pub mod ops;
 pub mod queue;
 
 use std::path::Path;

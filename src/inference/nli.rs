@@ -137,7 +137,6 @@ fn max_length(dir: &Path, cfg: &Config) -> usize {
 /// The model side of the queue: token ids in, logits out.
 pub struct NliRunner {
     model: BartForSequenceClassification,
-    pad: u32,
 }
 
 impl BatchModel for NliRunner {
@@ -149,18 +148,8 @@ impl BatchModel for NliRunner {
     }
 
     fn run(&mut self, batch: &[&Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {
-        let t = batch.iter().map(|b| b.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut mask = Vec::with_capacity(batch.len());
-        for b in batch {
-            let mut row = b.to_vec();
-            let mut m = vec![1u32; row.len()];
-            row.resize(t, self.pad);
-            m.resize(t, 0);
-            ids.push(row);
-            mask.push(m);
-        }
-        let logits = self.model.forward(&ids, &mask).map_err(|e| e.to_string())?;
+        let seqs: Vec<&[u32]> = batch.iter().map(|b| b.as_slice()).collect();
+        let logits = self.model.forward(&seqs).map_err(|e| e.to_string())?;
         logits.to_vec2::<f32>().map_err(|e| e.to_string())
     }
 }
@@ -246,10 +235,7 @@ impl ZeroShotClassifier {
         };
         let model = BartForSequenceClassification::load(vb, &cfg, opts.quant)
             .map_err(|e| InferenceError::file(&weights, e))?;
-        let runner = NliRunner {
-            model,
-            pad: cfg.pad_token_id,
-        };
+        let runner = NliRunner { model };
         let queue = BatchQueue::start("nli", runner, opts.queue)?;
         let quant = opts
             .quant

@@ -178,3 +178,38 @@ pub fn spawn(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::agents::EngineError;
+    use crate::agents::classifier::{Classifier, ZeroShotModel};
+    use crate::ticket::{Category, LabelScore};
+
+    struct Panicking;
+    impl ZeroShotModel for Panicking {
+        fn name(&self) -> String {
+            "panicking".into()
+        }
+        fn classify(&self, _: &str, _: &[String]) -> Result<Vec<LabelScore>, EngineError> {
+            panic!("model exploded")
+        }
+    }
+
+    #[test]
+    fn a_panicking_agent_still_yields_a_rules_result_that_records_why() {
+        let mut pipeline = Pipeline::rules_only();
+        pipeline.classifier = Classifier::with_model(Arc::new(Panicking));
+        let input = TicketInput {
+            subject: "Refund".into(),
+            description: "Please refund my order".into(),
+        };
+        let a = run_guarded(&pipeline, &input);
+        assert_eq!(a.category, Category::Refund);
+        assert_eq!(a.agents.classifier.engine, "rules");
+        let err = a.agents.classifier.error.unwrap_or_default();
+        assert!(err.contains("model exploded"), "{err}");
+    }
+}

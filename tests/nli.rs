@@ -301,3 +301,34 @@ fn corrupted_model_directories_give_clear_errors() {
         "unknown variant",
     );
 }
+
+#[test]
+fn half_precision_stays_close_to_f32() {
+    let labels: Vec<String> = ["Billing", "Technical", "Refund", "Order"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let text = "I was charged twice for my subscription this month, please refund me.";
+    let f32_out = load("tiny-bart-mnli")
+        .classify_blocking(text, &labels, false, DEFAULT_TEMPLATE)
+        .expect("f32");
+    for dtype in [candle_core::DType::BF16, candle_core::DType::F16] {
+        let opts = LoadOptions {
+            dtype,
+            ..LoadOptions::default()
+        };
+        let clf =
+            ZeroShotClassifier::load(&fixture("tiny-bart-mnli"), "half", &opts).expect("loads");
+        let out = clf
+            .classify_blocking(text, &labels, false, DEFAULT_TEMPLATE)
+            .expect("classify");
+        for (label, want) in f32_out.labels.iter().zip(&f32_out.scores) {
+            let i = out.labels.iter().position(|l| l == label).expect("label");
+            assert!(
+                (out.scores[i] - want).abs() < 0.01,
+                "{dtype:?} {label}: {} vs {want}",
+                out.scores[i]
+            );
+        }
+    }
+}

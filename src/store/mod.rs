@@ -83,6 +83,15 @@ pub struct TicketRecord {
     pub updated_at: String,
 }
 
+/// A ticket's progress, for cheap polling.
+#[derive(Debug, Clone)]
+pub struct TicketStatus {
+    pub status: Status,
+    pub processing: Processing,
+    pub updated_at: String,
+    pub events: Vec<Event>,
+}
+
 /// One row of the admin list.
 #[derive(Debug, Clone, Serialize)]
 pub struct TicketSummary {
@@ -470,10 +479,15 @@ impl Store {
         if let Some(r) = record.rating.as_mut() {
             r.comment = comment;
         }
+        record.events = Self::events(&conn, id)?;
+        Ok(record)
+    }
+
+    fn events(conn: &Connection, id: i64) -> Result<Vec<Event>, StoreError> {
         let mut stmt = conn.prepare_cached(
             "SELECT kind, detail, at FROM events WHERE ticket_id = ?1 ORDER BY id",
         )?;
-        record.events = stmt
+        let events = stmt
             .query_map([id], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -488,7 +502,34 @@ impl Store {
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_, _>>()?;
-        Ok(record)
+        Ok(events)
+    }
+
+    /// What polling needs, without reading the ticket's text or AI result.
+    pub fn status(&self, id: i64) -> Result<TicketStatus, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT status, processing, updated_at FROM tickets WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((status, processing, updated_at)) = row else {
+            return Err(StoreError::NotFound);
+        };
+        Ok(TicketStatus {
+            status: status.parse().unwrap_or(Status::Open),
+            processing: Processing::parse(&processing),
+            updated_at,
+            events: Self::events(&conn, id)?,
+        })
     }
 
     /// One page of tickets matching the query, and how many match in all.

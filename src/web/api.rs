@@ -150,8 +150,8 @@ pub async fn customer_status(
     Path(token): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = id_for_token(&state, token).await?;
-    let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(status_json(&rec)))
+    let st = state.db(move |s| s.status(id)).await?;
+    Ok(axum::Json(status_json(&st)))
 }
 
 /// Resolves a ticket and tells listeners.

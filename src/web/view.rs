@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::store::TicketRecord;
+use crate::store::{TicketRecord, TicketStatus};
 use crate::timeline;
 
 pub fn tracking_url(base: &str, token: &str) -> String {
@@ -64,7 +64,7 @@ pub fn ticket_json(rec: &TicketRecord, base_url: &str, admin: bool) -> Value {
 }
 
 /// The cheap polling answer.
-pub fn status_json(rec: &TicketRecord) -> Value {
+pub fn status_json(rec: &TicketStatus) -> Value {
     let steps = timeline::build(&rec.events);
     json!({
         "status": rec.status,

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use common::*;
 use serde_json::{Value, json};
 use smart_support::config::ModelArgs;
@@ -191,13 +191,7 @@ async fn service_classifies_tickets_with_the_model_and_exposes_the_queue() {
     let body = json!({"text": "My parcel never arrived", "labels": ["Order", "Billing"], "multi_label": true}).to_string();
     let r = send(&app.router, json_req(Method::POST, "/api/classify", &body)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let post = |body: String| {
-        req(Method::POST, "/api/classify")
-            .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(axum::body::Body::from(body))
-            .expect("request")
-    };
+    let post = |body: String| admin_json("/api/classify", &body);
     let r = send(&app.router, post(body)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let v = r.json();
@@ -242,12 +236,7 @@ async fn classify_api_without_a_model_is_503() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let req = req(Method::POST, "/api/classify")
-        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(axum::body::Body::from(r#"{"text":"x"}"#))
-        .expect("request");
-    let r = send(&app.router, req).await;
+    let r = send(&app.router, admin_json("/api/classify", r#"{"text":"x"}"#)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.error_code(), "model_unavailable");
 }

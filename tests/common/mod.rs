@@ -131,6 +131,15 @@ pub fn admin_post(uri: &str) -> Request<Body> {
         .expect("request")
 }
 
+/// An authenticated admin POST with a JSON body.
+pub fn admin_json(uri: &str, body: &str) -> Request<Body> {
+    req(Method::POST, uri)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
 pub fn form_req(uri: &str, body: &str, cookie: Option<&str>) -> Request<Body> {
     let mut b =
         req(Method::POST, uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");

@@ -1,12 +1,17 @@
-// Live refresh for the ticket tracker: polls the cheap status endpoint every
-// 5 s and updates the timeline and progress in place; when the AI result or the
-// status changes, it reloads so the server renders the full answer. Without
+// Live tracker: listens to the ticket's server-sent events and updates the
+// timeline and progress in place; when the status or the AI result changes it
+// fetches the page again and swaps the ticket card in place (no reload), so
+// the server renders the answer, the escalation box and the rating form. Every event carries the full state and every (re)connection
+// starts with a snapshot, so nothing is missed. Without EventSource (or when
+// the stream is refused) it polls the status endpoint every 5 s. Without
 // JavaScript the page still works (reload by hand).
 (function () {
   "use strict";
   var root = document.getElementById("tracker");
-  if (!root || !window.fetch) return;
-  var url = root.getAttribute("data-status-url");
+  if (!root) return;
+  var card = root;
+  var statusUrl = root.getAttribute("data-status-url");
+  var eventsUrl = root.getAttribute("data-events-url");
   var processing = root.getAttribute("data-processing");
   var status = root.getAttribute("data-status");
   var INTERVAL = 5000;
@@ -21,22 +26,58 @@
     });
   }
 
-  function tick() {
-    fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (s) {
-        if (!s) return;
-        var bar = document.getElementById("progress");
-        if (bar) { bar.value = s.progress; bar.textContent = s.progress + "%"; }
-        renderTimeline(s.timeline || []);
-        if (s.processing !== processing || s.status !== status) {
-          // Let the timeline animation show before the full re-render.
-          setTimeout(function () { window.location.reload(); }, 600);
-          return "stop";
-        }
-      })
-      .catch(function () { /* offline for a moment: try again next tick */ })
-      .then(function (r) { if (r !== "stop") setTimeout(tick, INTERVAL); });
+  // Applies one state; re-renders the card when the status or result changed.
+  function apply(s) {
+    var bar = document.getElementById("progress");
+    if (bar) { bar.value = s.progress; bar.textContent = s.progress + "%"; }
+    renderTimeline(s.timeline || []);
+    card.setAttribute("data-live", "1");
+    if (s.processing !== processing || s.status !== status) {
+      processing = s.processing;
+      status = s.status;
+      // Let the timeline animation show before the card is re-rendered.
+      setTimeout(swap, 700);
+    }
+    return false;
   }
-  setTimeout(tick, processing === "done" ? INTERVAL : 1000);
+
+  // Re-renders the ticket card from the server, in place.
+  function swap() {
+    if (!window.fetch || !window.DOMParser) { window.location.reload(); return; }
+    fetch(window.location.href, { headers: { Accept: "text/html" }, cache: "no-store" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var next = new DOMParser().parseFromString(html, "text/html").getElementById("tracker");
+        if (!next) return;
+        var fresh = document.importNode(next, true);
+        card.replaceWith(fresh);
+        card = root = fresh;
+        card.setAttribute("data-live", "1");
+        card.setAttribute("data-swapped", String((Number(card.getAttribute("data-swapped")) || 0) + 1));
+      })
+      .catch(function () { window.location.reload(); });
+  }
+
+  function poll() {
+    if (!window.fetch) return;
+    fetch(statusUrl, { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (s) { return s ? apply(s) : false; })
+      .catch(function () { return false; /* offline for a moment */ })
+      .then(function () { setTimeout(poll, INTERVAL); });
+  }
+
+  if (window.EventSource && eventsUrl) {
+    var es = new EventSource(eventsUrl);
+    es.addEventListener("status", function (e) {
+      try { apply(JSON.parse(e.data)); } catch (err) { /* malformed: wait for the next one */ }
+    });
+    es.onerror = function () {
+      // CONNECTING: the browser retries by itself. CLOSED: refused, so poll.
+      if (es.readyState === 2) { card.setAttribute("data-live", "poll"); poll(); }
+    };
+  } else {
+    setTimeout(poll, processing === "done" ? INTERVAL : 1000);
+  }
 })();

@@ -39,11 +39,14 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
             .map_err(|e| AppError::Password(e.to_string()))?;
         tracing::info!("admin password set from SMART_SUPPORT_ADMIN_PASSWORD");
     }
+    // Install the metrics recorder before anything records.
+    web::telemetry::handle();
     // Parse the VADER lexicon now rather than on the first ticket.
     crate::agents::vader::Vader::global();
     let LoadedModels {
         pipeline,
         nli,
+        generator,
         notes,
     } = models;
     let engines = Engines::from_pipeline(&pipeline, notes);
@@ -54,7 +57,9 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         handle.clone(),
         config.workers,
     );
-    let state = Arc::new(AppState::new(store, config, handle, engines, nli));
+    let state = Arc::new(AppState::new(
+        store, config, handle, engines, nli, generator,
+    ));
     Ok(App {
         router: web::router(state.clone()),
         state,

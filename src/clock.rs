@@ -15,11 +15,29 @@ pub fn format(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
 }
 
+/// The last `n` UTC dates (YYYY-MM-DD), oldest first, ending today.
+pub fn last_days(n: u32) -> Vec<String> {
+    let today = OffsetDateTime::now_utc().date();
+    (0..n)
+        .rev()
+        .filter_map(|back| today.checked_sub(time::Duration::days(i64::from(back))))
+        .map(|d| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn fixed_width_utc() {
         let t = time::macros::datetime!(2026-01-02 03:04:05.6 +02:00);
         assert_eq!(super::format(t), "2026-01-02T01:04:05.600Z");
+    }
+
+    #[test]
+    fn last_days_end_today() {
+        let d = super::last_days(14);
+        assert_eq!(d.len(), 14);
+        assert_eq!(d[13], super::now()[..10]);
+        assert!(d.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -102,12 +102,61 @@ pub struct ModelArgs {
     #[arg(long, env = "SMART_SUPPORT_QUEUE_CAPACITY", default_value_t = 256)]
     pub queue_capacity: usize,
 
+    /// Text-generation model for the troubleshooter: a .gguf file, a directory
+    /// holding one, ORG/NAME/FILE.gguf (resolved offline from models/ and the
+    /// HF cache), `auto` (SmolLM2-135M-Instruct when present) or `none`
+    /// (category playbooks).
+    #[arg(long, env = "SMART_SUPPORT_GEN_MODEL", default_value = "auto")]
+    pub gen_model: String,
+
+    /// Most tokens the generator writes per answer.
+    #[arg(long, env = "SMART_SUPPORT_GEN_MAX_NEW_TOKENS", default_value_t = 200)]
+    pub gen_max_new_tokens: usize,
+
+    /// Sampling temperature; 0 is greedy (reproducible).
+    #[arg(long, env = "SMART_SUPPORT_GEN_TEMPERATURE", default_value_t = 0.0)]
+    pub gen_temperature: f64,
+
+    /// Nucleus sampling: keep the smallest token set with this much probability.
+    #[arg(long, env = "SMART_SUPPORT_GEN_TOP_P")]
+    pub gen_top_p: Option<f64>,
+
+    /// Random seed for sampling.
+    #[arg(long, env = "SMART_SUPPORT_GEN_SEED", default_value_t = 42)]
+    pub gen_seed: u64,
+
+    /// Penalty for repeating recent tokens (1 = none).
+    #[arg(long, env = "SMART_SUPPORT_GEN_REPEAT_PENALTY", default_value_t = 1.1)]
+    pub gen_repeat_penalty: f32,
+
+    /// Stop strings for raw completions, comma-separated.
+    #[arg(long, env = "SMART_SUPPORT_GEN_STOP", value_delimiter = ',')]
+    pub gen_stop: Vec<String>,
+
+    /// Requests the generator queue holds.
+    #[arg(long, env = "SMART_SUPPORT_GEN_QUEUE_CAPACITY", default_value_t = 64)]
+    pub gen_queue_capacity: usize,
+
     /// Directory searched for models by repo id (models/ORG/NAME).
     #[arg(long, env = "SMART_SUPPORT_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
 }
 
 impl ModelArgs {
+    /// Sampling settings from the `--gen-*` flags.
+    pub fn generation_params(&self) -> crate::inference::generator::GenerationParams {
+        crate::inference::generator::GenerationParams {
+            max_new_tokens: self.gen_max_new_tokens.max(1),
+            temperature: self.gen_temperature,
+            top_p: self.gen_top_p,
+            seed: self.gen_seed,
+            repeat_penalty: self.gen_repeat_penalty,
+            repeat_last_n: 64,
+            stop: self.gen_stop.clone(),
+            ignore_eos: false,
+        }
+    }
+
     /// No models: keyword rules only (what tests use unless they load one).
     pub fn rules_only() -> Self {
         ModelArgs {
@@ -119,6 +168,14 @@ impl ModelArgs {
             max_batch_tokens: 8192,
             max_wait_ms: 5,
             queue_capacity: 256,
+            gen_model: "none".into(),
+            gen_max_new_tokens: 200,
+            gen_temperature: 0.0,
+            gen_top_p: None,
+            gen_seed: 42,
+            gen_repeat_penalty: 1.1,
+            gen_stop: Vec::new(),
+            gen_queue_capacity: 64,
             models_dir: PathBuf::from("models"),
         }
     }

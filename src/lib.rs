@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod inference;
 pub mod models;
+pub mod observe;
 pub mod pipeline;
 pub mod store;
 pub mod ticket;

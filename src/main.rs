@@ -1,4 +1,5 @@
-//! The `smart-support` command line: `serve` (default), `triage`, `admin set-password`.
+//! The `smart-support` command line: `serve` (default), `triage`, `classify`,
+//! `generate`, `models fetch`, `admin set-password`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -52,6 +53,43 @@ enum Command {
         #[command(flatten)]
         models: ModelArgs,
     },
+    /// Greedy completion of a raw prompt (no chat template) with a GGUF model;
+    /// prints the completion, and prefill/decode speed on stderr.
+    Generate {
+        /// The .gguf file (or a directory holding one, or ORG/NAME/FILE.gguf).
+        #[arg(long, env = "SMART_SUPPORT_GEN_MODEL")]
+        gen_model: String,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// Sampling temperature (0 = greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Nucleus sampling probability mass.
+        #[arg(long)]
+        top_p: Option<f64>,
+        /// Random seed for sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Repetition penalty (1 = none, the default for raw completions).
+        #[arg(long, default_value_t = 1.0)]
+        repeat_penalty: f32,
+        /// Stop strings, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        stop: Vec<String>,
+        /// Generate exactly --max-new-tokens tokens, past end-of-text (benchmarks).
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Device: auto, cpu, cuda, cuda:N or metal.
+        #[arg(long, env = "SMART_SUPPORT_DEVICE", default_value = "auto")]
+        device: String,
+        /// Directory searched for models by repo id.
+        #[arg(long, env = "SMART_SUPPORT_MODELS_DIR", default_value = "models")]
+        models_dir: PathBuf,
+        /// The prompt.
+        #[arg(required = true)]
+        prompt: String,
+    },
     /// Model files: download into the Hugging Face cache (connected machines).
     Models {
         #[command(subcommand)]
@@ -66,11 +104,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
-    /// Download the zero-shot model (default facebook/bart-large-mnli) into the HF cache.
+    /// Download the zero-shot model (facebook/bart-large-mnli) and the text
+    /// generator (SmolLM2-135M-Instruct GGUF) into the HF cache.
     Fetch {
-        /// Hugging Face repo id of the NLI model.
+        /// Hugging Face repo id of the NLI model (`none` to skip).
         #[arg(long, default_value = smart_support::inference::hub::DEFAULT_NLI_REPO)]
         nli: String,
+        /// ORG/NAME/FILE.gguf of the text generator (`none` to skip).
+        #[arg(long, default_value_t = format!("{}/{}", smart_support::inference::hub::DEFAULT_GEN_REPO, smart_support::inference::hub::DEFAULT_GEN_FILE))]
+        gen_model: String,
     },
 }
 
@@ -122,11 +164,62 @@ fn main() -> anyhow::Result<()> {
             models,
         }) => classify(labels, multi_label, &template, &texts, &models),
         Some(Command::Models {
-            command: ModelsCommand::Fetch { nli },
+            command: ModelsCommand::Fetch { nli, gen_model },
         }) => {
             use smart_support::inference::hub;
-            let dir = hub::fetch(&nli, hub::NLI_FILES, &["config.json"])?;
-            eprintln!("{nli} is in {}", dir.display());
+            if nli != "none" {
+                let dir = hub::fetch(&nli, hub::NLI_FILES, &["config.json"])?;
+                eprintln!("{nli} is in {}", dir.display());
+            }
+            if gen_model != "none" {
+                let file = hub::fetch_gguf(&gen_model)?;
+                eprintln!("{gen_model} is {}", file.display());
+            }
+            Ok(())
+        }
+        Some(Command::Generate {
+            gen_model,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            repeat_penalty,
+            stop,
+            ignore_eos,
+            device,
+            models_dir,
+            prompt,
+        }) => {
+            use smart_support::inference::{self, generator, hub};
+            let Some(path) = hub::resolve_gguf(&gen_model, &models_dir)? else {
+                bail!("no text-generation model: pass --gen-model FILE.gguf");
+            };
+            let t0 = std::time::Instant::now();
+            let mut model =
+                generator::GgufGenerator::load(&path, &inference::parse_device(&device)?)?;
+            let loaded = t0.elapsed().as_secs_f64();
+            let params = generator::GenerationParams {
+                max_new_tokens: max_new_tokens.max(1),
+                temperature,
+                top_p,
+                seed,
+                repeat_penalty,
+                repeat_last_n: 64,
+                stop,
+                ignore_eos,
+            };
+            let g = model.complete(&prompt, &params)?;
+            println!("{}", g.text);
+            eprintln!(
+                "prompt {} tokens, prefill {:.1} tokens/s; generated {} tokens, decode {:.1} tokens/s; \
+                 time to first token {:.0} ms; model loaded in {loaded:.2} s; stop: {:?}",
+                g.prompt_tokens,
+                g.prefill_tokens_per_sec(),
+                g.generated_tokens,
+                g.decode_tokens_per_sec(),
+                g.ttft_secs * 1e3,
+                g.stop
+            );
             Ok(())
         }
         Some(Command::Admin {

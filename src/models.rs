@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agents::classifier::Classifier;
+use crate::agents::troubleshooter::Troubleshooter;
 use crate::config::ModelArgs;
+use crate::inference::generator::{GeneratorService, GgufGenerator};
 use crate::inference::nli::{LoadOptions, ZeroShotClassifier};
 use crate::inference::queue::QueueConfig;
 use crate::inference::{self, InferenceError, hub};
@@ -16,6 +18,7 @@ use crate::pipeline::Pipeline;
 pub struct LoadedModels {
     pub pipeline: Pipeline,
     pub nli: Option<ZeroShotClassifier>,
+    pub generator: Option<GeneratorService>,
     /// Why agents run on rules, if they do.
     pub notes: Vec<String>,
 }
@@ -24,9 +27,10 @@ impl LoadedModels {
     pub fn rules_only() -> Self {
         let pipeline = Pipeline::rules_only();
         LoadedModels {
-            notes: notes(&pipeline, None),
+            notes: notes(&pipeline, None, None),
             pipeline,
             nli: None,
+            generator: None,
         }
     }
 
@@ -34,14 +38,23 @@ impl LoadedModels {
         let mut pipeline = Pipeline::rules_only();
         pipeline.classifier = Classifier::with_model(Arc::new(nli.clone()));
         LoadedModels {
-            notes: notes(&pipeline, None),
+            notes: notes(&pipeline, None, None),
             pipeline,
             nli: Some(nli),
+            generator: None,
         }
+    }
+
+    /// Adds a running generator to the troubleshooter.
+    pub fn with_generator(mut self, generator: GeneratorService) -> Self {
+        self.pipeline.troubleshooter = Troubleshooter::with_generator(Arc::new(generator.clone()));
+        self.generator = Some(generator);
+        self.notes = notes(&self.pipeline, None, None);
+        self
     }
 }
 
-fn notes(pipeline: &Pipeline, nli_note: Option<String>) -> Vec<String> {
+fn notes(pipeline: &Pipeline, nli_note: Option<String>, gen_note: Option<String>) -> Vec<String> {
     let (classifier, troubleshooter) = pipeline.engines();
     let mut notes = Vec::new();
     if classifier == "rules" {
@@ -50,10 +63,9 @@ fn notes(pipeline: &Pipeline, nli_note: Option<String>) -> Vec<String> {
         }));
     }
     if troubleshooter == "rules" {
-        notes.push(
-            "troubleshooter: no text-generation model loaded; category playbooks in use"
-                .to_string(),
-        );
+        notes.push(gen_note.unwrap_or_else(|| {
+            "troubleshooter: no text-generation model loaded; category playbooks in use".to_string()
+        }));
     }
     notes
 }
@@ -102,23 +114,56 @@ fn dir_name(dir: &std::path::Path) -> &str {
         .unwrap_or("nli-model")
 }
 
+/// Loads the text generator and starts its worker: `Ok(None)` when none is
+/// configured (or `auto` finds none).
+pub fn load_generator(args: &ModelArgs) -> Result<Option<GeneratorService>, InferenceError> {
+    let Some(path) = hub::resolve_gguf(&args.gen_model, &args.models_dir)? else {
+        return Ok(None);
+    };
+    let device = inference::parse_device(&args.device)?;
+    let model = GgufGenerator::load(&path, &device)?;
+    GeneratorService::start(model, args.generation_params(), args.gen_queue_capacity).map(Some)
+}
+
 /// Everything the service or a command needs; never fails.
 pub fn load(args: &ModelArgs) -> LoadedModels {
-    match load_nli(args) {
-        Ok(Some(nli)) => LoadedModels::with_nli(nli),
-        Ok(None) => LoadedModels::rules_only(),
+    let mut pipeline = Pipeline::rules_only();
+    let mut nli_note = None;
+    let nli = match load_nli(args) {
+        Ok(Some(nli)) => {
+            pipeline.classifier = Classifier::with_model(Arc::new(nli.clone()));
+            Some(nli)
+        }
+        Ok(None) => None,
         Err(e) => {
             tracing::error!(error = %e, "zero-shot model not loaded; the classifier uses keyword rules");
-            let pipeline = Pipeline::rules_only();
-            let note = format!(
+            nli_note = Some(format!(
                 "classifier: model '{}' failed to load: {e}; keyword rules in use",
                 args.nli_model
-            );
-            LoadedModels {
-                notes: notes(&pipeline, Some(note)),
-                pipeline,
-                nli: None,
-            }
+            ));
+            None
         }
+    };
+    let mut gen_note = None;
+    let generator = match load_generator(args) {
+        Ok(Some(g)) => {
+            pipeline.troubleshooter = Troubleshooter::with_generator(Arc::new(g.clone()));
+            Some(g)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "text-generation model not loaded; the troubleshooter uses playbooks");
+            gen_note = Some(format!(
+                "troubleshooter: model '{}' failed to load: {e}; category playbooks in use",
+                args.gen_model
+            ));
+            None
+        }
+    };
+    LoadedModels {
+        notes: notes(&pipeline, nli_note, gen_note),
+        pipeline,
+        nli,
+        generator,
     }
 }

@@ -98,6 +98,7 @@ impl Pipeline {
             matched_rules: c.matched,
             label_scores: c.scores,
             solution: ts.solution,
+            generation: ts.generation,
             escalation: esc,
             status,
             agents: AgentRuns {

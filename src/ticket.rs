@@ -141,6 +141,21 @@ pub struct Solution {
     pub resolved: bool,
 }
 
+/// A generator's raw answer and what it cost; stored with the ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    pub engine: String,
+    pub raw_output: String,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub ms: f64,
+    pub ttft_ms: f64,
+    pub tokens_per_sec: f64,
+    /// Why the output was not used, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
 /// Why and how a ticket goes to a human.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escalation {
@@ -183,6 +198,9 @@ pub struct Analysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_scores: Option<Vec<LabelScore>>,
     pub solution: Solution,
+    /// The text-generation model's raw answer and costs, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationRecord>,
     pub escalation: Option<Escalation>,
     /// The status the pipeline's outcome calls for.
     pub status: Status,

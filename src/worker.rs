@@ -101,6 +101,7 @@ async fn process(
         }
     };
     let escalated = analysis.escalation.is_some();
+    crate::observe::record_analysis(&analysis);
     let s = store.clone();
     match blocking(move || s.complete(id, &analysis)).await {
         Ok(status) => {

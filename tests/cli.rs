@@ -132,8 +132,10 @@ fn serve_starts_with_no_models_and_keeps_secrets_out_of_logs() {
         .env("SMART_SUPPORT_ADMIN_TOKEN", "cli-test-admin-token")
         .env("SMART_SUPPORT_ADMIN_PASSWORD", "cli-test-password-123")
         .env("RUST_LOG", "info")
-        // `--nli-model auto` must find nothing: an empty HF cache and no models/ here.
+        // `--nli-model auto` and `--gen-model auto` must find nothing: an empty HF
+        // cache, no models/ here, and no test-model cache.
         .env("HF_HOME", dir.path())
+        .env("SMART_SUPPORT_TEST_MODELS", dir.path())
         .current_dir(dir.path())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,7 +1,11 @@
-//! Model inference: BART-MNLI zero-shot classification in candle, behind a
-//! dynamic batching queue. Models know nothing of HTTP or SQL.
+//! Model inference: BART-MNLI zero-shot classification and GGUF text
+//! generation in candle, each behind a bounded queue. Models know nothing of
+//! HTTP or SQL.
 
 pub mod bart;
+pub mod decoder;
+pub mod generator;
+pub mod gguf_tokenizer;
 pub mod hub;
 pub mod nli;
 pub mod ops;

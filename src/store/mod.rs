@@ -161,6 +161,22 @@ pub struct ListQuery {
     pub per_page: u32,
 }
 
+/// What the dashboard draws.
+#[derive(Debug, Clone, Default)]
+pub struct DashboardStats {
+    pub by_category: Vec<(String, i64)>,
+    pub by_priority: Vec<(String, i64)>,
+    /// (day, status, tickets created that day now in that status).
+    pub daily: Vec<(String, String, i64)>,
+    pub total: i64,
+    /// Tickets with an AI result.
+    pub processed: i64,
+    /// Tickets that were escalated at some point.
+    pub escalated: i64,
+    pub rated: i64,
+    pub average_rating: Option<f64>,
+}
+
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -612,6 +628,50 @@ impl Store {
                 )
             })
             .collect())
+    }
+
+    /// Figures for the dashboard charts; `since` is the first day (YYYY-MM-DD)
+    /// of the daily series.
+    pub fn dashboard(&self, since: &str) -> Result<DashboardStats, StoreError> {
+        let conn = self.conn();
+        let group = |col: &str| -> Result<Vec<(String, i64)>, StoreError> {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {col}, COUNT(*) FROM tickets WHERE {col} IS NOT NULL GROUP BY {col}"
+            ))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        };
+        let by_category = group("category")?;
+        let by_priority = group("priority")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT substr(created_at, 1, 10) AS day, status, COUNT(*) FROM tickets
+             WHERE created_at >= ?1 GROUP BY day, status ORDER BY day",
+        )?;
+        let daily = stmt
+            .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let (total, processed, rated, rating_sum): (i64, i64, i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COUNT(analysis), COUNT(rating), COALESCE(SUM(rating), 0) FROM tickets",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        let escalated: i64 = conn.query_row(
+            "SELECT COUNT(DISTINCT ticket_id) FROM events WHERE kind = 'escalated'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(DashboardStats {
+            by_category,
+            by_priority,
+            daily,
+            total,
+            processed,
+            escalated,
+            rated,
+            average_rating: (rated > 0).then(|| rating_sum as f64 / rated as f64),
+        })
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -65,6 +65,12 @@ pub fn validate(
 pub async fn intake(state: &SharedState, input: TicketInput) -> Result<(i64, String), ApiError> {
     let (id, token) = state.db(move |s| s.create_ticket(&input)).await?;
     tracing::info!(ticket = id, "ticket accepted");
+    crate::observe::record_intake();
+    state.worker.publish(crate::worker::TicketUpdate {
+        id,
+        kind: EventKind::Submitted,
+        status: crate::ticket::Status::Open,
+    });
     state.worker.notify_new_ticket();
     Ok((id, token))
 }
@@ -125,7 +131,7 @@ pub async fn create_ticket(
     Ok((code, axum::Json(v)).into_response())
 }
 
-async fn id_for_token(state: &SharedState, token: String) -> Result<i64, ApiError> {
+pub(crate) async fn id_for_token(state: &SharedState, token: String) -> Result<i64, ApiError> {
     state
         .db(move |s| s.id_for_token(&token))
         .await?
@@ -401,7 +407,8 @@ pub async fn health(State(state): State<SharedState>) -> Response {
         "db": {"ok": db_ok, "schema_version": version, "error": db_error},
         "engines": e,
         "worker": {"backlog": backlog, "concurrency": state.config.workers},
-        "queues": state.nli.iter().map(|n| n.queue()).collect::<Vec<_>>(),
+        "queues": state.nli.iter().map(|n| n.queue()).chain(state.generator.iter().map(|g| g.snapshot().queue)).collect::<Vec<_>>(),
+        "generator": state.generator.as_ref().map(|g| g.snapshot()),
     });
     let code = if db_ok {
         StatusCode::OK

@@ -31,6 +31,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 const ASSETS: &[(&str, &str)] = &[
     ("app.css", include_str!("../../assets/app.css")),
     ("tracker.js", include_str!("../../assets/tracker.js")),
+    ("dashboard.js", include_str!("../../assets/dashboard.js")),
 ];
 
 /// Only plain file names: no separators, no dot-dot.

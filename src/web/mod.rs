@@ -3,8 +3,11 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod charts;
 pub mod error;
+pub mod live;
 pub mod pages;
+pub mod telemetry;
 pub mod view;
 
 use std::sync::Arc;
@@ -16,9 +19,11 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::ServeConfig;
+use crate::inference::generator::GeneratorService;
 use crate::inference::nli::ZeroShotClassifier;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
@@ -77,6 +82,8 @@ pub struct AppState {
     pub login_limiter: LoginLimiter,
     /// The zero-shot model behind `/api/classify`, when loaded.
     pub nli: Option<ZeroShotClassifier>,
+    /// The troubleshooter's text generator, when loaded.
+    pub generator: Option<GeneratorService>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -88,6 +95,7 @@ impl AppState {
         worker: WorkerHandle,
         engines: Engines,
         nli: Option<ZeroShotClassifier>,
+        generator: Option<GeneratorService>,
     ) -> Self {
         let templates = Templates::new(config.templates_dir.clone());
         let assets = Assets::new(config.assets_dir.clone());
@@ -101,6 +109,7 @@ impl AppState {
             sessions: Sessions::default(),
             login_limiter: LoginLimiter::new(5, Duration::from_secs(15 * 60)),
             nli,
+            generator,
         }
     }
 
@@ -182,6 +191,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/tickets/{id}/resolve", post(api::admin_resolve))
         .route("/api/t/{token}", get(api::customer_ticket))
         .route("/api/t/{token}/status", get(api::customer_status))
+        .route("/api/t/{token}/events", get(live::customer_events))
+        .route("/api/admin/events", get(live::admin_events))
+        .route("/metrics", get(telemetry::metrics_page))
         .route("/api/t/{token}/resolve", post(api::customer_resolve))
         .route("/api/t/{token}/rating", post(api::customer_rating))
         .route("/", get(pages::index))
@@ -189,7 +201,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/t/{token}", get(pages::tracker))
         .route("/t/{token}/resolve", post(pages::tracker_resolve))
         .route("/t/{token}/rating", post(pages::tracker_rating))
-        .route("/admin", get(pages::admin_home))
+        .route("/admin", get(pages::admin_tickets))
+        .route("/admin/tickets.csv", get(pages::admin_tickets_csv))
         .route("/admin/login", get(pages::login_form).post(pages::login))
         .route("/admin/logout", post(pages::logout))
         .route("/admin/tickets", get(pages::admin_tickets))
@@ -199,6 +212,8 @@ pub fn router(state: SharedState) -> Router {
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(telemetry::id_in_errors))
+        .layer(middleware::from_fn(telemetry::track))
         // Spans name the route pattern, never the URI: tracker URIs hold secrets.
         .layer(
             TraceLayer::new_for_http()
@@ -207,9 +222,18 @@ pub fn router(state: SharedState) -> Router {
                         .extensions()
                         .get::<MatchedPath>()
                         .map_or("unmatched", |m| m.as_str());
-                    tracing::info_span!("http", method = %req.method(), route)
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("http", method = %req.method(), route, request_id = %id)
                 })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(
+            telemetry::RequestIds::default(),
+        ))
         .with_state(state)
 }

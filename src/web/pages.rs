@@ -218,10 +218,6 @@ pub async fn tracker_rating(
     }
 }
 
-pub async fn admin_home() -> Response {
-    see_other("/admin/tickets")
-}
-
 fn with_cookie(mut resp: Response, cookie: String) -> Response {
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().append(header::SET_COOKIE, v);
@@ -432,12 +428,25 @@ pub async fn admin_tickets(
     };
     let (page, per_page) = (q.page, q.per_page);
     let q2 = q.clone();
+    let days = crate::clock::last_days(14);
+    let since = days.first().cloned().unwrap_or_default();
     let data = state
-        .db(move |s| Ok((s.list(&q2)?, s.status_counts()?)))
+        .db(move |s| Ok((s.list(&q2)?, s.status_counts()?, s.dashboard(&since)?)))
         .await;
-    let ((tickets, total), counts) = match data {
+    let ((tickets, total), counts, stats) = match data {
         Ok(d) => d,
         Err(e) => return api_error_page(&state, e),
+    };
+    // Our own SVG: every text in it is escaped by `charts`.
+    let charts: Vec<_> = super::charts::dashboard(&stats, &days)
+        .into_iter()
+        .map(|(title, svg)| context! { title => title, svg => minijinja::Value::from_safe_string(svg) })
+        .collect();
+    let csv_link = {
+        let link = page_link(&params, 1);
+        link.replacen("/admin/tickets?", "/admin/tickets.csv?", 1)
+            .replace("&page=1", "")
+            .replace("?page=1", "")
     };
     let pages = (total as u64).div_ceil(per_page as u64).max(1) as u32;
     let total_all: i64 = counts.iter().map(|(_, n)| n).sum();
@@ -451,6 +460,8 @@ pub async fn admin_tickets(
         "admin_tickets.html",
         context! {
             csrf => admin.csrf,
+            charts => charts,
+            csv_link => csv_link,
             tickets => minijinja::Value::from(minijinja::value::Serde(&tickets)),
             total => total,
             total_all => total_all,
@@ -469,6 +480,103 @@ pub async fn admin_tickets(
             statuses => Status::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
         },
     )
+}
+
+/// `GET /admin/tickets.csv`: the filtered list (all pages) as CSV.
+pub async fn admin_tickets_csv(
+    State(state): State<SharedState>,
+    MaybeAdmin(admin): MaybeAdmin,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    if admin.is_none() {
+        return see_other("/admin/login");
+    }
+    let mut q = match list_query(&params) {
+        Ok(q) => q,
+        Err(e) => return api_error_page(&state, e),
+    };
+    q.per_page = 500;
+    let rows = state
+        .db(move |s| {
+            let mut all = Vec::new();
+            for page in 1.. {
+                q.page = page;
+                let (rows, total) = s.list(&q)?;
+                let n = rows.len();
+                all.extend(rows);
+                if n == 0 || all.len() as i64 >= total || all.len() >= CSV_MAX_ROWS {
+                    break;
+                }
+            }
+            Ok(all)
+        })
+        .await;
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return api_error_page(&state, e),
+    };
+    match tickets_csv(&rows) {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"tickets.csv\"",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => api_error_page(&state, ApiError::internal(format!("csv: {e}"))),
+    }
+}
+
+const CSV_MAX_ROWS: usize = 100_000;
+
+/// Spreadsheet programs run cells that start with = + - @ as formulas:
+/// such cells get a leading apostrophe.
+fn csv_cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn tickets_csv(rows: &[crate::store::TicketSummary]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "id",
+        "created_at",
+        "updated_at",
+        "status",
+        "category",
+        "priority",
+        "sentiment",
+        "risk",
+        "rating",
+        "subject",
+    ])?;
+    for t in rows {
+        w.write_record([
+            t.id.to_string(),
+            t.created_at.clone(),
+            t.updated_at.clone(),
+            t.status.as_str().to_string(),
+            t.category
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default(),
+            t.priority
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+            t.sentiment.clone().unwrap_or_default(),
+            t.risk.clone().unwrap_or_default(),
+            t.rating.map(|r| r.to_string()).unwrap_or_default(),
+            csv_cell(&t.subject),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
 pub async fn admin_ticket(

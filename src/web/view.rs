@@ -42,7 +42,9 @@ pub fn ticket_json(rec: &TicketRecord, base_url: &str, admin: bool) -> Value {
         if let Ok(Value::Object(analysis)) = serde_json::to_value(a) {
             for (k, val) in analysis {
                 // The stored status is the truth (a person may have resolved it).
-                if k != "status" && (admin || !matches!(k.as_str(), "matched_rules" | "agents")) {
+                if k != "status"
+                    && (admin || !matches!(k.as_str(), "matched_rules" | "agents" | "generation"))
+                {
                     obj.insert(k, val);
                 }
             }

@@ -1,0 +1,598 @@
+//! A quantized decoder-only transformer read from a GGUF file: the `llama`,
+//! `gemma3` and `qwen2` families (SmolLM2, Gemma 3, Qwen2.5 …).
+//!
+//! Our own file rather than candle-transformers' `quantized_gemma3`, which
+//! uses SiLU where Gemma 3 uses GELU-tanh and precomputes RoPE tables for
+//! 131 072 positions in every layer (about 2.4 GB for Gemma 3 270M). One code
+//! path covers the three families; every size comes from the GGUF metadata.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek};
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::InferenceError;
+
+type Result<T> = std::result::Result<T, InferenceError>;
+
+/// What differs between the families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Gemma3,
+    Qwen2,
+}
+
+impl Family {
+    pub fn from_architecture(arch: &str) -> Result<Self> {
+        match arch {
+            "llama" => Ok(Family::Llama),
+            "gemma3" => Ok(Family::Gemma3),
+            "qwen2" => Ok(Family::Qwen2),
+            other => Err(InferenceError::Config(format!(
+                "unsupported GGUF architecture '{other}' (supported: llama, gemma3, qwen2)"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DecoderConfig {
+    pub family: Family,
+    pub n_layer: usize,
+    pub d_model: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub eps: f64,
+    pub rope_base: f32,
+    /// Gemma 3's sliding-window layers use their own RoPE base.
+    pub rope_base_local: f32,
+    pub sliding_window: Option<usize>,
+    /// Gemma 3: every n-th layer attends globally, the others locally.
+    pub sliding_pattern: usize,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+fn md<'a>(ct: &'a gguf_file::Content, key: &str) -> Option<&'a gguf_file::Value> {
+    ct.metadata.get(key)
+}
+
+fn md_usize(ct: &gguf_file::Content, key: &str) -> Result<usize> {
+    let v = md(ct, key)
+        .ok_or_else(|| InferenceError::Config(format!("GGUF metadata lacks '{key}'")))?;
+    let n = match v {
+        gguf_file::Value::U64(n) => *n,
+        other => other
+            .to_u32()
+            .map(u64::from)
+            .map_err(|e| InferenceError::Config(format!("GGUF metadata '{key}': {e}")))?,
+    };
+    usize::try_from(n)
+        .map_err(|_| InferenceError::Config(format!("GGUF metadata '{key}' too large")))
+}
+
+fn md_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
+    md(ct, key).and_then(|v| v.to_f32().ok())
+}
+
+pub fn architecture(ct: &gguf_file::Content) -> Result<String> {
+    md(ct, "general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| InferenceError::Config("GGUF metadata lacks 'general.architecture'".into()))
+}
+
+impl DecoderConfig {
+    pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self> {
+        let arch = architecture(ct)?;
+        let family = Family::from_architecture(&arch)?;
+        let key = |k: &str| format!("{arch}.{k}");
+        let d_model = md_usize(ct, &key("embedding_length"))?;
+        let n_head = md_usize(ct, &key("attention.head_count"))?;
+        let n_kv_head = md_usize(ct, &key("attention.head_count_kv")).unwrap_or(n_head);
+        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(InferenceError::Config(format!(
+                "bad head counts: {n_head} query heads, {n_kv_head} key/value heads"
+            )));
+        }
+        let head_dim = md_usize(ct, &key("attention.key_length")).unwrap_or(d_model / n_head);
+        let rope_dim = md_usize(ct, &key("rope.dimension_count")).unwrap_or(head_dim);
+        if rope_dim != head_dim {
+            return Err(InferenceError::Config(format!(
+                "partial rotary embeddings ({rope_dim} of {head_dim} dims) are not supported"
+            )));
+        }
+        let tokens = md(ct, "tokenizer.ggml.tokens").and_then(|v| v.to_vec().ok());
+        let vocab_size = md_usize(ct, &key("vocab_size"))
+            .ok()
+            .or(tokens.map(|t| t.len()))
+            .unwrap_or(0);
+        let eps = md_f32(ct, &key("attention.layer_norm_rms_epsilon")).ok_or_else(|| {
+            InferenceError::Config(format!(
+                "GGUF metadata lacks '{arch}.attention.layer_norm_rms_epsilon'"
+            ))
+        })?;
+        let gemma = family == Family::Gemma3;
+        Ok(DecoderConfig {
+            family,
+            n_layer: md_usize(ct, &key("block_count"))?,
+            d_model,
+            n_head,
+            n_kv_head,
+            head_dim,
+            eps: f64::from(eps),
+            rope_base: md_f32(ct, &key("rope.freq_base")).unwrap_or(if gemma {
+                1_000_000.0
+            } else {
+                10_000.0
+            }),
+            rope_base_local: md_f32(ct, &key("rope.local_freq_base")).unwrap_or(10_000.0),
+            sliding_window: if gemma {
+                md_usize(ct, &key("attention.sliding_window")).ok()
+            } else {
+                None
+            },
+            sliding_pattern: md_usize(ct, &key("attention.sliding_window_type"))
+                .unwrap_or(6)
+                .max(1),
+            context_length: md_usize(ct, &key("context_length")).unwrap_or(4096),
+            vocab_size,
+        })
+    }
+
+    fn is_local(&self, layer: usize) -> bool {
+        self.sliding_window.is_some() && !(layer + 1).is_multiple_of(self.sliding_pattern)
+    }
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+    }
+}
+
+struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+struct Layer {
+    attn_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    post_attn_norm: Option<RmsNorm>,
+    ffn_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Option<RmsNorm>,
+    /// Keys and values seen so far: (1, kv_heads, positions, head_dim).
+    cache: Option<(Tensor, Tensor)>,
+    local: bool,
+    rope_base: f32,
+}
+
+/// The model with one sequence's key/value cache.
+pub struct Decoder {
+    pub config: DecoderConfig,
+    embed: QTensor,
+    embed_scale: Option<f64>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    device: Device,
+    /// Positions already in the cache.
+    position: usize,
+}
+
+struct Loader<'a, R> {
+    ct: &'a gguf_file::Content,
+    reader: &'a mut R,
+    device: &'a Device,
+}
+
+impl<R: Read + Seek> Loader<'_, R> {
+    fn has(&self, name: &str) -> bool {
+        self.ct.tensor_infos.contains_key(name)
+    }
+
+    fn qtensor(&mut self, name: &str) -> Result<QTensor> {
+        if !self.has(name) {
+            return Err(InferenceError::Config(format!(
+                "tensor '{name}' is missing"
+            )));
+        }
+        self.ct
+            .tensor(self.reader, name, self.device)
+            .map_err(|e| InferenceError::Config(format!("tensor '{name}': {e}")))
+    }
+
+    fn dense(&mut self, name: &str, len: usize) -> Result<Tensor> {
+        let t = self.qtensor(name)?.dequantize(self.device)?;
+        if t.elem_count() != len {
+            return Err(InferenceError::Config(format!(
+                "tensor '{name}' has {} values, expected {len}",
+                t.elem_count()
+            )));
+        }
+        Ok(t.flatten_all()?.to_dtype(DType::F32)?)
+    }
+
+    fn norm(&mut self, name: &str, len: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: self.dense(name, len)?,
+            eps: eps as f32,
+        })
+    }
+
+    fn linear(&mut self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
+        let name = format!("{prefix}.weight");
+        let w = self.qtensor(&name)?;
+        if w.shape().dims() != [out, inp] {
+            return Err(InferenceError::Config(format!(
+                "tensor '{name}' has shape {:?}, expected [{out}, {inp}]",
+                w.shape().dims()
+            )));
+        }
+        let w = fast_kernel(w, self.device)
+            .map_err(|e| InferenceError::Config(format!("tensor '{name}': {e}")))?;
+        let bias_name = format!("{prefix}.bias");
+        let bias = if self.has(&bias_name) {
+            Some(self.dense(&bias_name, out)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: QMatMul::from_qtensor(w)?,
+            bias,
+        })
+    }
+}
+
+/// candle's CPU kernels for Q4_1, Q5_0 and Q5_1 are scalar (about 6× slower
+/// than its AVX2 Q8_0 one here), so such weights are re-quantized to Q8_0 at
+/// load: every 4/5-bit level is kept to within 1/254 of the block's largest
+/// value, at about 1.7× the memory of those tensors.
+fn fast_kernel(q: QTensor, device: &Device) -> candle_core::Result<QTensor> {
+    match q.dtype() {
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 if device.is_cpu() => {
+            QTensor::quantize(&q.dequantize(device)?, GgmlDType::Q8_0)
+        }
+        _ => Ok(q),
+    }
+}
+
+fn rope_tables(
+    base: f32,
+    head_dim: usize,
+    start: usize,
+    len: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(len * half);
+    let mut sin = Vec::with_capacity(len * half);
+    for p in start..start + len {
+        for i in 0..half {
+            // f64 so that long positions keep their precision, as llama.cpp does.
+            let inv = 1.0 / f64::from(base).powf((2 * i) as f64 / head_dim as f64);
+            let angle = p as f64 * inv;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (len, half), device)?,
+        Tensor::from_vec(sin, (len, half), device)?,
+    ))
+}
+
+impl Decoder {
+    pub fn from_gguf<R: Read + Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = DecoderConfig::from_gguf(ct)?;
+        let c = &config;
+        let mut ld = Loader { ct, reader, device };
+        let embed = ld.qtensor("token_embd.weight")?;
+        let (vocab, dim) = embed
+            .shape()
+            .dims2()
+            .map_err(|e| InferenceError::Config(format!("tensor 'token_embd.weight': {e}")))?;
+        if dim != c.d_model {
+            return Err(InferenceError::Config(format!(
+                "tensor 'token_embd.weight' has width {dim}, expected {}",
+                c.d_model
+            )));
+        }
+        let q_dim = c.n_head * c.head_dim;
+        let kv_dim = c.n_kv_head * c.head_dim;
+        let ff = md_usize(ct, &format!("{}.feed_forward_length", architecture(ct)?))?;
+        let gemma = c.family == Family::Gemma3;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let p = format!("blk.{i}");
+            let local = c.is_local(i);
+            layers.push(Layer {
+                attn_norm: ld.norm(&format!("{p}.attn_norm.weight"), c.d_model, c.eps)?,
+                q: ld.linear(&format!("{p}.attn_q"), q_dim, c.d_model)?,
+                k: ld.linear(&format!("{p}.attn_k"), kv_dim, c.d_model)?,
+                v: ld.linear(&format!("{p}.attn_v"), kv_dim, c.d_model)?,
+                o: ld.linear(&format!("{p}.attn_output"), c.d_model, q_dim)?,
+                q_norm: if gemma {
+                    Some(ld.norm(&format!("{p}.attn_q_norm.weight"), c.head_dim, c.eps)?)
+                } else {
+                    None
+                },
+                k_norm: if gemma {
+                    Some(ld.norm(&format!("{p}.attn_k_norm.weight"), c.head_dim, c.eps)?)
+                } else {
+                    None
+                },
+                post_attn_norm: if gemma {
+                    Some(ld.norm(&format!("{p}.post_attention_norm.weight"), c.d_model, c.eps)?)
+                } else {
+                    None
+                },
+                ffn_norm: ld.norm(&format!("{p}.ffn_norm.weight"), c.d_model, c.eps)?,
+                gate: ld.linear(&format!("{p}.ffn_gate"), ff, c.d_model)?,
+                up: ld.linear(&format!("{p}.ffn_up"), ff, c.d_model)?,
+                down: ld.linear(&format!("{p}.ffn_down"), c.d_model, ff)?,
+                post_ffn_norm: if gemma {
+                    Some(ld.norm(&format!("{p}.post_ffw_norm.weight"), c.d_model, c.eps)?)
+                } else {
+                    None
+                },
+                cache: None,
+                local,
+                rope_base: if local {
+                    c.rope_base_local
+                } else {
+                    c.rope_base
+                },
+            });
+        }
+        let norm = ld.norm("output_norm.weight", c.d_model, c.eps)?;
+        // Tied embeddings: no output.weight, the embedding matrix projects back.
+        let output = if ld.has("output.weight") {
+            ld.linear("output", vocab, c.d_model)?.weight
+        } else {
+            QMatMul::from_qtensor(ld.qtensor("token_embd.weight")?)?
+        };
+        let mut config = config;
+        config.vocab_size = vocab;
+        Ok(Decoder {
+            embed_scale: gemma.then(|| (config.d_model as f64).sqrt()),
+            config,
+            embed,
+            layers,
+            norm,
+            output,
+            device: device.clone(),
+            position: 0,
+        })
+    }
+
+    /// Forgets the cached sequence.
+    pub fn reset(&mut self) {
+        self.position = 0;
+        for l in &mut self.layers {
+            l.cache = None;
+        }
+    }
+
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Runs `tokens` after the cached ones; returns the logits of the last
+    /// position (vocab,) as f32.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(InferenceError::InvalidInput("no tokens to run".into()));
+        }
+        if let Some(bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(InferenceError::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.config.vocab_size
+            )));
+        }
+        let t = tokens.len();
+        let start = self.position;
+        let c = self.config.clone();
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.reshape((1, t, c.d_model))?;
+        if let Some(s) = self.embed_scale {
+            x = (x * s)?;
+        }
+        let mut tables: HashMap<u32, (Tensor, Tensor)> = HashMap::new();
+        for layer in &mut self.layers {
+            let key = layer.rope_base.to_bits();
+            let (cos, sin) = match tables.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(rope_tables(
+                    layer.rope_base,
+                    c.head_dim,
+                    start,
+                    t,
+                    &self.device,
+                )?),
+            };
+            x = layer.forward(&x, &c, start, cos, sin)?;
+        }
+        self.position += t;
+        let last = x.narrow(1, t - 1, 1)?;
+        let last = self.norm.forward(&last)?;
+        let logits = self.output.forward(&last)?;
+        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+    }
+}
+
+impl Layer {
+    fn forward(
+        &mut self,
+        x: &Tensor,
+        c: &DecoderConfig,
+        start: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let h = self.attn_norm.forward(x)?;
+        let q = self.q.forward(&h)?;
+        let k = self.k.forward(&h)?;
+        let v = self.v.forward(&h)?;
+        let q = q.reshape((b, t, c.n_head, c.head_dim))?.transpose(1, 2)?;
+        let k = k
+            .reshape((b, t, c.n_kv_head, c.head_dim))?
+            .transpose(1, 2)?;
+        let v = v
+            .reshape((b, t, c.n_kv_head, c.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let (q, k) = match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+            _ => (q.contiguous()?, k.contiguous()?),
+        };
+        // GGUF stores llama's q/k rows permuted for interleaved rotation;
+        // the other families rotate the two halves (NeoX style).
+        let (q, k) = match c.family {
+            Family::Llama => (
+                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+            ),
+            Family::Gemma3 | Family::Qwen2 => (
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
+            ),
+        };
+        let (k, v) = match &self.cache {
+            Some((ck, cv)) if start > 0 => (Tensor::cat(&[ck, &k], 2)?, Tensor::cat(&[cv, &v], 2)?),
+            _ => (k, v),
+        };
+        // A sliding-window layer never looks further back than the window.
+        let (k, v) = match (self.local, c.sliding_window) {
+            (true, Some(w)) if k.dim(2)? > w + t => {
+                let keep = w + t;
+                let from = k.dim(2)? - keep;
+                (
+                    k.narrow(2, from, keep)?.contiguous()?,
+                    v.narrow(2, from, keep)?.contiguous()?,
+                )
+            }
+            _ => (k, v),
+        };
+        self.cache = Some((k.clone(), v.clone()));
+        let s = k.dim(2)?;
+        let key_start = start + t - s;
+
+        // Grouped-query attention without copying keys: fold the query heads
+        // of one group into the row dimension.
+        let group = c.n_head / c.n_kv_head;
+        let q = q.reshape((b, c.n_kv_head, group * t, c.head_dim))?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let window = if self.local { c.sliding_window } else { None };
+        let scores = if t > 1 || window.is_some_and(|w| s > w) {
+            let mask = attention_mask(t, s, start, key_start, window, group, &x.device().clone())?;
+            scores.broadcast_add(&mask)?
+        } else {
+            scores
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let attn = probs.matmul(&v)?; // (b, kv, group*t, d)
+        let attn = attn
+            .reshape((b, c.n_head, t, c.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b, t, c.n_head * c.head_dim))?;
+        let mut out = self.o.forward(&attn)?;
+        if let Some(n) = &self.post_attn_norm {
+            out = n.forward(&out)?;
+        }
+        let x = (x + out)?;
+
+        let h = self.ffn_norm.forward(&x)?;
+        let gate = self.gate.forward(&h)?;
+        let act = match c.family {
+            Family::Gemma3 => gate.gelu()?, // tanh approximation, as Gemma 3 uses
+            Family::Llama | Family::Qwen2 => candle_nn::ops::silu(&gate)?,
+        };
+        let mut out = self.down.forward(&(act * self.up.forward(&h)?)?)?;
+        if let Some(n) = &self.post_ffn_norm {
+            out = n.forward(&out)?;
+        }
+        Ok((x + out)?)
+    }
+}
+
+/// Additive mask (group*t, s): query i (absolute position start+i) sees key j
+/// (absolute key_start+j) when j is not in its future and, for a window w,
+/// not more than w positions back (Gemma: query - key < w).
+fn attention_mask(
+    t: usize,
+    s: usize,
+    start: usize,
+    key_start: usize,
+    window: Option<usize>,
+    group: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let mut m = Vec::with_capacity(t * s);
+    for i in 0..t {
+        let qp = start + i;
+        for j in 0..s {
+            let kp = key_start + j;
+            let visible = kp <= qp && window.is_none_or(|w| qp - kp < w);
+            m.push(if visible { 0f32 } else { f32::NEG_INFINITY });
+        }
+    }
+    let m = Tensor::from_vec(m, (1, t, s), device)?;
+    m.repeat((group, 1, 1))?.reshape((group * t, s))
+}
+
+/// The GGUF quantization types we can run (all of candle's CPU kernels).
+pub fn describe_types(ct: &gguf_file::Content) -> String {
+    let mut kinds: Vec<String> = ct
+        .tensor_infos
+        .values()
+        .map(|i| format!("{:?}", i.ggml_dtype))
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds.join(",")
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("config", &self.config)
+            .finish()
+    }
+}

@@ -1,0 +1,824 @@
+//! Local text generation from a GGUF model: tokenizer, chat template,
+//! sampling, stop strings, and the troubleshooter's structured answer.
+//!
+//! The model lives on one worker thread behind a bounded queue (the same
+//! [`BatchQueue`] as the classifier, one request at a time, in order), so a
+//! slow generation never blocks HTTP.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use serde::Serialize;
+use tokenizers::Tokenizer;
+
+use super::InferenceError;
+use super::decoder::{Decoder, architecture};
+use super::gguf_tokenizer::{self, SpecialTokens};
+use super::queue::{BatchModel, BatchQueue, QueueConfig, QueueSnapshot};
+use crate::agents::EngineError;
+use crate::agents::troubleshooter::{AnswerRequest, GenerationRecord, TextGenerator};
+
+type Result<T> = std::result::Result<T, InferenceError>;
+
+/// How to sample; greedy (temperature 0) by default, so answers are reproducible.
+#[derive(Debug, Clone)]
+pub struct GenerationParams {
+    pub max_new_tokens: usize,
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    pub seed: u64,
+    pub repeat_penalty: f32,
+    pub repeat_last_n: usize,
+    /// Generation stops when the text ends with one of these (not included).
+    pub stop: Vec<String>,
+    /// Keep going past end-of-text tokens (benchmarks: a fixed token count).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        GenerationParams {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: None,
+            seed: 42,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndOfText,
+    StopString,
+    MaxTokens,
+    ContextFull,
+    Finished,
+}
+
+/// One generation's text and its costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+    /// Prompt submitted → first generated token.
+    pub ttft_secs: f64,
+    pub stop: StopReason,
+}
+
+impl Generation {
+    pub fn prefill_tokens_per_sec(&self) -> f64 {
+        rate(self.prompt_tokens, self.prefill_secs)
+    }
+    pub fn decode_tokens_per_sec(&self) -> f64 {
+        // The first token comes from the prefill pass.
+        rate(self.generated_tokens.saturating_sub(1), self.decode_secs)
+    }
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+/// A chat turn for the template.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// Longest step and message lines of a structured answer, in tokens.
+const STEP_TOKENS: usize = 60;
+const MESSAGE_TOKENS: usize = 80;
+/// Steps a generated answer may have (validation allows up to 8; small
+/// models ramble past five).
+const MAX_STEPS: usize = 5;
+
+pub struct GgufGenerator {
+    name: String,
+    path: PathBuf,
+    decoder: Decoder,
+    tokenizer: Tokenizer,
+    special: SpecialTokens,
+    chat_template: Option<String>,
+    /// Token ids whose text holds a line break (lazily built, for answers).
+    newline_ids: Option<Vec<u32>>,
+}
+
+impl std::fmt::Debug for GgufGenerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufGenerator")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> InferenceError {
+    InferenceError::file(path, e)
+}
+
+impl GgufGenerator {
+    /// Loads a `.gguf` file; `tokenizer.json` and `tokenizer_config.json`
+    /// beside it take precedence over the GGUF's own tokenizer and template.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let mut file = File::open(path).map_err(|e| file_err(path, e))?;
+        let ct = gguf_file::Content::read(&mut file)
+            .map_err(|e| file_err(path, format!("not a readable GGUF file: {e}")))?;
+        let arch = architecture(&ct).map_err(|e| file_err(path, e))?;
+        let decoder = Decoder::from_gguf(&ct, &mut file, device).map_err(|e| file_err(path, e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let (mut tokenizer, special) =
+            gguf_tokenizer::from_gguf(&ct).map_err(|e| file_err(path, e))?;
+        let tj = dir.join("tokenizer.json");
+        if tj.is_file() {
+            tokenizer = Tokenizer::from_file(&tj).map_err(|e| file_err(&tj, e))?;
+        }
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > decoder.config.vocab_size + 1024 {
+            return Err(file_err(
+                path,
+                format!(
+                    "tokenizer has {vocab} tokens but the model only {} embeddings",
+                    decoder.config.vocab_size
+                ),
+            ));
+        }
+        let chat_template = template_beside(dir).or_else(|| {
+            ct.metadata
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.to_string().ok())
+                .cloned()
+        });
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("gguf")
+            .to_string();
+        tracing::info!(model = %name, %arch, chat_template = chat_template.is_some(), "text generator loaded");
+        Ok(GgufGenerator {
+            name,
+            path: path.to_path_buf(),
+            decoder,
+            tokenizer,
+            special,
+            chat_template,
+            newline_ids: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn architecture(&self) -> String {
+        format!("{:?}", self.decoder.config.family).to_lowercase()
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.chat_template.is_some()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.decoder.config.context_length
+    }
+
+    /// Token ids of `text`, with the model's BOS when `special` is set and
+    /// the model wants one.
+    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        self.tokenizer
+            .encode(text, special)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| InferenceError::Model(format!("tokenizer: {e}")))
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| InferenceError::Model(format!("tokenizer: {e}")))
+    }
+
+    /// Next-token logits after `ids` (from an empty cache).
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.decoder.reset();
+        Ok(self.decoder.forward(ids)?.to_vec1::<f32>()?)
+    }
+
+    /// One decode step after what the cache holds; the next-token logits.
+    pub fn step(&mut self, id: u32) -> Result<Vec<f32>> {
+        if self.decoder.position() >= self.context_length() {
+            return Err(InferenceError::InvalidInput("the context is full".into()));
+        }
+        Ok(self.decoder.forward(&[id])?.to_vec1::<f32>()?)
+    }
+
+    /// Tokens in the cache.
+    pub fn position(&self) -> usize {
+        self.decoder.position()
+    }
+
+    /// The chat template applied to `messages`, ending where the assistant speaks.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<Option<String>> {
+        let Some(tpl) = &self.chat_template else {
+            return Ok(None);
+        };
+        let token = |id: Option<u32>| {
+            id.and_then(|i| self.tokenizer.id_to_token(i))
+                .unwrap_or_default()
+        };
+        render_template(
+            tpl,
+            messages,
+            &token(self.special.bos),
+            &token(self.special.eos),
+        )
+        .map(Some)
+    }
+
+    /// Greedy (or sampled) completion of a raw prompt, no template.
+    pub fn complete(&mut self, prompt: &str, params: &GenerationParams) -> Result<Generation> {
+        let ids = self.encode(prompt, true)?;
+        self.generate_ids(&ids, params)
+    }
+
+    fn check_room(&self, prompt: usize, new: usize) -> Result<()> {
+        if prompt == 0 {
+            return Err(InferenceError::InvalidInput("empty prompt".into()));
+        }
+        let ctx = self.context_length();
+        if prompt + new.min(1) > ctx {
+            return Err(InferenceError::InvalidInput(format!(
+                "prompt of {prompt} tokens does not fit the model's context of {ctx}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn generate_ids(&mut self, ids: &[u32], params: &GenerationParams) -> Result<Generation> {
+        self.check_room(ids.len(), params.max_new_tokens)?;
+        let started = Instant::now();
+        self.decoder.reset();
+        let mut logits = self.decoder.forward(ids)?;
+        let prefill_secs = started.elapsed().as_secs_f64();
+        let mut sampler = sampler(params);
+        let mut context: Vec<u32> = ids.to_vec();
+        let mut out: Vec<u32> = Vec::new();
+        let mut ttft = 0.0;
+        let decode_start = Instant::now();
+        let mut stop = StopReason::MaxTokens;
+        let mut text = String::new();
+        while out.len() < params.max_new_tokens {
+            if self.decoder.position() >= self.context_length() {
+                stop = StopReason::ContextFull;
+                break;
+            }
+            let next = self.pick(&logits, &context, params, &mut sampler)?;
+            if out.is_empty() {
+                ttft = started.elapsed().as_secs_f64();
+            }
+            if !params.ignore_eos && self.special.stop.contains(&next) {
+                stop = StopReason::EndOfText;
+                break;
+            }
+            out.push(next);
+            context.push(next);
+            text = self.decode(&out)?;
+            if let Some(cut) = stop_at(&text, &params.stop) {
+                text.truncate(cut);
+                stop = StopReason::StopString;
+                break;
+            }
+            if out.len() == params.max_new_tokens {
+                break;
+            }
+            logits = self.decoder.forward(&[next])?;
+        }
+        Ok(Generation {
+            text,
+            prompt_tokens: ids.len(),
+            generated_tokens: out.len(),
+            prefill_secs,
+            decode_secs: decode_start.elapsed().as_secs_f64(),
+            ttft_secs: ttft,
+            stop,
+        })
+    }
+
+    fn pick(
+        &self,
+        logits: &Tensor,
+        context: &[u32],
+        params: &GenerationParams,
+        sampler: &mut LogitsProcessor,
+    ) -> Result<u32> {
+        let logits = if params.repeat_penalty != 1.0 && params.repeat_last_n > 0 {
+            let from = context.len().saturating_sub(params.repeat_last_n);
+            candle_transformers::utils::apply_repeat_penalty(
+                logits,
+                params.repeat_penalty,
+                &context[from..],
+            )?
+        } else {
+            logits.clone()
+        };
+        Ok(sampler.sample(&logits)?)
+    }
+
+    /// The prompt for a structured answer: the chat template when the model
+    /// has one, the few-shot completion prompt otherwise.
+    pub fn answer_prompt(&self, prompt: &AnswerRequest) -> Result<String> {
+        let turn = |role: &str, content: &str| Message {
+            role: role.into(),
+            content: content.into(),
+        };
+        let mut messages = vec![turn("system", &prompt.system)];
+        if let Some((user, answer)) = &prompt.example {
+            messages.push(turn("user", user));
+            messages.push(turn("assistant", answer));
+        }
+        messages.push(turn("user", &prompt.user));
+        Ok(match self.render_chat(&messages)? {
+            Some(chat) => chat,
+            None => prompt.few_shot.clone(),
+        })
+    }
+
+    /// Writes a troubleshooting answer in the seed format
+    ///
+    /// ```text
+    /// STEPS:
+    /// 1. …
+    /// MESSAGE: …
+    /// RESOLVED: yes|no
+    /// ```
+    ///
+    /// with constrained decoding: the model writes each line freely, and at
+    /// each line break only the continuations the format allows compete
+    /// (the next step number or `MESSAGE:`; then `yes` or `no`). The result
+    /// always has the format; its content is validated by the caller.
+    pub fn answer(
+        &mut self,
+        prompt: &AnswerRequest,
+        params: &GenerationParams,
+    ) -> Result<Generation> {
+        let started = Instant::now();
+        let head = self.answer_prompt(prompt)?;
+        let text_prompt = format!("{head}STEPS:\n1.");
+        let add_special = self.special.add_bos
+            && !self
+                .special
+                .bos
+                .and_then(|b| self.tokenizer.id_to_token(b))
+                .is_some_and(|b| text_prompt.starts_with(&b));
+        let ids = self.encode(&text_prompt, add_special)?;
+        self.check_room(ids.len(), params.max_new_tokens)?;
+        if self.newline_ids.is_none() {
+            self.newline_ids = Some(self.line_break_ids()?);
+        }
+        self.decoder.reset();
+        let mut logits = self.decoder.forward(&ids)?;
+        let prefill_secs = started.elapsed().as_secs_f64();
+        let mut ttft = 0.0;
+        let mut sampler = sampler(params);
+        let mut context = ids.clone();
+        let mut generated = 0usize;
+        let mut steps: Vec<String> = Vec::new();
+        let budget = params.max_new_tokens.max(16);
+
+        // Steps, one line each, until the model prefers MESSAGE: or runs out.
+        loop {
+            let (line, next_logits) = self.free_line(
+                logits,
+                &mut context,
+                params,
+                &mut sampler,
+                STEP_TOKENS,
+                &mut generated,
+            )?;
+            if ttft == 0.0 {
+                ttft = started.elapsed().as_secs_f64();
+            }
+            logits = next_logits;
+            let line = line.trim().to_string();
+            // A repeated step means the model is looping: end the list there.
+            let repeat = steps.iter().any(|s: &String| s.eq_ignore_ascii_case(&line));
+            if !repeat {
+                steps.push(line);
+            }
+            let k = steps.len() + 1;
+            let more = !repeat
+                && steps.len() < MAX_STEPS
+                && generated + STEP_TOKENS < budget
+                && self.prefers(&logits, &format!("{k}."), "MESSAGE:")?;
+            let forced = if more {
+                format!("{k}.")
+            } else {
+                "MESSAGE:".to_string()
+            };
+            logits = self.force(&forced, &mut context)?;
+            if !more {
+                break;
+            }
+        }
+        // The logits after the message line are not needed: RESOLVED: is forced.
+        let (message, _) = self.free_line(
+            logits,
+            &mut context,
+            params,
+            &mut sampler,
+            MESSAGE_TOKENS,
+            &mut generated,
+        )?;
+        logits = self.force("RESOLVED:", &mut context)?;
+        let resolved = self.prefers(&logits, " yes", " no")?;
+        let decode_secs = started.elapsed().as_secs_f64() - prefill_secs;
+
+        let mut text = String::from("STEPS:\n");
+        for (i, s) in steps.iter().enumerate() {
+            text.push_str(&format!("{}. {s}\n", i + 1));
+        }
+        text.push_str(&format!(
+            "MESSAGE: {}\nRESOLVED: {}",
+            message.trim(),
+            if resolved { "yes" } else { "no" }
+        ));
+        Ok(Generation {
+            text,
+            prompt_tokens: ids.len(),
+            generated_tokens: generated,
+            prefill_secs,
+            decode_secs,
+            ttft_secs: ttft,
+            stop: StopReason::Finished,
+        })
+    }
+
+    fn line_break_ids(&self) -> Result<Vec<u32>> {
+        let n = self.tokenizer.get_vocab_size(true) as u32;
+        let mut ids = Vec::new();
+        for id in 0..n {
+            if let Some(tok) = self.tokenizer.id_to_token(id)
+                && (tok.contains('\n') || tok.contains('\u{10a}') || tok == "<0x0A>")
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Generates one line (up to a line break, an end token or `max` tokens);
+    /// the first token may not end the line. Returns the line and the logits
+    /// after it.
+    fn free_line(
+        &mut self,
+        mut logits: Tensor,
+        context: &mut Vec<u32>,
+        params: &GenerationParams,
+        sampler: &mut LogitsProcessor,
+        max: usize,
+        generated: &mut usize,
+    ) -> Result<(String, Tensor)> {
+        let mut line: Vec<u32> = Vec::new();
+        loop {
+            if line.is_empty() {
+                logits = self.ban(&logits, true)?;
+            }
+            let next = self.pick(&logits, context, params, sampler)?;
+            if self.special.stop.contains(&next) {
+                break;
+            }
+            *generated += 1;
+            context.push(next);
+            logits = self.decoder.forward(&[next])?;
+            line.push(next);
+            let text = self.decode(&line)?;
+            if let Some(cut) = text.find('\n') {
+                return Ok((text[..cut].to_string(), logits));
+            }
+            if line.len() >= max || self.decoder.position() + 8 >= self.context_length() {
+                break;
+            }
+        }
+        // Ended without a line break: write one so the format continues.
+        let text = self.decode(&line)?;
+        let logits = self.force("\n", context)?;
+        Ok((text, logits))
+    }
+
+    /// Masks line breaks and end tokens (a line may not be empty).
+    fn ban(&self, logits: &Tensor, newlines: bool) -> Result<Tensor> {
+        let mut v = logits.to_vec1::<f32>()?;
+        if newlines && let Some(ids) = &self.newline_ids {
+            for &i in ids {
+                if let Some(x) = v.get_mut(i as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+        for &i in &self.special.stop {
+            if let Some(x) = v.get_mut(i as usize) {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        let n = v.len();
+        Ok(Tensor::from_vec(v, n, logits.device())?)
+    }
+
+    /// Feeds `text` as if the model had written it; the logits after it.
+    fn force(&mut self, text: &str, context: &mut Vec<u32>) -> Result<Tensor> {
+        let ids = self.encode(text, false)?;
+        if ids.is_empty() {
+            return Err(InferenceError::Model(format!(
+                "'{text}' encodes to no tokens"
+            )));
+        }
+        context.extend_from_slice(&ids);
+        self.decoder.forward(&ids)
+    }
+
+    /// Whether the model would rather start `a` than `b` here.
+    fn prefers(&self, logits: &Tensor, a: &str, b: &str) -> Result<bool> {
+        let first = |s: &str| -> Result<u32> {
+            self.encode(s, false)?
+                .first()
+                .copied()
+                .ok_or_else(|| InferenceError::Model(format!("'{s}' encodes to no tokens")))
+        };
+        let (ia, ib) = (first(a)? as usize, first(b)? as usize);
+        let v = logits.to_vec1::<f32>()?;
+        let at = |i: usize| v.get(i).copied().unwrap_or(f32::NEG_INFINITY);
+        Ok(at(ia) >= at(ib))
+    }
+}
+
+fn sampler(params: &GenerationParams) -> LogitsProcessor {
+    let sampling = if params.temperature <= 0.0 {
+        Sampling::ArgMax
+    } else {
+        match params.top_p {
+            Some(p) if p > 0.0 && p < 1.0 => Sampling::TopP {
+                p,
+                temperature: params.temperature,
+            },
+            _ => Sampling::All {
+                temperature: params.temperature,
+            },
+        }
+    };
+    LogitsProcessor::from_sampling(params.seed, sampling)
+}
+
+/// Where the earliest stop string starts in `text`, if one occurs.
+fn stop_at(text: &str, stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
+fn template_beside(dir: &Path) -> Option<String> {
+    let raw = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&raw).ok()?;
+    v.get("chat_template")?.as_str().map(str::to_string)
+}
+
+/// Renders a Hugging Face chat template (Jinja) with minijinja.
+pub fn render_template(tpl: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", tpl)
+        .map_err(|e| InferenceError::Config(format!("chat template: {e}")))?;
+    let t = env
+        .get_template("chat")
+        .map_err(|e| InferenceError::Config(format!("chat template: {e}")))?;
+    t.render(minijinja::context! {
+        messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+        add_generation_prompt => true,
+        bos_token => bos,
+        eos_token => eos,
+    })
+    .map_err(|e| InferenceError::Config(format!("chat template: {e}")))
+}
+
+/// Cumulative generation figures for `/health` and `/metrics`.
+#[derive(Default)]
+pub struct GenStats {
+    pub requests: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub prefill_us: AtomicU64,
+    pub decode_us: AtomicU64,
+    pub ttft_us: AtomicU64,
+    pub last_decode_tps_milli: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GenSnapshot {
+    pub model: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    pub prefill_tokens_per_sec: f64,
+    pub decode_tokens_per_sec: f64,
+    pub last_decode_tokens_per_sec: f64,
+    pub avg_ttft_ms: f64,
+    pub queue: QueueSnapshot,
+}
+
+/// A request to the generator thread.
+pub enum GenRequest {
+    Complete(String, GenerationParams),
+    Answer(AnswerRequest, GenerationParams),
+}
+
+struct Runner {
+    model: GgufGenerator,
+    stats: Arc<GenStats>,
+}
+
+impl BatchModel for Runner {
+    type Input = GenRequest;
+    type Output = Generation;
+
+    fn cost(_: &GenRequest) -> usize {
+        1
+    }
+
+    fn run(&mut self, batch: &[&GenRequest]) -> std::result::Result<Vec<Generation>, String> {
+        let mut out = Vec::with_capacity(batch.len());
+        for req in batch {
+            let g = match req {
+                GenRequest::Complete(p, params) => self.model.complete(p, params),
+                GenRequest::Answer(p, params) => self.model.answer(p, params),
+            }
+            .map_err(|e| e.to_string())?;
+            let s = &self.stats;
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            s.prompt_tokens
+                .fetch_add(g.prompt_tokens as u64, Ordering::Relaxed);
+            s.generated_tokens
+                .fetch_add(g.generated_tokens as u64, Ordering::Relaxed);
+            s.prefill_us
+                .fetch_add((g.prefill_secs * 1e6) as u64, Ordering::Relaxed);
+            s.decode_us
+                .fetch_add((g.decode_secs * 1e6) as u64, Ordering::Relaxed);
+            s.ttft_us
+                .fetch_add((g.ttft_secs * 1e6) as u64, Ordering::Relaxed);
+            s.last_decode_tps_milli
+                .store((g.decode_tokens_per_sec() * 1e3) as u64, Ordering::Relaxed);
+            out.push(g);
+        }
+        Ok(out)
+    }
+}
+
+/// The generator on its worker thread; cheap to clone.
+#[derive(Clone)]
+pub struct GeneratorService {
+    name: String,
+    queue: BatchQueue<Runner>,
+    stats: Arc<GenStats>,
+    pub params: GenerationParams,
+    pub chat: bool,
+}
+
+impl GeneratorService {
+    pub fn start(model: GgufGenerator, params: GenerationParams, capacity: usize) -> Result<Self> {
+        let name = model.name().to_string();
+        let chat = model.has_chat_template();
+        let stats = Arc::new(GenStats::default());
+        let cfg = QueueConfig {
+            capacity: capacity.max(1),
+            max_batch_items: 1,
+            max_batch_tokens: 1,
+            max_wait: std::time::Duration::ZERO,
+        };
+        let queue = BatchQueue::start(
+            "generator",
+            Runner {
+                model,
+                stats: stats.clone(),
+            },
+            cfg,
+        )?;
+        Ok(GeneratorService {
+            name,
+            queue,
+            stats,
+            params,
+            chat,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn one(mut v: Vec<Generation>) -> Result<Generation> {
+        v.pop()
+            .ok_or_else(|| InferenceError::Model("the generator returned nothing".into()))
+    }
+
+    /// Blocking: waits for room and for the answer (ticket processing).
+    pub fn answer_blocking(&self, prompt: AnswerRequest) -> Result<Generation> {
+        Self::one(
+            self.queue
+                .submit_blocking(vec![GenRequest::Answer(prompt, self.params.clone())])?,
+        )
+    }
+
+    pub async fn complete(&self, prompt: String, params: GenerationParams) -> Result<Generation> {
+        Self::one(
+            self.queue
+                .try_submit(vec![GenRequest::Complete(prompt, params)])
+                .await?,
+        )
+    }
+
+    pub fn snapshot(&self) -> GenSnapshot {
+        let s = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let requests = l(&s.requests);
+        GenSnapshot {
+            model: self.name.clone(),
+            requests,
+            prompt_tokens: l(&s.prompt_tokens),
+            generated_tokens: l(&s.generated_tokens),
+            prefill_tokens_per_sec: rate(
+                l(&s.prompt_tokens) as usize,
+                l(&s.prefill_us) as f64 / 1e6,
+            ),
+            decode_tokens_per_sec: rate(
+                l(&s.generated_tokens) as usize,
+                l(&s.decode_us) as f64 / 1e6,
+            ),
+            last_decode_tokens_per_sec: l(&s.last_decode_tps_milli) as f64 / 1e3,
+            avg_ttft_ms: if requests == 0 {
+                0.0
+            } else {
+                l(&s.ttft_us) as f64 / requests as f64 / 1e3
+            },
+            queue: self.queue.snapshot(),
+        }
+    }
+}
+
+impl TextGenerator for GeneratorService {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn generate(
+        &self,
+        request: &AnswerRequest,
+    ) -> std::result::Result<GenerationRecord, EngineError> {
+        let started = Instant::now();
+        let g = self
+            .answer_blocking(request.clone())
+            .map_err(|e| EngineError {
+                engine: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(GenerationRecord {
+            engine: self.name.clone(),
+            tokens_per_sec: (g.decode_tokens_per_sec() * 10.0).round() / 10.0,
+            raw_output: g.text,
+            prompt_tokens: g.prompt_tokens,
+            generated_tokens: g.generated_tokens,
+            ms: (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            ttft_ms: (g.ttft_secs * 1e4).round() / 10.0,
+            rejected: None,
+        })
+    }
+}

@@ -1,0 +1,490 @@
+//! The GGUF text generator on the two real models that ship on PyPI
+//! (`scripts/fetch-test-models.sh`), checked against transformers'
+//! independent GGUF loader (`scripts/gguf_reference.py`).
+//!
+//! Without the models these tests say so and pass, except where
+//! `SMART_SUPPORT_REQUIRE_TEST_MODELS=1` (CI sets it), where they fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::Device;
+use common::*;
+use serde_json::Value;
+use smart_support::agents::troubleshooter::Troubleshooter;
+use smart_support::config::ModelArgs;
+use smart_support::inference::generator::{
+    GenerationParams, GeneratorService, GgufGenerator, Message, render_template,
+};
+use smart_support::inference::hub;
+use smart_support::models;
+use smart_support::ticket::{Category, Priority, TicketInput};
+
+const BIN: &str = env!("CARGO_BIN_EXE_smart-support");
+const SMOL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+
+fn model_file(name: &str) -> Option<PathBuf> {
+    let p = hub::test_models_dir()?.join(name);
+    if p.is_file() {
+        return Some(p);
+    }
+    if std::env::var("SMART_SUPPORT_REQUIRE_TEST_MODELS").is_ok_and(|v| v == "1") {
+        panic!(
+            "{} is missing; run scripts/fetch-test-models.sh",
+            p.display()
+        );
+    }
+    eprintln!(
+        "skipping: {} not found (run scripts/fetch-test-models.sh)",
+        p.display()
+    );
+    None
+}
+
+/// Each model is loaded once per test binary and shared.
+fn shared(name: &'static str) -> Option<Arc<Mutex<GgufGenerator>>> {
+    static SMOL_M: OnceLock<Arc<Mutex<GgufGenerator>>> = OnceLock::new();
+    static GEMMA_M: OnceLock<Arc<Mutex<GgufGenerator>>> = OnceLock::new();
+    let path = model_file(name)?;
+    let cell = if name == SMOL { &SMOL_M } else { &GEMMA_M };
+    Some(
+        cell.get_or_init(|| {
+            Arc::new(Mutex::new(
+                GgufGenerator::load(&path, &Device::Cpu).expect("model loads"),
+            ))
+        })
+        .clone(),
+    )
+}
+
+fn reference() -> Value {
+    let raw = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_reference.json"),
+    )
+    .expect("reference file");
+    serde_json::from_str(&raw).expect("json")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn check_tokenizer(key: &str, file: &'static str) {
+    let Some(m) = shared(file) else { return };
+    let m = m.lock().expect("lock");
+    let r = reference();
+    let cases = r["tokenizers"][key].as_array().expect("cases");
+    assert!(cases.len() >= 20);
+    let mut bad = Vec::new();
+    for c in cases {
+        let text = c["text"].as_str().expect("text");
+        let got = m.encode(text, true).expect("encode");
+        if got != ids(&c["ids"]) {
+            bad.push(format!("{text:?}: got {got:?}, want {}", c["ids"]));
+        }
+        // Decoding gives the text back (special tokens and all).
+        if !text.contains("<|") && !text.contains("<start_of_turn>") {
+            let back = m.decode(&got).expect("decode");
+            assert_eq!(back, text, "round trip of {text:?}");
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{key}: {} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn smollm2_tokenizer_from_gguf_matches_transformers() {
+    check_tokenizer("smollm2", SMOL);
+}
+
+#[test]
+fn gemma3_tokenizer_from_gguf_matches_transformers() {
+    check_tokenizer("gemma3", GEMMA);
+}
+
+fn check_logits(key: &str, file: &'static str) {
+    let Some(m) = shared(file) else { return };
+    let mut m = m.lock().expect("lock");
+    let r = reference();
+    for c in r["logits"][key].as_array().expect("cases") {
+        let prompt_ids = ids(&c["ids"]);
+        assert_eq!(
+            m.encode(c["prompt"].as_str().expect("prompt"), true)
+                .expect("encode"),
+            prompt_ids
+        );
+        let logits = m.logits(&prompt_ids).expect("logits");
+        let top = ids(&c["top_ids"]);
+        let want: Vec<f64> = c["top_logits"]
+            .as_array()
+            .expect("logits")
+            .iter()
+            .map(|x| x.as_f64().expect("f64"))
+            .collect();
+        let best = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i as u32)
+            .expect("non-empty");
+        // Quantized kernels (activations in 8 bits) differ from the f32
+        // dequantized reference: where its top two are within 0.5 either may win.
+        if want[0] - want[1] > 0.5 {
+            assert_eq!(best, top[0], "{key} {:?}: top-1", c["prompt"]);
+        } else {
+            assert!(
+                top[..2].contains(&best),
+                "{key} {:?}: top-1 {best} not in {top:?}",
+                c["prompt"]
+            );
+        }
+        for (id, w) in top.iter().zip(&want) {
+            let got = f64::from(logits[*id as usize]);
+            assert!(
+                (got - w).abs() < 1.0,
+                "{key} {:?}: logit of {id} is {got}, reference {w}",
+                c["prompt"]
+            );
+        }
+    }
+}
+
+#[test]
+fn smollm2_next_token_logits_agree_with_transformers() {
+    check_logits("smollm2", SMOL);
+}
+
+#[test]
+fn gemma3_next_token_logits_agree_with_transformers() {
+    check_logits("gemma3", GEMMA);
+}
+
+#[test]
+fn greedy_generation_is_deterministic_and_sampling_follows_the_seed() {
+    for file in [SMOL, GEMMA] {
+        let Some(m) = shared(file) else { return };
+        let mut m = m.lock().expect("lock");
+        let p = GenerationParams {
+            max_new_tokens: 16,
+            ..GenerationParams::default()
+        };
+        let a = m.complete("The customer asked about", &p).expect("gen");
+        let b = m.complete("The customer asked about", &p).expect("gen");
+        assert_eq!(a.text, b.text, "{file}");
+        assert!(!a.text.trim().is_empty(), "{file}: empty completion");
+        assert_eq!(a.generated_tokens, 16);
+        assert!(a.prefill_tokens_per_sec() > 0.0 && a.decode_tokens_per_sec() > 0.0);
+        let s = GenerationParams {
+            temperature: 0.9,
+            top_p: Some(0.95),
+            seed: 7,
+            ..p.clone()
+        };
+        let c = m.complete("The customer asked about", &s).expect("gen");
+        let d = m.complete("The customer asked about", &s).expect("gen");
+        assert_eq!(c.text, d.text, "{file}: same seed, same sample");
+        // Stop strings cut the text before them.
+        let stop = GenerationParams {
+            max_new_tokens: 40,
+            stop: vec![" ".into()],
+            ..p.clone()
+        };
+        let e = m.complete("The customer asked about", &stop).expect("gen");
+        assert!(!e.text.trim_start().contains(' '), "{file}: {:?}", e.text);
+    }
+}
+
+#[test]
+fn smollm2_chat_template_renders_like_transformers() {
+    let Some(m) = shared(SMOL) else { return };
+    let m = m.lock().expect("lock");
+    let messages = [
+        Message {
+            role: "system".into(),
+            content: "You are a support assistant.".into(),
+        },
+        Message {
+            role: "user".into(),
+            content: "My order #123 hasn't arrived. Can you help?".into(),
+        },
+    ];
+    let got = m
+        .render_chat(&messages)
+        .expect("renders")
+        .expect("template");
+    assert_eq!(got, reference()["chat"]["smollm2"].as_str().expect("ref"));
+    // Gemma 3 270M is a base model: no template, few-shot prompts instead.
+    if let Some(g) = shared(GEMMA) {
+        assert!(!g.lock().expect("lock").has_chat_template());
+    }
+    let err = render_template("{{ raise_exception('no system role') }}", &messages, "", "")
+        .expect_err("raises");
+    assert!(err.to_string().contains("no system role"), "{err}");
+}
+
+fn tickets() -> Vec<(TicketInput, Category)> {
+    [
+        (
+            "Cannot log in",
+            "I reset my password twice but the login page still says invalid credentials.",
+            Category::Account,
+        ),
+        (
+            "Charged twice",
+            "My credit card was charged twice for the March invoice. Please fix it.",
+            Category::Billing,
+        ),
+        (
+            "App crashes",
+            "The mobile app crashes every time I open the settings screen on Android.",
+            Category::Technical,
+        ),
+        (
+            "Where is my order",
+            "I ordered a desk two weeks ago and the tracking has not changed since Monday.",
+            Category::Order,
+        ),
+        (
+            "Refund request",
+            "I returned the headphones last week and would like my money back.",
+            Category::Refund,
+        ),
+    ]
+    .into_iter()
+    .map(|(s, d, c)| {
+        (
+            TicketInput {
+                subject: s.into(),
+                description: d.into(),
+            },
+            c,
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn troubleshooter_answers_real_tickets_with_smollm2() {
+    let Some(path) = model_file(SMOL) else { return };
+    let model = GgufGenerator::load(&path, &Device::Cpu).expect("loads");
+    let service = GeneratorService::start(model, GenerationParams::default(), 8).expect("starts");
+    let t = Troubleshooter::with_generator(Arc::new(service.clone()));
+    for (ticket, category) in tickets() {
+        let out = t.solve(&ticket, category, Priority::Medium);
+        let g = out.generation.as_ref().expect("generation recorded");
+        assert_eq!(
+            out.engine, "SmolLM2-135M-Instruct.Q4_1",
+            "{}: fell back: {:?}\n{}",
+            ticket.subject, out.error, g.raw_output
+        );
+        assert!((1..=8).contains(&out.solution.steps.len()));
+        assert!(!out.solution.message.is_empty());
+        assert!(g.raw_output.starts_with("STEPS:\n1."), "{}", g.raw_output);
+        assert!(g.generated_tokens > 0 && g.prompt_tokens > 0 && g.ms > 0.0);
+        eprintln!("{}: {:?}", ticket.subject, out.solution);
+    }
+    let snap = service.snapshot();
+    assert_eq!(snap.requests, 5);
+    assert!(snap.generated_tokens > 0 && snap.decode_tokens_per_sec > 0.0);
+    assert_eq!(snap.queue.jobs, 5);
+    assert_eq!(snap.queue.depth, 0);
+}
+
+#[test]
+fn gemma3_base_model_answers_through_the_few_shot_prompt() {
+    let Some(m) = shared(GEMMA) else { return };
+    let mut m = m.lock().expect("lock");
+    let (ticket, category) = tickets().remove(0);
+    let req = smart_support::agents::troubleshooter::request(&ticket, category);
+    assert_eq!(m.answer_prompt(&req).expect("prompt"), req.few_shot);
+    let g = m
+        .answer(&req, &GenerationParams::default())
+        .expect("answer");
+    let s = smart_support::agents::troubleshooter::parse_answer(&g.text)
+        .unwrap_or_else(|e| panic!("{e}: {}", g.text));
+    assert!(!s.steps.is_empty());
+}
+
+fn tmp_copy_truncated(src: &Path, keep: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let bytes = std::fs::read(src).expect("read");
+    let p = dir.path().join("truncated.gguf");
+    std::fs::write(&p, &bytes[..keep.min(bytes.len())]).expect("write");
+    (dir, p)
+}
+
+#[test]
+fn truncated_and_foreign_gguf_files_are_clear_errors() {
+    let Some(src) = model_file(SMOL) else { return };
+    let len = std::fs::metadata(&src).expect("meta").len() as usize;
+    for keep in [100, 2_000_000, len - 1000] {
+        let (_d, p) = tmp_copy_truncated(&src, keep);
+        let err = GgufGenerator::load(&p, &Device::Cpu).expect_err("truncated");
+        let msg = err.to_string();
+        assert!(msg.contains("truncated.gguf"), "{keep}: {msg}");
+    }
+    // Not a GGUF at all.
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let p = dir.path().join("notes.gguf");
+    std::fs::write(&p, "hello, I am not a model").expect("write");
+    let msg = GgufGenerator::load(&p, &Device::Cpu)
+        .expect_err("garbage")
+        .to_string();
+    assert!(msg.contains("notes.gguf") && msg.contains("GGUF"), "{msg}");
+    // A well-formed GGUF of an architecture we do not run.
+    let p = dir.path().join("bert.gguf");
+    write_gguf(&p, "bert");
+    let msg = GgufGenerator::load(&p, &Device::Cpu)
+        .expect_err("bert")
+        .to_string();
+    assert!(
+        msg.contains("bert.gguf") && msg.contains("unsupported GGUF architecture 'bert'"),
+        "{msg}"
+    );
+}
+
+fn write_gguf(path: &Path, arch: &str) {
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+    let t =
+        candle_core::Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).expect("tensor");
+    let q = QTensor::quantize(&t, GgmlDType::F32).expect("q");
+    let arch_v = gguf_file::Value::String(arch.into());
+    let mut f = std::fs::File::create(path).expect("create");
+    gguf_file::write(
+        &mut f,
+        &[("general.architecture", &arch_v)],
+        &[("token_embd.weight", &q)],
+    )
+    .expect("write gguf");
+}
+
+#[test]
+fn generate_cli_prints_the_greedy_completion_and_speeds() {
+    let Some(path) = model_file(SMOL) else { return };
+    let run = || {
+        Command::new(BIN)
+            .args(["generate", "--gen-model"])
+            .arg(&path)
+            .args(["--max-new-tokens", "12", "The capital of France is"])
+            .output()
+            .expect("runs")
+    };
+    let a = run();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let text = String::from_utf8_lossy(&a.stdout);
+    assert!(text.contains("Paris"), "{text}");
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert!(
+        err.contains("prefill") && err.contains("decode") && err.contains("tokens/s"),
+        "{err}"
+    );
+    assert_eq!(a.stdout, run().stdout, "greedy output is reproducible");
+    let bad = Command::new(BIN)
+        .args(["generate", "--gen-model", "/no/such/model.gguf", "hi"])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+}
+
+fn gen_args(spec: &str) -> ModelArgs {
+    ModelArgs {
+        gen_model: spec.into(),
+        ..ModelArgs::rules_only()
+    }
+}
+
+#[test]
+fn triage_cli_says_which_engine_wrote_the_solution() {
+    let Some(path) = model_file(SMOL) else { return };
+    let out = Command::new(BIN)
+        .args(["triage", "--nli-model", "none", "--gen-model"])
+        .arg(&path)
+        .args([
+            "--subject",
+            "Cannot log in",
+            "--description",
+            "The login page says my password is wrong after I reset it.",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["agents"]["troubleshooter"]["engine"], "SmolLM2-135M-Instruct.Q4_1",
+        "{v}"
+    );
+    assert_eq!(v["generation"]["engine"], "SmolLM2-135M-Instruct.Q4_1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_stores_the_generated_answer_and_reports_the_generator() {
+    let Some(path) = model_file(SMOL) else { return };
+    let loaded = models::load(&gen_args(path.to_str().expect("utf8")));
+    assert!(loaded.generator.is_some());
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let cfg = config(&dir);
+    let app = start_models(dir, cfg, loaded);
+    let h = send(&app.router, get("/health")).await.json();
+    assert_eq!(h["engines"]["troubleshooter"], "SmolLM2-135M-Instruct.Q4_1");
+    let (id, _) = submit(
+        &app.router,
+        "Charged twice",
+        "My card was charged twice for the same invoice.",
+    )
+    .await;
+    let rec = wait_processed(&app.state, id).await;
+    let a = rec.analysis.expect("analysis");
+    assert_eq!(a.agents.troubleshooter.engine, "SmolLM2-135M-Instruct.Q4_1");
+    let g = a.generation.expect("generation stored");
+    assert!(g.raw_output.starts_with("STEPS:"));
+    assert!(g.generated_tokens > 0 && g.tokens_per_sec > 0.0);
+    let h = send(&app.router, get("/health")).await.json();
+    assert_eq!(h["generator"]["requests"], 1, "{h}");
+    assert!(
+        h["queues"]
+            .as_array()
+            .is_some_and(|q| q.iter().any(|q| q["name"] == "generator"))
+    );
+}
+
+#[tokio::test]
+async fn a_broken_generator_leaves_the_service_on_playbooks_and_says_why() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let bad = dir.path().join("broken.gguf");
+    std::fs::write(&bad, b"GGUF but not really").expect("write");
+    let loaded = models::load(&gen_args(bad.to_str().expect("utf8")));
+    assert!(loaded.generator.is_none());
+    let data = tempfile::TempDir::new().expect("tempdir");
+    let cfg = config(&data);
+    let app = start_models(data, cfg, loaded);
+    let h = send(&app.router, get("/health")).await.json();
+    let notes = h["engines"]["notes"].to_string();
+    assert!(
+        notes.contains("troubleshooter") && notes.contains("broken.gguf"),
+        "{notes}"
+    );
+    let (id, _) = submit(&app.router, "Help", "The app does not start").await;
+    let rec = wait_processed(&app.state, id).await;
+    assert_eq!(
+        rec.analysis.expect("analysis").agents.troubleshooter.engine,
+        "rules"
+    );
+    let page = send(&app.router, get("/")).await;
+    assert!(page.body.contains("rules only"), "the UI says so");
+}

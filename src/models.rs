@@ -44,14 +44,6 @@ impl LoadedModels {
             generator: None,
         }
     }
-
-    /// Adds a running generator to the troubleshooter.
-    pub fn with_generator(mut self, generator: GeneratorService) -> Self {
-        self.pipeline.troubleshooter = Troubleshooter::with_generator(Arc::new(generator.clone()));
-        self.generator = Some(generator);
-        self.notes = notes(&self.pipeline, None, None);
-        self
-    }
 }
 
 fn notes(pipeline: &Pipeline, nli_note: Option<String>, gen_note: Option<String>) -> Vec<String> {

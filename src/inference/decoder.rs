@@ -426,7 +426,7 @@ impl Decoder {
         }
         let t = tokens.len();
         let start = self.position;
-        let c = self.config.clone();
+        let c = &self.config;
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.embedding(&ids)?.reshape((1, t, c.d_model))?;
         if let Some(s) = self.embed_scale {
@@ -445,7 +445,7 @@ impl Decoder {
                     &self.device,
                 )?),
             };
-            x = layer.forward(&x, &c, start, cos, sin)?;
+            x = layer.forward(&x, c, start, cos, sin)?;
         }
         self.position += t;
         let last = x.narrow(1, t - 1, 1)?;
@@ -521,7 +521,7 @@ impl Layer {
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let window = if self.local { c.sliding_window } else { None };
         let scores = if t > 1 || window.is_some_and(|w| s > w) {
-            let mask = attention_mask(t, s, start, key_start, window, group, &x.device().clone())?;
+            let mask = attention_mask(t, s, start, key_start, window, group, x.device())?;
             scores.broadcast_add(&mask)?
         } else {
             scores
@@ -575,18 +575,6 @@ fn attention_mask(
     }
     let m = Tensor::from_vec(m, (1, t, s), device)?;
     m.repeat((group, 1, 1))?.reshape((group * t, s))
-}
-
-/// The GGUF quantization types we can run (all of candle's CPU kernels).
-pub fn describe_types(ct: &gguf_file::Content) -> String {
-    let mut kinds: Vec<String> = ct
-        .tensor_infos
-        .values()
-        .map(|i| format!("{:?}", i.ggml_dtype))
-        .collect();
-    kinds.sort();
-    kinds.dedup();
-    kinds.join(",")
 }
 
 impl std::fmt::Debug for Decoder {

@@ -114,8 +114,8 @@ pub struct GgufGenerator {
     tokenizer: Tokenizer,
     special: SpecialTokens,
     chat_template: Option<String>,
-    /// Token ids whose text holds a line break (lazily built, for answers).
-    newline_ids: Option<Vec<u32>>,
+    /// Token ids whose text holds a line break, ascending.
+    newline_ids: Vec<u32>,
 }
 
 impl std::fmt::Debug for GgufGenerator {
@@ -168,6 +168,7 @@ impl GgufGenerator {
             .and_then(|s| s.to_str())
             .unwrap_or("gguf")
             .to_string();
+        let newline_ids = line_break_ids(&tokenizer);
         tracing::info!(model = %name, %arch, chat_template = chat_template.is_some(), "text generator loaded");
         Ok(GgufGenerator {
             name,
@@ -176,7 +177,7 @@ impl GgufGenerator {
             tokenizer,
             special,
             chat_template,
-            newline_ids: None,
+            newline_ids,
         })
     }
 
@@ -184,20 +185,8 @@ impl GgufGenerator {
         &self.name
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn architecture(&self) -> String {
-        format!("{:?}", self.decoder.config.family).to_lowercase()
-    }
-
     pub fn has_chat_template(&self) -> bool {
         self.chat_template.is_some()
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
     }
 
     pub fn context_length(&self) -> usize {
@@ -262,12 +251,13 @@ impl GgufGenerator {
         self.generate_ids(&ids, params)
     }
 
-    fn check_room(&self, prompt: usize, new: usize) -> Result<()> {
+    /// The prompt must leave room for at least one new token.
+    fn check_room(&self, prompt: usize) -> Result<()> {
         if prompt == 0 {
             return Err(InferenceError::InvalidInput("empty prompt".into()));
         }
         let ctx = self.context_length();
-        if prompt + new.min(1) > ctx {
+        if prompt >= ctx {
             return Err(InferenceError::InvalidInput(format!(
                 "prompt of {prompt} tokens does not fit the model's context of {ctx}"
             )));
@@ -276,7 +266,7 @@ impl GgufGenerator {
     }
 
     pub fn generate_ids(&mut self, ids: &[u32], params: &GenerationParams) -> Result<Generation> {
-        self.check_room(ids.len(), params.max_new_tokens)?;
+        self.check_room(ids.len())?;
         let started = Instant::now();
         self.decoder.reset();
         let mut logits = self.decoder.forward(ids)?;
@@ -303,16 +293,22 @@ impl GgufGenerator {
             }
             out.push(next);
             context.push(next);
-            text = self.decode(&out)?;
-            if let Some(cut) = stop_at(&text, &params.stop) {
-                text.truncate(cut);
-                stop = StopReason::StopString;
-                break;
+            // Decoding every step is only needed to watch for stop strings.
+            if !params.stop.is_empty() {
+                let so_far = self.decode(&out)?;
+                if let Some(cut) = stop_at(&so_far, &params.stop) {
+                    text = so_far[..cut].to_string();
+                    stop = StopReason::StopString;
+                    break;
+                }
             }
             if out.len() == params.max_new_tokens {
                 break;
             }
             logits = self.decoder.forward(&[next])?;
+        }
+        if stop != StopReason::StopString {
+            text = self.decode(&out)?;
         }
         Ok(Generation {
             text,
@@ -392,10 +388,7 @@ impl GgufGenerator {
                 .and_then(|b| self.tokenizer.id_to_token(b))
                 .is_some_and(|b| text_prompt.starts_with(&b));
         let ids = self.encode(&text_prompt, add_special)?;
-        self.check_room(ids.len(), params.max_new_tokens)?;
-        if self.newline_ids.is_none() {
-            self.newline_ids = Some(self.line_break_ids()?);
-        }
+        self.check_room(ids.len())?;
         self.decoder.reset();
         let mut logits = self.decoder.forward(&ids)?;
         let prefill_secs = started.elapsed().as_secs_f64();
@@ -474,19 +467,6 @@ impl GgufGenerator {
         })
     }
 
-    fn line_break_ids(&self) -> Result<Vec<u32>> {
-        let n = self.tokenizer.get_vocab_size(true) as u32;
-        let mut ids = Vec::new();
-        for id in 0..n {
-            if let Some(tok) = self.tokenizer.id_to_token(id)
-                && (tok.contains('\n') || tok.contains('\u{10a}') || tok == "<0x0A>")
-            {
-                ids.push(id);
-            }
-        }
-        Ok(ids)
-    }
-
     /// Generates one line (up to a line break, an end token or `max` tokens);
     /// the first token may not end the line. Returns the line and the logits
     /// after it.
@@ -502,7 +482,7 @@ impl GgufGenerator {
         let mut line: Vec<u32> = Vec::new();
         loop {
             if line.is_empty() {
-                logits = self.ban(&logits, true)?;
+                logits = self.ban_line_end(&logits)?;
             }
             let next = self.pick(&logits, context, params, sampler)?;
             if self.special.stop.contains(&next) {
@@ -512,8 +492,9 @@ impl GgufGenerator {
             context.push(next);
             logits = self.decoder.forward(&[next])?;
             line.push(next);
-            let text = self.decode(&line)?;
-            if let Some(cut) = text.find('\n') {
+            if self.newline_ids.binary_search(&next).is_ok() {
+                let text = self.decode(&line)?;
+                let cut = text.find('\n').unwrap_or(text.len());
                 return Ok((text[..cut].to_string(), logits));
             }
             if line.len() >= max || self.decoder.position() + 8 >= self.context_length() {
@@ -527,16 +508,9 @@ impl GgufGenerator {
     }
 
     /// Masks line breaks and end tokens (a line may not be empty).
-    fn ban(&self, logits: &Tensor, newlines: bool) -> Result<Tensor> {
+    fn ban_line_end(&self, logits: &Tensor) -> Result<Tensor> {
         let mut v = logits.to_vec1::<f32>()?;
-        if newlines && let Some(ids) = &self.newline_ids {
-            for &i in ids {
-                if let Some(x) = v.get_mut(i as usize) {
-                    *x = f32::NEG_INFINITY;
-                }
-            }
-        }
-        for &i in &self.special.stop {
+        for &i in self.newline_ids.iter().chain(&self.special.stop) {
             if let Some(x) = v.get_mut(i as usize) {
                 *x = f32::NEG_INFINITY;
             }
@@ -570,6 +544,18 @@ impl GgufGenerator {
         let at = |i: usize| v.get(i).copied().unwrap_or(f32::NEG_INFINITY);
         Ok(at(ia) >= at(ib))
     }
+}
+
+/// Ids of tokens whose text holds a line break: a real `\n`, GPT-2's byte
+/// spelling `Ċ`, or SentencePiece's byte fallback `<0x0A>`.
+fn line_break_ids(tokenizer: &Tokenizer) -> Vec<u32> {
+    (0..tokenizer.get_vocab_size(true) as u32)
+        .filter(|&id| {
+            tokenizer
+                .id_to_token(id)
+                .is_some_and(|t| t.contains('\n') || t.contains('\u{10a}') || t == "<0x0A>")
+        })
+        .collect()
 }
 
 fn sampler(params: &GenerationParams) -> LogitsProcessor {
@@ -656,33 +642,27 @@ pub struct GenSnapshot {
     pub queue: QueueSnapshot,
 }
 
-/// A request to the generator thread.
-pub enum GenRequest {
-    Complete(String, GenerationParams),
-    Answer(AnswerRequest, GenerationParams),
-}
-
 struct Runner {
     model: GgufGenerator,
+    params: GenerationParams,
     stats: Arc<GenStats>,
 }
 
 impl BatchModel for Runner {
-    type Input = GenRequest;
+    type Input = AnswerRequest;
     type Output = Generation;
 
-    fn cost(_: &GenRequest) -> usize {
+    fn cost(_: &AnswerRequest) -> usize {
         1
     }
 
-    fn run(&mut self, batch: &[&GenRequest]) -> std::result::Result<Vec<Generation>, String> {
+    fn run(&mut self, batch: &[&AnswerRequest]) -> std::result::Result<Vec<Generation>, String> {
         let mut out = Vec::with_capacity(batch.len());
         for req in batch {
-            let g = match req {
-                GenRequest::Complete(p, params) => self.model.complete(p, params),
-                GenRequest::Answer(p, params) => self.model.answer(p, params),
-            }
-            .map_err(|e| e.to_string())?;
+            let g = self
+                .model
+                .answer(req, &self.params)
+                .map_err(|e| e.to_string())?;
             let s = &self.stats;
             s.requests.fetch_add(1, Ordering::Relaxed);
             s.prompt_tokens
@@ -709,14 +689,11 @@ pub struct GeneratorService {
     name: String,
     queue: BatchQueue<Runner>,
     stats: Arc<GenStats>,
-    pub params: GenerationParams,
-    pub chat: bool,
 }
 
 impl GeneratorService {
     pub fn start(model: GgufGenerator, params: GenerationParams, capacity: usize) -> Result<Self> {
         let name = model.name().to_string();
-        let chat = model.has_chat_template();
         let stats = Arc::new(GenStats::default());
         let cfg = QueueConfig {
             capacity: capacity.max(1),
@@ -728,17 +705,12 @@ impl GeneratorService {
             "generator",
             Runner {
                 model,
+                params,
                 stats: stats.clone(),
             },
             cfg,
         )?;
-        Ok(GeneratorService {
-            name,
-            queue,
-            stats,
-            params,
-            chat,
-        })
+        Ok(GeneratorService { name, queue, stats })
     }
 
     pub fn name(&self) -> &str {
@@ -752,18 +724,7 @@ impl GeneratorService {
 
     /// Blocking: waits for room and for the answer (ticket processing).
     pub fn answer_blocking(&self, prompt: AnswerRequest) -> Result<Generation> {
-        Self::one(
-            self.queue
-                .submit_blocking(vec![GenRequest::Answer(prompt, self.params.clone())])?,
-        )
-    }
-
-    pub async fn complete(&self, prompt: String, params: GenerationParams) -> Result<Generation> {
-        Self::one(
-            self.queue
-                .try_submit(vec![GenRequest::Complete(prompt, params)])
-                .await?,
-        )
+        Self::one(self.queue.submit_blocking(vec![prompt])?)
     }
 
     pub fn snapshot(&self) -> GenSnapshot {

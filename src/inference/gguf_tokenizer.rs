@@ -112,12 +112,12 @@ fn merges_from_vocab(tokens: &[String], scores: &[f64]) -> Vec<(String, String)>
     // (score, left chars, right chars, left, right), in insertion order for a stable sort.
     let mut merges: Vec<(f64, usize, usize, &str, &str)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, t) in tokens.iter().enumerate() {
+    for t in tokens {
         if !seen.insert(t.as_str()) {
             continue;
         }
+        // Python's dict keeps a repeated token's last index.
         let score = scores[vocab[t.as_str()]];
-        let _ = i;
         let mut local: Vec<(usize, usize, &str, &str)> = Vec::new();
         for (at, _) in t.char_indices().skip(1) {
             let (l, r) = t.split_at(at);

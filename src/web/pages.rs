@@ -389,8 +389,8 @@ pub async fn logout(
     )
 }
 
-/// The link to another page of the same filtered list.
-fn page_link(params: &HashMap<String, String>, page: u32) -> String {
+/// `path` with the list's filters (not its page), plus `page` when given.
+fn list_link(path: &str, params: &HashMap<String, String>, page: Option<u32>) -> String {
     let mut keys: Vec<_> = params.keys().filter(|k| k.as_str() != "page").collect();
     keys.sort();
     let mut parts: Vec<String> = keys
@@ -398,8 +398,17 @@ fn page_link(params: &HashMap<String, String>, page: u32) -> String {
         .filter(|k| !params[*k].is_empty())
         .map(|k| format!("{}={}", url_encode(k), url_encode(&params[k])))
         .collect();
-    parts.push(format!("page={page}"));
-    format!("/admin/tickets?{}", parts.join("&"))
+    parts.extend(page.map(|p| format!("page={p}")));
+    if parts.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", parts.join("&"))
+    }
+}
+
+/// The link to another page of the same filtered list.
+fn page_link(params: &HashMap<String, String>, page: u32) -> String {
+    list_link("/admin/tickets", params, Some(page))
 }
 
 fn url_encode(s: &str) -> String {
@@ -442,12 +451,7 @@ pub async fn admin_tickets(
         .into_iter()
         .map(|(title, svg)| context! { title => title, svg => minijinja::Value::from_safe_string(svg) })
         .collect();
-    let csv_link = {
-        let link = page_link(&params, 1);
-        link.replacen("/admin/tickets?", "/admin/tickets.csv?", 1)
-            .replace("&page=1", "")
-            .replace("?page=1", "")
-    };
+    let csv_link = list_link("/admin/tickets.csv", &params, None);
     let pages = (total as u64).div_ceil(per_page as u64).max(1) as u32;
     let total_all: i64 = counts.iter().map(|(_, n)| n).sum();
     let counts: Vec<_> = counts

@@ -147,6 +147,32 @@ fn e2e_dir() -> PathBuf {
     d
 }
 
+async fn find(c: &Client, css: &str) -> fantoccini::elements::Element {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+}
+
+async fn click(c: &Client, css: &str) {
+    find(c, css).await.click().await.expect("click");
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    find(c, css).await.send_keys(text).await.expect("type");
+}
+
+async fn select(c: &Client, css: &str, value: &str) {
+    find(c, css)
+        .await
+        .select_by_value(value)
+        .await
+        .expect("select");
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    find(c, css).await.text().await.expect("text")
+}
+
 async fn js(c: &Client, script: &str) -> serde_json::Value {
     c.execute(script, vec![]).await.expect("script runs")
 }
@@ -172,26 +198,14 @@ async fn customer_follows_a_hacked_account_ticket_live_resolves_and_rates_it() {
     let base = format!("http://{addr}");
 
     c.goto(&format!("{base}/")).await.expect("home");
-    c.find(Locator::Id("subject"))
-        .await
-        .expect("subject")
-        .send_keys("My account was hacked, urgent")
-        .await
-        .expect("type");
-    c.find(Locator::Id("description"))
-        .await
-        .expect("description")
-        .send_keys(
-            "Someone logged into my account and changed my email. This is urgent, please help!",
-        )
-        .await
-        .expect("type");
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .expect("submit button")
-        .click()
-        .await
-        .expect("submit");
+    type_into(&c, "#subject", "My account was hacked, urgent").await;
+    type_into(
+        &c,
+        "#description",
+        "Someone logged into my account and changed my email. This is urgent, please help!",
+    )
+    .await;
+    click(&c, "form button[type=submit]").await;
     wait_js(
         &c,
         "return location.pathname.startsWith('/t/');",
@@ -230,33 +244,14 @@ async fn customer_follows_a_hacked_account_ticket_live_resolves_and_rates_it() {
         ai.as_str().is_some_and(|c| c.contains("step-completed")),
         "{ai}"
     );
-    let badge = c
-        .find(Locator::Css(".badge-critical"))
-        .await
-        .expect("badge")
-        .text()
-        .await
-        .expect("text");
+    let badge = text_of(&c, ".badge-critical").await;
     assert_eq!(badge, "CRITICAL");
-    assert!(
-        c.find(Locator::Css("#escalation h2"))
-            .await
-            .expect("escalation")
-            .text()
-            .await
-            .expect("text")
-            .contains("Escalated")
-    );
+    assert!(text_of(&c, "#escalation h2").await.contains("Escalated"));
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(e2e_dir().join("tracker.png"), png).expect("save screenshot");
 
     // Mark as resolved, then 4 stars.
-    c.find(Locator::Id("resolve"))
-        .await
-        .expect("resolve button")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#resolve").await;
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css("label[for=star4]"))
@@ -265,12 +260,7 @@ async fn customer_follows_a_hacked_account_ticket_live_resolves_and_rates_it() {
         .click()
         .await
         .expect("4 stars");
-    c.find(Locator::Css("#rating button[type=submit]"))
-        .await
-        .expect("send rating")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#rating button[type=submit]").await;
     wait_js(
         &c,
         "var r = document.querySelector('#rating .rated'); return !!r && r.textContent.indexOf('4 of 5') >= 0;",
@@ -278,13 +268,7 @@ async fn customer_follows_a_hacked_account_ticket_live_resolves_and_rates_it() {
     )
     .await;
     c.refresh().await.expect("reload");
-    let saved = c
-        .find(Locator::Css("#rating .rated"))
-        .await
-        .expect("rating shown after reload")
-        .text()
-        .await
-        .expect("text");
+    let saved = text_of(&c, "#rating .rated").await;
     assert!(saved.contains("4 of 5"), "{saved}");
     c.close().await.expect("close");
 }
@@ -327,13 +311,7 @@ async fn admin_searches_filters_pages_and_opens_tickets_and_markup_stays_text() 
     c.goto(&format!("{base}/t/{xss_token}"))
         .await
         .expect("tracker");
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .expect("h1")
-        .text()
-        .await
-        .expect("text");
+    let h1 = text_of(&c, "h1").await;
     assert!(h1.starts_with("<script>window.__xss=1</script>"), "{h1}");
     assert_eq!(
         js(&c, "return window.__xss === undefined;").await,
@@ -347,18 +325,8 @@ async fn admin_searches_filters_pages_and_opens_tickets_and_markup_stays_text() 
         "the login page",
     )
     .await;
-    c.find(Locator::Id("password"))
-        .await
-        .expect("password")
-        .send_keys(PASSWORD)
-        .await
-        .expect("type");
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .expect("sign in")
-        .click()
-        .await
-        .expect("click");
+    type_into(&c, "#password", PASSWORD).await;
+    click(&c, "form button[type=submit]").await;
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Id("charts"))
@@ -411,15 +379,10 @@ async fn admin_searches_filters_pages_and_opens_tickets_and_markup_stays_text() 
     assert_eq!(rows().await, json!(11));
 
     // Search.
-    let q = c.find(Locator::Css("input[name=q]")).await.expect("search");
+    let q = find(&c, "input[name=q]").await;
     q.clear().await.expect("clear");
     q.send_keys("printer").await.expect("type");
-    c.find(Locator::Css("form.filters button[type=submit]"))
-        .await
-        .expect("apply")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "form.filters button[type=submit]").await;
     wait_js(
         &c,
         "return location.search.indexOf('q=printer') >= 0;",
@@ -430,18 +393,8 @@ async fn admin_searches_filters_pages_and_opens_tickets_and_markup_stays_text() 
 
     // Filter by category and priority.
     c.goto(&format!("{base}/admin")).await.expect("admin");
-    c.find(Locator::Css("select[name=category]"))
-        .await
-        .expect("category")
-        .select_by_value("Refund")
-        .await
-        .expect("select");
-    c.find(Locator::Css("form.filters button[type=submit]"))
-        .await
-        .expect("apply")
-        .click()
-        .await
-        .expect("click");
+    select(&c, "select[name=category]", "Refund").await;
+    click(&c, "form.filters button[type=submit]").await;
     wait_js(
         &c,
         "return location.search.indexOf('category=Refund') >= 0;",
@@ -470,18 +423,8 @@ async fn admin_searches_filters_pages_and_opens_tickets_and_markup_stays_text() 
         count().await
     );
     let priority = first[0].priority.expect("priority");
-    c.find(Locator::Css("select[name=priority]"))
-        .await
-        .expect("priority")
-        .select_by_value(priority.as_str())
-        .await
-        .expect("select");
-    c.find(Locator::Css("form.filters button[type=submit]"))
-        .await
-        .expect("apply")
-        .click()
-        .await
-        .expect("click");
+    select(&c, "select[name=priority]", priority.as_str()).await;
+    click(&c, "form.filters button[type=submit]").await;
     wait_js(
         &c,
         "return location.search.indexOf('priority=') >= 0;",
@@ -513,13 +456,7 @@ async fn admin_searches_filters_pages_and_opens_tickets_and_markup_stays_text() 
         "the detail page",
     )
     .await;
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .expect("h1")
-        .text()
-        .await
-        .expect("text");
+    let h1 = text_of(&c, "h1").await;
     assert!(h1.contains('#'), "a ticket subject: {h1}");
     c.close().await.expect("close");
 }

@@ -129,10 +129,6 @@ pub struct ModelArgs {
     #[arg(long, env = "SMART_SUPPORT_GEN_REPEAT_PENALTY", default_value_t = 1.1)]
     pub gen_repeat_penalty: f32,
 
-    /// Stop strings for raw completions, comma-separated.
-    #[arg(long, env = "SMART_SUPPORT_GEN_STOP", value_delimiter = ',')]
-    pub gen_stop: Vec<String>,
-
     /// Requests the generator queue holds.
     #[arg(long, env = "SMART_SUPPORT_GEN_QUEUE_CAPACITY", default_value_t = 64)]
     pub gen_queue_capacity: usize,
@@ -151,9 +147,7 @@ impl ModelArgs {
             top_p: self.gen_top_p,
             seed: self.gen_seed,
             repeat_penalty: self.gen_repeat_penalty,
-            repeat_last_n: 64,
-            stop: self.gen_stop.clone(),
-            ignore_eos: false,
+            ..Default::default()
         }
     }
 
@@ -174,7 +168,6 @@ impl ModelArgs {
             gen_top_p: None,
             gen_seed: 42,
             gen_repeat_penalty: 1.1,
-            gen_stop: Vec::new(),
             gen_queue_capacity: 64,
             models_dir: PathBuf::from("models"),
         }

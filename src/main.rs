@@ -204,9 +204,9 @@ fn main() -> anyhow::Result<()> {
                 top_p,
                 seed,
                 repeat_penalty,
-                repeat_last_n: 64,
                 stop,
                 ignore_eos,
+                ..Default::default()
             };
             let g = model.complete(&prompt, &params)?;
             println!("{}", g.text);

@@ -177,9 +177,11 @@ async fn js(c: &Client, script: &str) -> serde_json::Value {
     c.execute(script, vec![]).await.expect("script runs")
 }
 
+/// Polls `script` until it returns true. A script that fails (the page is
+/// navigating, say) counts as "not yet".
 async fn wait_js(c: &Client, script: &str, what: &str) {
     for _ in 0..150 {
-        if js(c, script).await == json!(true) {
+        if c.execute(script, vec![]).await.ok() == Some(json!(true)) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -332,3 +332,78 @@ fn half_precision_stays_close_to_f32() {
         }
     }
 }
+
+/// The padded candle path (GPUs, half precision; f64 takes it on the CPU)
+/// against the fused CPU kernels (f32) and transformers' logits.
+#[test]
+fn padded_path_equals_fused_kernels() {
+    for name in ["tiny-bart-mnli", "tiny-bart-mnli-scaled"] {
+        let r = reference(name);
+        let pairs: Vec<(&str, &str)> = r
+            .pairs
+            .iter()
+            .map(|p| (p.premise.as_str(), p.hypothesis.as_str()))
+            .collect();
+        let fused = load(name).logits_blocking(&pairs).expect("f32 logits");
+        let opts = LoadOptions {
+            dtype: candle_core::DType::F64,
+            ..LoadOptions::default()
+        };
+        let padded = ZeroShotClassifier::load(&fixture(name), "f64", &opts)
+            .expect("loads")
+            .logits_blocking(&pairs)
+            .expect("f64 logits");
+        for ((f, p), want) in fused.iter().zip(&padded).zip(&r.pairs) {
+            assert_close(
+                f,
+                p,
+                1e-5,
+                &format!("{name} fused vs padded: {}", want.premise),
+            );
+            assert_close(
+                p,
+                &want.logits,
+                1e-4,
+                &format!("{name} padded: {}", want.premise),
+            );
+        }
+    }
+}
+
+/// Q8_0 (the AVX-512 VNNI kernel where the CPU has it, candle's otherwise)
+/// stays close to f32 on the zero-shot scores; the kernel itself is checked
+/// against exact Q8_0 arithmetic in `inference::q8`.
+#[test]
+fn q8_0_stays_close_to_f32() {
+    let labels: Vec<String> = ["Billing", "Technical", "Account", "Refund", "Security"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let f32_clf = load("tiny-bart-mnli");
+    let opts = LoadOptions {
+        quant: Some(candle_core::quantized::GgmlDType::Q8_0),
+        ..LoadOptions::default()
+    };
+    let q8 = ZeroShotClassifier::load(&fixture("tiny-bart-mnli"), "q8", &opts).expect("loads");
+    assert!(q8.name().ends_with("q8_0"), "{}", q8.name());
+    let mut worst = 0f64;
+    for text in [
+        "I was charged twice for my subscription this month, please refund me.",
+        "The app crashes every time I open the settings page.",
+        "My account was hacked and someone changed my password. URGENT!",
+    ] {
+        let a = f32_clf
+            .classify_blocking(text, &labels, false, DEFAULT_TEMPLATE)
+            .expect("f32");
+        let b = q8
+            .classify_blocking(text, &labels, false, DEFAULT_TEMPLATE)
+            .expect("q8");
+        for (label, want) in a.labels.iter().zip(&a.scores) {
+            let i = b.labels.iter().position(|l| l == label).expect("label");
+            worst = worst.max((b.scores[i] - want).abs());
+        }
+    }
+    // The fixture's weights (std 0.3, rows of one 32-value block) quantize far
+    // more coarsely than bart-large-mnli's; there the difference is ~1.5e-3.
+    assert!(worst < 0.05, "q8_0 vs f32: {worst}");
+}

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Activation, Embedding, LayerNorm, VarBuilder};
+use candle_nn::{Activation, Embedding, VarBuilder};
+
+use super::{fused, q8};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,8 +76,18 @@ impl Config {
 /// A linear layer with bias, dense or quantized.
 #[derive(Debug, Clone)]
 pub enum Proj {
-    Dense(candle_nn::Linear),
-    Quantized { w: QMatMul, b: Tensor },
+    Dense {
+        w: Tensor,
+        b: Tensor,
+    },
+    /// Q8_0 with the AVX-512 VNNI kernel (CPU).
+    Q8 {
+        w: q8::Q8Linear,
+    },
+    Quantized {
+        w: QMatMul,
+        b: Tensor,
+    },
 }
 
 impl Proj {
@@ -85,22 +97,46 @@ impl Proj {
         vb: VarBuilder,
         quant: Option<GgmlDType>,
     ) -> Result<Self> {
-        Self::load_scaled(in_dim, out_dim, vb, quant, 1.0)
+        Self::load_stacked(in_dim, out_dim, &[(vb, 1.0)], quant)
     }
 
-    /// Loads `scale · (W x + b)` as one layer (folds attention's 1/√d into q_proj).
-    fn load_scaled(
+    /// Several `scale · (W x + b)` layers of the same input stacked into one
+    /// (their outputs side by side): one GEMM instead of several, e.g. q|k|v.
+    fn load_stacked(
         in_dim: usize,
         out_dim: usize,
-        vb: VarBuilder,
+        parts: &[(VarBuilder, f64)],
         quant: Option<GgmlDType>,
-        scale: f64,
     ) -> Result<Self> {
-        let mut w = vb.get((out_dim, in_dim), "weight")?;
-        let mut b = vb.get(out_dim, "bias")?;
-        if scale != 1.0 {
-            w = (w * scale)?;
-            b = (b * scale)?;
+        let mut ws = Vec::with_capacity(parts.len());
+        let mut bs = Vec::with_capacity(parts.len());
+        for (vb, scale) in parts {
+            let (w, b) = (
+                vb.get((out_dim, in_dim), "weight")?,
+                vb.get(out_dim, "bias")?,
+            );
+            // Attention's 1/√d is folded into q_proj.
+            let (w, b) = if *scale == 1.0 {
+                (w, b)
+            } else {
+                ((w * *scale)?, (b * *scale)?)
+            };
+            ws.push(w);
+            bs.push(b);
+        }
+        let (w, b) = (Tensor::cat(&ws, 0)?, Tensor::cat(&bs, 0)?);
+        if quant == Some(GgmlDType::Q8_0) && w.device().is_cpu() {
+            let (wf, bf) = (w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?);
+            let (rows, cols) = wf.dims2()?;
+            let packed = q8::Q8Linear::new(
+                &wf.flatten_all()?.to_vec1::<f32>()?,
+                &bf.to_vec1::<f32>()?,
+                rows,
+                cols,
+            );
+            if let Some(w) = packed {
+                return Ok(Proj::Q8 { w });
+            }
         }
         match quant {
             // Quantized kernels need whole blocks along the input dimension.
@@ -111,7 +147,7 @@ impl Proj {
                     b: b.to_dtype(DType::F32)?,
                 })
             }
-            _ => Ok(Proj::Dense(candle_nn::Linear::new(w, Some(b)))),
+            _ => Ok(Proj::Dense { w, b }),
         }
     }
 }
@@ -119,108 +155,292 @@ impl Proj {
 impl Module for Proj {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Proj::Dense(l) => l.forward(xs),
+            Proj::Dense { w, b } => fused::linear(xs, w, b),
+            Proj::Q8 { w } => {
+                let dtype = xs.dtype();
+                xs.to_dtype(DType::F32)?
+                    .contiguous()?
+                    .apply_op1_no_bwd(&q8::Q8Op(w))?
+                    .to_dtype(dtype)
+            }
             Proj::Quantized { w, b } => {
                 let dtype = xs.dtype();
-                w.forward(&xs.to_dtype(DType::F32)?)?
-                    .broadcast_add(b)?
-                    .to_dtype(dtype)
+                fused::add_bias(w.forward(&xs.to_dtype(DType::F32)?)?, b)?.to_dtype(dtype)
             }
         }
     }
 }
 
+/// Self-attention projects q|k|v from its input in one layer;
+/// cross-attention projects q from the decoder and k|v from the encoder.
+#[derive(Debug, Clone)]
+enum Projections {
+    SelfAttention { qkv: Proj },
+    Cross { q: Proj, kv: Proj },
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Proj,
-    k_proj: Proj,
-    v_proj: Proj,
+    proj: Projections,
     out_proj: Proj,
     heads: usize,
     head_dim: usize,
 }
 
+/// Which rows of the input are queries.
+#[derive(Debug, Clone, Copy)]
+enum Queries<'a> {
+    All,
+    /// These rows, one per sequence (each sequence's last `</s>`).
+    Rows(&'a Tensor),
+    /// The input already holds one row per sequence.
+    PerSequence,
+}
+
+impl Queries<'_> {
+    fn one_per_sequence(&self) -> bool {
+        !matches!(self, Queries::All)
+    }
+}
+
+/// Which keys a query sees, beyond its own sequence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mask {
+    /// Every key of the sequence (encoder self-attention, cross-attention).
+    Full,
+    /// Keys up to the query's position (decoder self-attention).
+    Causal,
+}
+
 impl Attention {
-    fn load(d: usize, heads: usize, vb: VarBuilder, quant: Option<GgmlDType>) -> Result<Self> {
+    fn load(
+        d: usize,
+        heads: usize,
+        cross: bool,
+        vb: VarBuilder,
+        quant: Option<GgmlDType>,
+    ) -> Result<Self> {
         let head_dim = d / heads;
+        let q = (vb.pp("q_proj"), (head_dim as f64).powf(-0.5));
+        let (k, v) = ((vb.pp("k_proj"), 1.0), (vb.pp("v_proj"), 1.0));
+        let proj = if cross {
+            Projections::Cross {
+                q: Proj::load_stacked(d, d, &[q], quant)?,
+                kv: Proj::load_stacked(d, d, &[k, v], quant)?,
+            }
+        } else {
+            Projections::SelfAttention {
+                qkv: Proj::load_stacked(d, d, &[q, k, v], quant)?,
+            }
+        };
         Ok(Attention {
-            q_proj: Proj::load_scaled(d, d, vb.pp("q_proj"), quant, (head_dim as f64).powf(-0.5))?,
-            k_proj: Proj::load(d, d, vb.pp("k_proj"), quant)?,
-            v_proj: Proj::load(d, d, vb.pp("v_proj"), quant)?,
+            proj,
             out_proj: Proj::load(d, d, vb.pp("out_proj"), quant)?,
             heads,
             head_dim,
         })
     }
 
+    /// Queries, keys and values (packed rows) for the queries `xs` and the
+    /// keys' source `kv` (the encoder output; `xs` for self-attention).
+    fn qkv(
+        &self,
+        xs: &Tensor,
+        kv: Option<&Tensor>,
+        queries: Queries,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let d = self.heads * self.head_dim;
+        let (q, k, v) = match &self.proj {
+            Projections::SelfAttention { qkv } => {
+                let all = qkv.forward(xs)?;
+                let q = all.narrow(1, 0, d)?;
+                (q, all.narrow(1, d, d)?, all.narrow(1, 2 * d, d)?)
+            }
+            Projections::Cross { q, kv: kv_proj } => {
+                let Some(kv) = kv else {
+                    candle_core::bail!("cross-attention without encoder states");
+                };
+                let q = match queries {
+                    Queries::Rows(r) => q.forward(&xs.index_select(r, 0)?)?,
+                    _ => q.forward(xs)?,
+                };
+                let kv = kv_proj.forward(kv)?;
+                return Ok((q, kv.narrow(1, 0, d)?, kv.narrow(1, d, d)?));
+            }
+        };
+        let q = match queries {
+            Queries::Rows(r) => q.contiguous()?.index_select(r, 0)?,
+            _ => q,
+        };
+        Ok((q, k, v))
+    }
+
+    /// Attention for the `queries` among the packed rows of `xs`.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        kv: Option<&Tensor>,
+        mask: Mask,
+        queries: Queries,
+        l: &Layout,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.qkv(xs, kv, queries)?;
+        let one_row = queries.one_per_sequence();
+        let out = if fused::is_fast(&q) {
+            let spans = if one_row { &l.row_spans } else { &l.spans };
+            fused::attention(&q, &k, &v, spans, self.heads, mask == Mask::Causal)?
+        } else {
+            self.padded(&q, &k, &v, mask, one_row, l)?
+        };
+        self.out_proj.forward(&out)
+    }
+
     /// Packed rows (n, d) → padded heads (b, heads, t, head_dim).
     fn heads(&self, packed: &Tensor, l: &Layout) -> Result<Tensor> {
         packed
+            .contiguous()?
             .index_select(&l.pad_idx, 0)?
             .reshape((l.b, l.t, self.heads, self.head_dim))?
             .transpose(1, 2)?
             .contiguous()
     }
 
-    /// `kv` is the encoder output for cross-attention, `None` for
-    /// self-attention; `mask` is additive and broadcasts to (b, heads, t, t).
-    fn forward(
+    /// Attention with candle ops on a padded (b, heads, t, head_dim) view and
+    /// additive masks: the path for GPUs and half precision.
+    fn padded(
         &self,
-        xs: &Tensor,
-        kv: Option<&Tensor>,
-        mask: &Tensor,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Mask,
+        one_row: bool,
         l: &Layout,
     ) -> Result<Tensor> {
-        let kv = kv.unwrap_or(xs);
-        let q = self.heads(&self.q_proj.forward(xs)?, l)?;
-        let k = self.heads(&self.k_proj.forward(kv)?, l)?;
-        let v = self.heads(&self.v_proj.forward(kv)?, l)?;
+        let (b, d) = (l.b, self.heads * self.head_dim);
+        let masks = l.masks(q.device(), q.dtype())?;
+        let (q, mask) = if one_row {
+            let q = q.reshape((b, self.heads, 1, self.head_dim))?;
+            // The query row is each sequence's last </s>: keys after it are hidden.
+            (
+                q,
+                if mask == Mask::Causal {
+                    &masks.upto
+                } else {
+                    &masks.keys
+                },
+            )
+        } else {
+            let mask = match mask {
+                Mask::Full => &masks.keys,
+                Mask::Causal => &masks.causal,
+            };
+            (self.heads(q, l)?, mask)
+        };
+        let (k, v) = (self.heads(k, l)?, self.heads(v, l)?);
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let d = self.heads * self.head_dim;
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((l.b * l.t, d))?
-            .index_select(&l.pack_idx, 0)?;
-        self.out_proj.forward(&out)
+        let out = probs.matmul(&v)?.transpose(1, 2)?;
+        if one_row {
+            out.reshape((b, d))
+        } else {
+            out.reshape((b * l.t, d))?.index_select(&l.pack_idx, 0)
+        }
     }
 }
 
-impl Attention {
-    /// Attention for one query row per sequence (`q_rows`: (b, d)) over all
-    /// keys of that sequence; `mask` is (b, 1, 1, t).
-    fn forward_rows(
-        &self,
-        q_rows: &Tensor,
-        kv: &Tensor,
-        mask: &Tensor,
-        l: &Layout,
-    ) -> Result<Tensor> {
-        let b = l.b;
-        let q = self
-            .q_proj
-            .forward(q_rows)?
-            .reshape((b, self.heads, 1, self.head_dim))?;
-        let k = self.heads(&self.k_proj.forward(kv)?, l)?;
-        let v = self.heads(&self.v_proj.forward(kv)?, l)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs.matmul(&v)?.reshape((b, self.heads * self.head_dim))?;
-        self.out_proj.forward(&out)
-    }
-}
-
-/// How a batch of unpadded sequences sits in the packed (n, d) rows and in
-/// the padded (b, t) view that attention uses.
+/// How a batch of unpadded sequences sits in the packed (n, d) rows, and in
+/// the padded (b, t) view that the candle attention path uses.
 struct Layout {
     b: usize,
     t: usize,
+    /// Each sequence's rows, queries and keys alike.
+    spans: Vec<fused::Span>,
+    /// One query row per sequence (its last `</s>`), keys as in `spans`.
+    row_spans: Vec<fused::Span>,
     /// For each padded slot, a packed row: the token's, or any row of the same
     /// sequence for padding (masked as a key, discarded as a query).
     pad_idx: Tensor,
     /// For each packed row, its padded slot.
     pack_idx: Tensor,
+    /// Per sequence: length and position of the last `</s>`.
+    lens: Vec<(usize, usize)>,
+}
+
+/// Additive masks for the padded path.
+struct Masks {
+    /// Padding keys hidden: (b, 1, 1, t).
+    keys: Tensor,
+    /// Later positions hidden: (1, 1, t, t).
+    causal: Tensor,
+    /// Keys after each sequence's last `</s>` hidden: (b, 1, 1, t).
+    upto: Tensor,
+}
+
+impl Layout {
+    fn new(seqs: &[&[u32]], eos_pos: &[usize], dev: &Device) -> Result<Self> {
+        let b = seqs.len();
+        let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        let n: usize = seqs.iter().map(|s| s.len()).sum();
+        let (mut pad_idx, mut pack_idx) = (Vec::with_capacity(b * t), Vec::with_capacity(n));
+        let (mut spans, mut row_spans) = (Vec::with_capacity(b), Vec::with_capacity(b));
+        let mut offset = 0usize;
+        for (row, (s, &eos)) in seqs.iter().zip(eos_pos).enumerate() {
+            let len = s.len();
+            spans.push(fused::Span {
+                q_start: offset,
+                q_len: len,
+                k_start: offset,
+                k_len: len,
+                q_pos: 0,
+            });
+            row_spans.push(fused::Span {
+                q_start: row,
+                q_len: 1,
+                k_start: offset,
+                k_len: len,
+                q_pos: eos,
+            });
+            pack_idx.extend((0..len).map(|i| (row * t + i) as u32));
+            pad_idx.extend((0..t).map(|i| (offset + if i < len { i } else { 0 }) as u32));
+            offset += len;
+        }
+        Ok(Layout {
+            b,
+            t,
+            spans,
+            row_spans,
+            pad_idx: Tensor::from_vec(pad_idx, b * t, dev)?,
+            pack_idx: Tensor::from_vec(pack_idx, n, dev)?,
+            lens: seqs
+                .iter()
+                .map(|s| s.len())
+                .zip(eos_pos.iter().copied())
+                .collect(),
+        })
+    }
+
+    fn masks(&self, dev: &Device, dtype: DType) -> Result<Masks> {
+        let (b, t) = (self.b, self.t);
+        let hide = |hidden: bool| if hidden { f32::MIN } else { 0.0 };
+        let keys: Vec<f32> = self
+            .lens
+            .iter()
+            .flat_map(|&(len, _)| (0..t).map(move |i| hide(i >= len)))
+            .collect();
+        let upto: Vec<f32> = self
+            .lens
+            .iter()
+            .flat_map(|&(_, eos)| (0..t).map(move |i| hide(i > eos)))
+            .collect();
+        let causal: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| hide(j > i)))
+            .collect();
+        Ok(Masks {
+            keys: Tensor::from_vec(keys, (b, 1, 1, t), dev)?.to_dtype(dtype)?,
+            causal: Tensor::from_vec(causal, (1, 1, t, t), dev)?.to_dtype(dtype)?,
+            upto: Tensor::from_vec(upto, (b, 1, 1, t), dev)?.to_dtype(dtype)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -247,27 +467,33 @@ impl FeedForward {
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.fc2
-            .forward(&super::ops::activate(self.act, &self.fc1.forward(xs)?)?)
+            .forward(&fused::activate(self.act, self.fc1.forward(xs)?)?)
     }
 }
 
-fn layer_norm(d: usize, vb: VarBuilder) -> Result<LayerNorm> {
-    candle_nn::layer_norm(d, 1e-5, vb)
+fn layer_norm(d: usize, vb: VarBuilder) -> Result<fused::AddNorm> {
+    fused::AddNorm::new(vb.get(d, "weight")?, vb.get(d, "bias")?, 1e-5)
 }
 
 #[derive(Debug, Clone)]
 struct EncoderLayer {
     self_attn: Attention,
-    self_attn_layer_norm: LayerNorm,
+    self_attn_layer_norm: fused::AddNorm,
     ffn: FeedForward,
-    final_layer_norm: LayerNorm,
+    final_layer_norm: fused::AddNorm,
 }
 
 impl EncoderLayer {
     fn load(cfg: &Config, vb: VarBuilder, quant: Option<GgmlDType>) -> Result<Self> {
         let d = cfg.d_model;
         Ok(EncoderLayer {
-            self_attn: Attention::load(d, cfg.encoder_attention_heads, vb.pp("self_attn"), quant)?,
+            self_attn: Attention::load(
+                d,
+                cfg.encoder_attention_heads,
+                false,
+                vb.pp("self_attn"),
+                quant,
+            )?,
             self_attn_layer_norm: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
             ffn: FeedForward::load(
                 d,
@@ -280,36 +506,32 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor, l: &Layout) -> Result<Tensor> {
-        let h = (xs + self.self_attn.forward(xs, None, mask, l)?)?;
-        let h = self.self_attn_layer_norm.forward(&h)?;
-        let out = (&h + self.ffn.forward(&h)?)?;
-        self.final_layer_norm.forward(&out)
+    fn forward(&self, xs: &Tensor, l: &Layout) -> Result<Tensor> {
+        let attn = self
+            .self_attn
+            .forward(xs, None, Mask::Full, Queries::All, l)?;
+        let h = self.self_attn_layer_norm.forward(xs, &attn)?;
+        self.final_layer_norm.forward(&h, &self.ffn.forward(&h)?)
     }
 }
 
 #[derive(Debug, Clone)]
 struct DecoderLayer {
     self_attn: Attention,
-    self_attn_layer_norm: LayerNorm,
+    self_attn_layer_norm: fused::AddNorm,
     encoder_attn: Attention,
-    encoder_attn_layer_norm: LayerNorm,
+    encoder_attn_layer_norm: fused::AddNorm,
     ffn: FeedForward,
-    final_layer_norm: LayerNorm,
+    final_layer_norm: fused::AddNorm,
 }
 
 impl DecoderLayer {
     fn load(cfg: &Config, vb: VarBuilder, quant: Option<GgmlDType>) -> Result<Self> {
-        let d = cfg.d_model;
+        let (d, heads) = (cfg.d_model, cfg.decoder_attention_heads);
         Ok(DecoderLayer {
-            self_attn: Attention::load(d, cfg.decoder_attention_heads, vb.pp("self_attn"), quant)?,
+            self_attn: Attention::load(d, heads, false, vb.pp("self_attn"), quant)?,
             self_attn_layer_norm: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
-            encoder_attn: Attention::load(
-                d,
-                cfg.decoder_attention_heads,
-                vb.pp("encoder_attn"),
-                quant,
-            )?,
+            encoder_attn: Attention::load(d, heads, true, vb.pp("encoder_attn"), quant)?,
             encoder_attn_layer_norm: layer_norm(d, vb.pp("encoder_attn_layer_norm"))?,
             ffn: FeedForward::load(
                 d,
@@ -322,42 +544,31 @@ impl DecoderLayer {
         })
     }
 
+    /// The layer's output for every row, or with `rows` (each sequence's last
+    /// `</s>`) for those rows only: the head reads nothing else, and a causal
+    /// query at the last `</s>` sees the same keys either way.
     fn forward(
         &self,
         xs: &Tensor,
         enc: &Tensor,
-        causal: &Tensor,
-        enc_mask: &Tensor,
+        rows: Option<&Tensor>,
         l: &Layout,
     ) -> Result<Tensor> {
-        let h = (xs + self.self_attn.forward(xs, None, causal, l)?)?;
-        let h = self.self_attn_layer_norm.forward(&h)?;
-        let h = (&h + self.encoder_attn.forward(&h, Some(enc), enc_mask, l)?)?;
-        let h = self.encoder_attn_layer_norm.forward(&h)?;
-        let out = (&h + self.ffn.forward(&h)?)?;
-        self.final_layer_norm.forward(&out)
-    }
-}
-
-impl DecoderLayer {
-    /// The layer's output for `rows` only (each sequence's last `</s>`);
-    /// `upto` masks the keys after that row, as the causal mask would.
-    fn forward_rows(
-        &self,
-        xs: &Tensor,
-        enc: &Tensor,
-        upto: &Tensor,
-        enc_mask: &Tensor,
-        rows: &Tensor,
-        l: &Layout,
-    ) -> Result<Tensor> {
-        let x = xs.index_select(rows, 0)?;
-        let h = (&x + self.self_attn.forward_rows(&x, xs, upto, l)?)?;
-        let h = self.self_attn_layer_norm.forward(&h)?;
-        let h = (&h + self.encoder_attn.forward_rows(&h, enc, enc_mask, l)?)?;
-        let h = self.encoder_attn_layer_norm.forward(&h)?;
-        let out = (&h + self.ffn.forward(&h)?)?;
-        self.final_layer_norm.forward(&out)
+        let (queries, cross_queries, x) = match rows {
+            Some(r) => (
+                Queries::Rows(r),
+                Queries::PerSequence,
+                xs.index_select(r, 0)?,
+            ),
+            None => (Queries::All, Queries::All, xs.clone()),
+        };
+        let attn = self.self_attn.forward(xs, None, Mask::Causal, queries, l)?;
+        let h = self.self_attn_layer_norm.forward(&x, &attn)?;
+        let cross = self
+            .encoder_attn
+            .forward(&h, Some(enc), Mask::Full, cross_queries, l)?;
+        let h = self.encoder_attn_layer_norm.forward(&h, &cross)?;
+        self.final_layer_norm.forward(&h, &self.ffn.forward(&h)?)
     }
 }
 
@@ -365,7 +576,7 @@ impl DecoderLayer {
 #[derive(Debug, Clone)]
 struct Embeddings {
     positions: Tensor,
-    layernorm: LayerNorm,
+    layernorm: fused::AddNorm,
 }
 
 impl Embeddings {
@@ -383,7 +594,7 @@ impl Embeddings {
     /// `positions` holds each packed row's position plus BART's offset of 2.
     fn forward(&self, tokens: &Tensor, positions: &Tensor) -> Result<Tensor> {
         let pos = self.positions.index_select(positions, 0)?;
-        self.layernorm.forward(&(tokens + pos)?)
+        self.layernorm.forward(tokens, &pos)
     }
 }
 
@@ -399,7 +610,6 @@ pub struct BartForSequenceClassification {
     head_out: Proj,
     cfg: Config,
     device: Device,
-    dtype: DType,
 }
 
 impl BartForSequenceClassification {
@@ -434,7 +644,6 @@ impl BartForSequenceClassification {
             head_out: Proj::load(d, cfg.num_labels(), head.pp("out_proj"), None)?,
             cfg: cfg.clone(),
             device: vb.device().clone(),
-            dtype: vb.dtype(),
         })
     }
 
@@ -457,7 +666,7 @@ impl BartForSequenceClassification {
 
     /// Logits (batch, num_labels) for unpadded token sequences, each holding
     /// `</s>`. Linear layers run on the packed tokens only (no padding);
-    /// attention runs on a padded view with masks.
+    /// attention sees each sequence's own rows (see [`Layout`]).
     pub fn forward(&self, seqs: &[&[u32]]) -> Result<Tensor> {
         let b = seqs.len();
         let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -477,67 +686,42 @@ impl BartForSequenceClassification {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut pad_idx, mut pack_idx) = (Vec::with_capacity(b * t), Vec::with_capacity(n));
-        let mut mask = Vec::with_capacity(b * t);
-        let mut upto = Vec::with_capacity(b * t);
-        let mut eos_rows = Vec::with_capacity(b);
+        let (mut eos_pos, mut eos_rows) = (Vec::with_capacity(b), Vec::with_capacity(b));
         let mut offset = 0usize;
         for (row, s) in seqs.iter().enumerate() {
             let Some(last_eos) = s.iter().rposition(|&id| id == eos) else {
                 candle_core::bail!("sequence {row} has no </s> token");
             };
+            eos_pos.push(last_eos);
             eos_rows.push((offset + last_eos) as u32);
-            for (i, &id) in s.iter().enumerate() {
-                ids.push(id);
-                // shift_tokens_right: decoder_start, then the input without its last token.
-                dec.push(if i == 0 {
-                    self.cfg.decoder_start_token_id
-                } else {
-                    s[i - 1]
-                });
-                pos.push(i as u32 + 2);
-                pack_idx.push((row * t + i) as u32);
-            }
-            for i in 0..t {
-                let valid = i < s.len();
-                pad_idx.push((offset + if valid { i } else { 0 }) as u32);
-                mask.push(if valid { 0.0f32 } else { f32::MIN });
-                upto.push(if i <= last_eos { 0.0f32 } else { f32::MIN });
-            }
+            ids.extend_from_slice(s);
+            // shift_tokens_right: decoder_start, then the input without its last token.
+            dec.push(self.cfg.decoder_start_token_id);
+            dec.extend_from_slice(&s[..s.len() - 1]);
+            pos.extend((0..s.len() as u32).map(|i| i + 2));
             offset += s.len();
         }
         let dev = &self.device;
-        let layout = Layout {
-            b,
-            t,
-            pad_idx: Tensor::from_vec(pad_idx, b * t, dev)?,
-            pack_idx: Tensor::from_vec(pack_idx, n, dev)?,
-        };
+        let layout = Layout::new(seqs, &eos_pos, dev)?;
         let ids = Tensor::from_vec(ids, n, dev)?;
         let dec = Tensor::from_vec(dec, n, dev)?;
         let pos = Tensor::from_vec(pos, n, dev)?;
-        let enc_mask = Tensor::from_vec(mask, (b, 1, 1, t), dev)?.to_dtype(self.dtype)?;
-        let causal: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j > i { f32::MIN } else { 0.0 }))
-            .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, t, t), dev)?.to_dtype(self.dtype)?;
 
         let mut h = self.encoder_embeddings.forward(&self.embed(&ids)?, &pos)?;
         for layer in &self.encoder_layers {
-            h = layer.forward(&h, &enc_mask, &layout)?;
+            h = layer.forward(&h, &layout)?;
         }
         let enc = h;
-        let upto = Tensor::from_vec(upto, (b, 1, 1, t), dev)?.to_dtype(self.dtype)?;
-        let rows = Tensor::from_vec(eos_rows, b, dev)?;
         let mut h = self.decoder_embeddings.forward(&self.embed(&dec)?, &pos)?;
         let Some((last, rest)) = self.decoder_layers.split_last() else {
             candle_core::bail!("the model has no decoder layers");
         };
         for layer in rest {
-            h = layer.forward(&h, &enc, &causal, &enc_mask, &layout)?;
+            h = layer.forward(&h, &enc, None, &layout)?;
         }
         // The head reads only each sequence's last </s>: the last layer computes just those rows.
-        let sentence = last.forward_rows(&h, &enc, &upto, &enc_mask, &rows, &layout)?;
+        let rows = Tensor::from_vec(eos_rows, b, dev)?;
+        let sentence = last.forward(&h, &enc, Some(&rows), &layout)?;
         let x = self.head_dense.forward(&sentence)?.tanh()?;
         self.head_out.forward(&x)?.to_dtype(DType::F32)
     }

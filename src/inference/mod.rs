@@ -4,11 +4,12 @@
 
 pub mod bart;
 pub mod decoder;
+pub mod fused;
 pub mod generator;
 pub mod gguf_tokenizer;
 pub mod hub;
 pub mod nli;
-pub mod ops;
+pub mod q8;
 pub mod queue;
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Zero-shot throughput: pairs/s at batch sizes 1, 7, 28 and 56, and tickets/s
+//! Zero-shot throughput: pairs/s at batch sizes 1, 7, 28, 56 and 112, and tickets/s
 //! (7 labels each), on the tiny fixture and — when SMART_SUPPORT_BENCH_NLI_MODEL
 //! names a model directory (e.g. one written by `scripts/make_tiny_bart.py
 //! --full`) — on a bart-large-mnli-sized model, f32 and Q8_0.
@@ -35,7 +35,7 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path, opts: &LoadOptions, bi
         .iter()
         .cycle()
         .zip(labels.iter().cycle())
-        .take(56)
+        .take(112)
         .map(|(t, l)| (*t, DEFAULT_TEMPLATE.replace("{}", l)))
         .collect();
     let mut g = c.benchmark_group(format!("zero_shot/{name}"));
@@ -44,7 +44,7 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path, opts: &LoadOptions, bi
             .measurement_time(Duration::from_secs(20))
             .warm_up_time(Duration::from_secs(2));
     }
-    for n in [1usize, 7, 28, 56] {
+    for n in [1usize, 7, 28, 56, 112] {
         let batch: Vec<(&str, &str)> = pairs[..n].iter().map(|(t, h)| (*t, h.as_str())).collect();
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(format!("pairs_batch_{n}"), |b| {

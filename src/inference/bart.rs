@@ -8,6 +8,7 @@
 //! head (dense → tanh → out_proj) on the decoder state of each sequence's last
 //! `</s>`. Linear layers can be quantized (Q8_0 …) at load time.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -364,6 +365,8 @@ struct Layout {
     pack_idx: Tensor,
     /// Per sequence: length and position of the last `</s>`.
     lens: Vec<(usize, usize)>,
+    /// Built on first use by the padded path, then shared by every layer.
+    masks: OnceCell<Masks>,
 }
 
 /// Additive masks for the padded path.
@@ -416,10 +419,14 @@ impl Layout {
                 .map(|s| s.len())
                 .zip(eos_pos.iter().copied())
                 .collect(),
+            masks: OnceCell::new(),
         })
     }
 
-    fn masks(&self, dev: &Device, dtype: DType) -> Result<Masks> {
+    fn masks(&self, dev: &Device, dtype: DType) -> Result<&Masks> {
+        if let Some(m) = self.masks.get() {
+            return Ok(m);
+        }
         let (b, t) = (self.b, self.t);
         let hide = |hidden: bool| if hidden { f32::MIN } else { 0.0 };
         let keys: Vec<f32> = self
@@ -435,11 +442,12 @@ impl Layout {
         let causal: Vec<f32> = (0..t)
             .flat_map(|i| (0..t).map(move |j| hide(j > i)))
             .collect();
-        Ok(Masks {
+        let masks = Masks {
             keys: Tensor::from_vec(keys, (b, 1, 1, t), dev)?.to_dtype(dtype)?,
             causal: Tensor::from_vec(causal, (1, 1, t, t), dev)?.to_dtype(dtype)?,
             upto: Tensor::from_vec(upto, (b, 1, 1, t), dev)?.to_dtype(dtype)?,
-        })
+        };
+        Ok(self.masks.get_or_init(|| masks))
     }
 }
 

@@ -115,10 +115,6 @@ impl Q8Linear {
         })
     }
 
-    pub fn out_dim(&self) -> usize {
-        self.out
-    }
-
     /// `x·Wᵀ + b` for `n` contiguous rows of `k` values.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let (k, blocks) = (self.k, self.k / BLOCK);

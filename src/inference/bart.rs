@@ -251,11 +251,14 @@ impl Attention {
         queries: Queries,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let d = self.heads * self.head_dim;
-        let (q, k, v) = match &self.proj {
+        match &self.proj {
             Projections::SelfAttention { qkv } => {
                 let all = qkv.forward(xs)?;
-                let q = all.narrow(1, 0, d)?;
-                (q, all.narrow(1, d, d)?, all.narrow(1, 2 * d, d)?)
+                let q = match queries {
+                    Queries::Rows(r) => all.index_select(r, 0)?.narrow(1, 0, d)?,
+                    _ => all.narrow(1, 0, d)?,
+                };
+                Ok((q, all.narrow(1, d, d)?, all.narrow(1, 2 * d, d)?))
             }
             Projections::Cross { q, kv: kv_proj } => {
                 let Some(kv) = kv else {
@@ -266,14 +269,9 @@ impl Attention {
                     _ => q.forward(xs)?,
                 };
                 let kv = kv_proj.forward(kv)?;
-                return Ok((q, kv.narrow(1, 0, d)?, kv.narrow(1, d, d)?));
+                Ok((q, kv.narrow(1, 0, d)?, kv.narrow(1, d, d)?))
             }
-        };
-        let q = match queries {
-            Queries::Rows(r) => q.contiguous()?.index_select(r, 0)?,
-            _ => q,
-        };
-        Ok((q, k, v))
+        }
     }
 
     /// Attention for the `queries` among the packed rows of `xs`.
@@ -320,7 +318,7 @@ impl Attention {
         let (b, d) = (l.b, self.heads * self.head_dim);
         let masks = l.masks(q.device(), q.dtype())?;
         let (q, mask) = if one_row {
-            let q = q.reshape((b, self.heads, 1, self.head_dim))?;
+            let q = q.contiguous()?.reshape((b, self.heads, 1, self.head_dim))?;
             // The query row is each sequence's last </s>: keys after it are hidden.
             (
                 q,

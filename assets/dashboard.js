@@ -24,9 +24,22 @@
       .catch(function () { /* try again on the next event */ });
   }
 
-  var es = new EventSource(root.getAttribute("data-events-url"));
-  es.addEventListener("hello", function () { root.setAttribute("data-live", "1"); });
   function schedule() { if (!pending) pending = setTimeout(refresh, 300); }
-  es.addEventListener("ticket", schedule);
-  es.addEventListener("resync", schedule);
+  var es = null;
+  function connect() {
+    es = new EventSource(root.getAttribute("data-events-url"));
+    es.addEventListener("hello", function () { root.setAttribute("data-live", "1"); });
+    es.addEventListener("ticket", schedule);
+    es.addEventListener("resync", schedule);
+  }
+  // Close the stream when the page is left: a page kept in the back/forward
+  // cache would otherwise hold one of the browser's six connections to this
+  // host, and a few filter clicks later the next page waits a minute for one.
+  window.addEventListener("pagehide", function () {
+    if (es) { es.close(); es = null; }
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted && !es) { connect(); schedule(); }
+  });
+  connect();
 })();

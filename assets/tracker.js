@@ -69,14 +69,28 @@
   }
 
   if (window.EventSource && eventsUrl) {
-    var es = new EventSource(eventsUrl);
-    es.addEventListener("status", function (e) {
-      try { apply(JSON.parse(e.data)); } catch (err) { /* malformed: wait for the next one */ }
-    });
-    es.onerror = function () {
-      // CONNECTING: the browser retries by itself. CLOSED: refused, so poll.
-      if (es.readyState === 2) { card.setAttribute("data-live", "poll"); poll(); }
+    var es = null;
+    var connect = function () {
+      var source = new EventSource(eventsUrl);
+      source.addEventListener("status", function (e) {
+        try { apply(JSON.parse(e.data)); } catch (err) { /* malformed: wait for the next one */ }
+      });
+      source.onerror = function () {
+        // CONNECTING: the browser retries by itself. CLOSED: refused, so poll.
+        if (source.readyState === 2 && es === source) { card.setAttribute("data-live", "poll"); poll(); }
+      };
+      es = source;
     };
+    // Closed when the page is left, so a page kept in the back/forward cache
+    // holds no connection; reopened when it comes back (the stream starts
+    // with a snapshot, so nothing is missed).
+    window.addEventListener("pagehide", function () {
+      if (es) { es.close(); es = null; }
+    });
+    window.addEventListener("pageshow", function (e) {
+      if (e.persisted && !es) connect();
+    });
+    connect();
   } else {
     setTimeout(poll, processing === "done" ? INTERVAL : 1000);
   }

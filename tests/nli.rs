@@ -58,16 +58,21 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
+impl Reference {
+    fn premise_hypothesis(&self) -> Vec<(&str, &str)> {
+        self.pairs
+            .iter()
+            .map(|p| (p.premise.as_str(), p.hypothesis.as_str()))
+            .collect()
+    }
+}
+
 #[test]
 fn tokenizer_and_logits_match_transformers() {
     for name in ["tiny-bart-mnli", "tiny-bart-mnli-scaled"] {
         let clf = load(name);
         let r = reference(name);
-        let pairs: Vec<(&str, &str)> = r
-            .pairs
-            .iter()
-            .map(|p| (p.premise.as_str(), p.hypothesis.as_str()))
-            .collect();
+        let pairs = r.premise_hypothesis();
         for p in &r.pairs {
             assert_eq!(
                 clf.encode_pair(&p.premise, &p.hypothesis).expect("encode"),
@@ -339,11 +344,7 @@ fn half_precision_stays_close_to_f32() {
 fn padded_path_equals_fused_kernels() {
     for name in ["tiny-bart-mnli", "tiny-bart-mnli-scaled"] {
         let r = reference(name);
-        let pairs: Vec<(&str, &str)> = r
-            .pairs
-            .iter()
-            .map(|p| (p.premise.as_str(), p.hypothesis.as_str()))
-            .collect();
+        let pairs = r.premise_hypothesis();
         let fused = load(name).logits_blocking(&pairs).expect("f32 logits");
         let opts = LoadOptions {
             dtype: candle_core::DType::F64,

@@ -361,8 +361,6 @@ struct Layout {
     pad_idx: Tensor,
     /// For each packed row, its padded slot.
     pack_idx: Tensor,
-    /// Per sequence: length and position of the last `</s>`.
-    lens: Vec<(usize, usize)>,
     /// Built on first use by the padded path, then shared by every layer.
     masks: OnceCell<Masks>,
 }
@@ -412,11 +410,6 @@ impl Layout {
             row_spans,
             pad_idx: Tensor::from_vec(pad_idx, b * t, dev)?,
             pack_idx: Tensor::from_vec(pack_idx, n, dev)?,
-            lens: seqs
-                .iter()
-                .map(|s| s.len())
-                .zip(eos_pos.iter().copied())
-                .collect(),
             masks: OnceCell::new(),
         })
     }
@@ -427,15 +420,16 @@ impl Layout {
         }
         let (b, t) = (self.b, self.t);
         let hide = |hidden: bool| if hidden { f32::MIN } else { 0.0 };
+        // row_spans hold each sequence's length (k_len) and last </s> (q_pos).
         let keys: Vec<f32> = self
-            .lens
+            .row_spans
             .iter()
-            .flat_map(|&(len, _)| (0..t).map(move |i| hide(i >= len)))
+            .flat_map(|s| (0..t).map(move |i| hide(i >= s.k_len)))
             .collect();
         let upto: Vec<f32> = self
-            .lens
+            .row_spans
             .iter()
-            .flat_map(|&(_, eos)| (0..t).map(move |i| hide(i > eos)))
+            .flat_map(|s| (0..t).map(move |i| hide(i > s.q_pos)))
             .collect();
         let causal: Vec<f32> = (0..t)
             .flat_map(|i| (0..t).map(move |j| hide(j > i)))

@@ -48,20 +48,6 @@ fn parallelism() -> gemm::Parallelism {
     }
 }
 
-/// A pointer shared by parallel tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: the tasks that share it write disjoint elements (see the callers).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// Through a method, so closures capture the `Sync` wrapper, not the raw field.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 // ---------------------------------------------------------------- linear
 
 struct LinearOp;
@@ -179,7 +165,8 @@ impl InplaceOp2 for AddBiasOp {
     }
 }
 
-/// `x + b` with `b` broadcast over the rows; in place on the fast path.
+/// `x + b` with `b` broadcast over the rows; in place on the fast path, so
+/// `x` must be a fresh result that nothing else holds.
 pub fn add_bias(x: Tensor, b: &Tensor) -> Result<Tensor> {
     if is_fast(&x) && is_fast(b) && x.is_contiguous() && b.is_contiguous() {
         x.inplace_op2(b, &AddBiasOp)?;
@@ -196,7 +183,7 @@ pub fn add_bias(x: Tensor, b: &Tensor) -> Result<Tensor> {
 /// `libm::erff` per element; this one vectorizes. Plain `a * b + c`, not
 /// `mul_add`: without a compile-time FMA target `mul_add` is a libm call.
 #[inline(always)]
-pub fn erf_f32(x: f32) -> f32 {
+fn erf_f32(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
@@ -243,7 +230,8 @@ impl InplaceOp1 for ActivateOp {
 }
 
 /// The activation named in config.json: exact (erf) GELU and ReLU in place
-/// and in parallel on the fast path, candle's kernels otherwise.
+/// and in parallel on the fast path (so `xs` must be a fresh result that
+/// nothing else holds), candle's kernels otherwise.
 pub fn activate(act: Activation, xs: Tensor) -> Result<Tensor> {
     if is_fast(&xs) && xs.is_contiguous() && matches!(act, Activation::Gelu | Activation::Relu) {
         xs.inplace_op1(&ActivateOp(act))?;
@@ -438,7 +426,8 @@ impl CustomOp3 for AttentionOp<'_> {
         }
         let hd = d / self.heads;
         let mut out = vec![0f32; nq * d];
-        let dst = SharedMut(out.as_mut_ptr());
+        // Addresses, not pointers, cross into the parallel tasks (pointers are not Send).
+        let dst = out.as_mut_ptr() as usize;
         let (q, k, v) = (
             q[ql.start_offset()..].as_ptr() as usize,
             k[kl.start_offset()..].as_ptr() as usize,
@@ -493,7 +482,7 @@ impl CustomOp3 for AttentionOp<'_> {
                             tq,
                             hd,
                             tk,
-                            dst.ptr().add(s.q_start * d + h * hd),
+                            (dst as *mut f32).add(s.q_start * d + h * hd),
                             1,
                             d as isize,
                             false,

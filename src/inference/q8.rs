@@ -79,10 +79,9 @@ impl Q8Linear {
     /// Quantizes the row-major `w` (out × k) and packs it; `None` when this
     /// CPU lacks the kernel or `k` is not a whole number of blocks.
     pub fn new(w: &[f32], bias: &[f32], out: usize, k: usize) -> Option<Self> {
-        if !available() || k == 0 || !k.is_multiple_of(BLOCK) || w.len() != out * k {
-            return None;
-        }
-        if bias.len() != out {
+        let shapes_fit =
+            k > 0 && k.is_multiple_of(BLOCK) && w.len() == out * k && bias.len() == out;
+        if !available() || !shapes_fit {
             return None;
         }
         let (blocks, tiles) = (k / BLOCK, out.div_ceil(LANES));

@@ -1,14 +1,19 @@
-//! Assembles the service: store, pipeline, worker and router.
+//! Assembles the service: store, pipeline, worker and router; and runs it
+//! until a shutdown signal, draining in order (connections, streams, worker).
 
+use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 
 use crate::config::ServeConfig;
 use crate::models::LoadedModels;
+use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use crate::web::{self, AppState, Engines, SharedState};
-use crate::worker::{self, WorkerHandle};
+use crate::worker::{self, WorkerConfig, WorkerHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -16,21 +21,103 @@ pub enum AppError {
     Store { path: String, source: StoreError },
     #[error("cannot set the admin password: {0}")]
     Password(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "another smart-support process is already serving {path} (it holds {lock}); \
+         two processes on one SQLite file would process tickets twice"
+    )]
+    Locked { path: String, lock: String },
+    #[error("cannot create the lock file {lock}: {source}")]
+    LockFile {
+        lock: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct App {
     pub router: Router,
     pub state: SharedState,
     pub worker: tokio::task::JoinHandle<()>,
+    pub maintenance: tokio::task::JoinHandle<()>,
+    /// Held for the life of the service: one serving process per database.
+    pub lock: File,
+}
+
+/// Refuses a configuration the service must not run with.
+fn check_config(config: &ServeConfig) -> Result<(), AppError> {
+    if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        let n = token.chars().count();
+        if n < web::auth::MIN_TOKEN_CHARS {
+            return Err(AppError::Config(format!(
+                "SMART_SUPPORT_ADMIN_TOKEN has {n} characters; it must have at least {} \
+                 (e.g. `openssl rand -hex 32`)",
+                web::auth::MIN_TOKEN_CHARS
+            )));
+        }
+    }
+    if config.limits.max_streams >= config.limits.max_connections {
+        return Err(AppError::Config(format!(
+            "--max-streams ({}) must be below --max-connections ({}), or streams could take every connection",
+            config.limits.max_streams, config.limits.max_connections
+        )));
+    }
+    Ok(())
+}
+
+/// An exclusive lock on `DB.lock` (released by the OS when the process ends,
+/// however it ends).
+fn lock_database(db: &Path) -> Result<File, AppError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = std::path::PathBuf::from(name);
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| AppError::LockFile {
+            lock: lock.display().to_string(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AppError::Locked {
+            path: db.display().to_string(),
+            lock: lock.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(AppError::LockFile {
+            lock: lock.display().to_string(),
+            source,
+        }),
+    }
+}
+
+fn open_store(config: &ServeConfig) -> Result<(Store, Option<String>), AppError> {
+    let err = |source| AppError::Store {
+        path: config.db.display().to_string(),
+        source,
+    };
+    let store = Store::open_service(&config.db, config.db_readers).map_err(err)?;
+    if let Some(mb) = config.db_max_mb {
+        store.set_max_size_mb(mb).map_err(err)?;
+    }
+    let integrity = store.quick_check().err();
+    if let Some(problem) = &integrity {
+        tracing::error!(%problem, "the database failed its integrity check; restore a backup");
+    }
+    Ok((store, integrity))
 }
 
 /// Opens the store, starts the worker and builds the router. Must run
 /// inside a tokio runtime.
 pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError> {
-    let store = Store::open(&config.db).map_err(|source| AppError::Store {
-        path: config.db.display().to_string(),
-        source,
-    })?;
+    check_config(&config)?;
+    let lock = lock_database(&config.db)?;
+    let (store, integrity) = open_store(&config)?;
     let store = Arc::new(store);
     if let Some(pw) = config.admin_password.as_deref().filter(|p| !p.is_empty()) {
         let hash = web::auth::hash_password(pw).map_err(|e| AppError::Password(e.to_string()))?;
@@ -51,18 +138,76 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
     } = models;
     let engines = Engines::from_pipeline(&pipeline, notes);
     let handle = WorkerHandle::new();
+    let shutdown = Shutdown::default();
     let worker = worker::spawn(
         store.clone(),
         Arc::new(pipeline),
         handle.clone(),
-        config.workers,
+        WorkerConfig {
+            concurrency: config.workers,
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+        },
+        shutdown.clone(),
     );
-    let state = Arc::new(AppState::new(
-        store, config, handle, engines, nli, generator,
-    ));
+    let maintenance = worker::spawn_maintenance(
+        store.clone(),
+        config.retention_days.map(|d| (d, config.retention_mode)),
+        shutdown.clone(),
+    );
+    let parts = web::Parts {
+        store,
+        worker: handle,
+        engines,
+        nli,
+        generator,
+        shutdown,
+        integrity,
+    };
+    let state = Arc::new(AppState::new(config, parts));
     Ok(App {
         router: web::router(state.clone()),
         state,
         worker,
+        maintenance,
+        lock,
     })
+}
+
+impl App {
+    /// Serves on `listener` until `stop` resolves, then shuts down in order:
+    /// stop accepting, end live streams, let requests and running tickets
+    /// finish (up to `--shutdown-grace-secs`), put unfinished tickets back in
+    /// the queue.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let shutdown = self.state.shutdown.clone();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            stop.await;
+            tracing::info!("shutting down: no new connections; live streams end");
+            trigger.trigger();
+        });
+        let l = &self.state.config.limits;
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_secs);
+        let limits = web::server::ServerLimits {
+            header_timeout: Duration::from_secs(l.header_timeout_secs.max(1)),
+            max_connections: l.max_connections,
+            drain: grace,
+        };
+        web::server::serve(listener, self.router, limits, shutdown).await;
+        // The worker has its own grace period; a little more covers requeueing.
+        if tokio::time::timeout(grace + Duration::from_secs(5), self.worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the worker did not stop in time; unfinished tickets resume on the next start"
+            );
+        }
+        let _ = self.maintenance.await;
+        tracing::info!("stopped");
+    }
 }

@@ -15,6 +15,16 @@ pub fn format(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
 }
 
+/// The time `d` ago, formatted like `now()`.
+pub fn ago(d: std::time::Duration) -> String {
+    let back = time::Duration::try_from(d).unwrap_or(time::Duration::ZERO);
+    format(
+        OffsetDateTime::now_utc()
+            .checked_sub(back)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
 /// The last `n` UTC dates (YYYY-MM-DD), oldest first, ending today.
 pub fn last_days(n: u32) -> Vec<String> {
     let today = OffsetDateTime::now_utc().date();

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Parser};
+
+use crate::guard::Cidr;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -60,8 +62,104 @@ pub struct ServeConfig {
     #[arg(long, env = "SMART_SUPPORT_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Reverse proxies (CIDR blocks, comma-separated) whose `X-Forwarded-For`
+    /// names the client; without this the header is ignored.
+    #[arg(long, env = "SMART_SUPPORT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// Seconds a shutdown (SIGTERM/SIGINT) waits for running tickets before
+    /// exiting; unfinished ones stay queued for the next start.
+    #[arg(long, env = "SMART_SUPPORT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// Read-only database connections beside the single writer (0: reads
+    /// share the writer's connection).
+    #[arg(long, env = "SMART_SUPPORT_DB_READERS", default_value_t = 4)]
+    pub db_readers: usize,
+
+    /// Largest size of the database in MiB; past it writes answer 503 as on a
+    /// full disk (unset: no limit but the disk's).
+    #[arg(long, env = "SMART_SUPPORT_DB_MAX_MB")]
+    pub db_max_mb: Option<u64>,
+
+    /// Delete or anonymise tickets resolved more than this many days ago
+    /// (unset: keep everything).
+    #[arg(long, env = "SMART_SUPPORT_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+
+    /// What retention does to old resolved tickets.
+    #[arg(long, env = "SMART_SUPPORT_RETENTION_MODE", value_enum, default_value_t = RetentionMode::Anonymise)]
+    pub retention_mode: RetentionMode,
+
     #[command(flatten)]
     pub models: ModelArgs,
+}
+
+/// What happens to a ticket past the retention period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetentionMode {
+    /// The ticket, its events and rating are deleted.
+    Delete,
+    /// The customer's words (subject, description, rating comment, the AI's
+    /// answer) are removed; category, priority, dates and stars stay for the
+    /// charts.
+    Anonymise,
+}
+
+/// Request, connection and login limits (0 turns a per-minute limit off).
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Password checks running at once (argon2 holds ~19 MiB each).
+    #[arg(long, env = "SMART_SUPPORT_LOGIN_CONCURRENCY", default_value_t = 2)]
+    pub login_concurrency: usize,
+
+    /// Password or token guesses admitted per minute over all addresses.
+    #[arg(
+        long,
+        env = "SMART_SUPPORT_LOGIN_GUESSES_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub login_guesses_per_minute: u32,
+
+    /// Tickets one client address may submit per minute (bursts of the same size).
+    #[arg(long, env = "SMART_SUPPORT_INTAKE_PER_ADDRESS", default_value_t = 10)]
+    pub intake_per_address: u32,
+
+    /// Tickets accepted per minute from everyone together.
+    #[arg(long, env = "SMART_SUPPORT_INTAKE_PER_MINUTE", default_value_t = 600)]
+    pub intake_per_minute: u32,
+
+    /// Other customer writes (ratings, resolve) per minute per address.
+    #[arg(long, env = "SMART_SUPPORT_WRITES_PER_ADDRESS", default_value_t = 30)]
+    pub writes_per_address: u32,
+
+    /// Seconds a connection may take to send a complete request head; an idle
+    /// keep-alive connection is closed after the same time.
+    #[arg(long, env = "SMART_SUPPORT_HEADER_TIMEOUT_SECS", default_value_t = 15)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a request body may take to arrive.
+    #[arg(long, env = "SMART_SUPPORT_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+
+    /// Open connections; past it new ones get 503 and are closed.
+    #[arg(long, env = "SMART_SUPPORT_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+
+    /// Open live event streams (trackers and dashboards together).
+    #[arg(long, env = "SMART_SUPPORT_MAX_STREAMS", default_value_t = 500)]
+    pub max_streams: usize,
+
+    /// Open live event streams on one ticket.
+    #[arg(
+        long,
+        env = "SMART_SUPPORT_MAX_STREAMS_PER_TICKET",
+        default_value_t = 8
+    )]
+    pub max_streams_per_ticket: usize,
 }
 
 /// Which models to load and how; shared by `serve`, `triage` and `classify`.
@@ -151,48 +249,36 @@ impl ModelArgs {
         }
     }
 
-    /// No models: keyword rules only (what tests use unless they load one).
+    /// No models: keyword rules only (what tests use unless they load one);
+    /// every other value is the flags' default.
     pub fn rules_only() -> Self {
-        ModelArgs {
-            nli_model: "none".into(),
-            device: "cpu".into(),
-            nli_dtype: "f32".into(),
-            nli_quant: "none".into(),
-            max_batch_pairs: 56,
-            max_batch_tokens: 8192,
-            max_wait_ms: 5,
-            queue_capacity: 256,
-            gen_model: "none".into(),
-            gen_max_new_tokens: 200,
-            gen_temperature: 0.0,
-            gen_top_p: None,
-            gen_seed: 42,
-            gen_repeat_penalty: 1.1,
-            gen_queue_capacity: 64,
-            models_dir: PathBuf::from("models"),
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            models: ModelArgs,
         }
+        let mut m = Only::parse_from(["smart-support"]).models;
+        m.nli_model = "none".into();
+        m.gen_model = "none".into();
+        m.device = "cpu".into();
+        m
     }
 }
 
 impl ServeConfig {
-    /// The defaults, as `serve` with no flags and no environment would use.
+    /// The defaults, as `serve` with no flags would use (the clap attributes
+    /// are the one source of every default), on the given database and
+    /// without models.
     pub fn defaults(db: PathBuf) -> Self {
-        ServeConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            db,
-            max_subject_chars: 200,
-            max_description_chars: 10_000,
-            max_body_bytes: 64 * 1024,
-            wait_secs: 10,
-            workers: 2,
-            admin_token: None,
-            admin_password: None,
-            secure_cookies: false,
-            templates_dir: None,
-            assets_dir: None,
-            public_url: None,
-            models: ModelArgs::rules_only(),
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            cfg: ServeConfig,
         }
+        let mut cfg = Only::parse_from(["smart-support"]).cfg;
+        cfg.db = db;
+        cfg.models = ModelArgs::rules_only();
+        cfg
     }
 
     pub fn public_url(&self) -> String {

@@ -1,5 +1,5 @@
 //! The `smart-support` command line: `serve` (default), `triage`, `classify`,
-//! `generate`, `models fetch`, `admin set-password`.
+//! `generate`, `models fetch`, `backup`, `admin set-password`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the web service (the default command).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Run the pipeline on one ticket and print its JSON (no database).
     Triage {
         #[arg(long)]
@@ -95,6 +95,15 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// A consistent, verified copy of a live database (safe while serving).
+    Backup {
+        /// The database to copy.
+        #[arg(long, env = "SMART_SUPPORT_DB", default_value = "data/tickets.db")]
+        db: PathBuf,
+        /// The new file (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Admin account management.
     Admin {
         #[command(subcommand)]
@@ -138,7 +147,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => serve(ServeConfig::parse_from_env()),
-        Some(Command::Serve(cfg)) => serve(cfg),
+        Some(Command::Serve(cfg)) => serve(*cfg),
         Some(Command::Triage {
             subject,
             description,
@@ -225,6 +234,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Admin {
             command: AdminCommand::SetPassword { db },
         }) => set_password(db),
+        Some(Command::Backup { db, to }) => backup(db, to),
     }
 }
 
@@ -295,7 +305,44 @@ fn classify(
     Ok(())
 }
 
-fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+/// Raises the soft open-file limit towards what `--max-connections` needs
+/// (up to the hard limit), and lowers the cap when the limit cannot be raised.
+fn fit_open_file_limit(cfg: &mut ServeConfig) {
+    // Database files, the listener, model files, logs.
+    const RESERVED: u64 = 64;
+    let want = cfg.limits.max_connections as u64 + RESERVED;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < want {
+        let raised = libc::rlimit {
+            rlim_cur: want.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    if lim.rlim_cur < want {
+        let cap = lim.rlim_cur.saturating_sub(RESERVED).max(16) as usize;
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            max_connections = cap,
+            "the open-file limit is low; lowering --max-connections (and --max-streams) to fit"
+        );
+        cfg.limits.max_connections = cap;
+        cfg.limits.max_streams = cfg.limits.max_streams.min(cap / 2);
+    }
+}
+
+fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
+    fit_open_file_limit(&mut cfg);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let bind = cfg.bind;
@@ -315,19 +362,29 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 tracing::warn!("{note}");
             }
         }
-        axum::serve(
-            listener,
-            app.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down; unprocessed tickets resume on the next start");
-        })
-        .await
-        .context("server failed")?;
+        app.run(listener, smart_support::shutdown::signal()).await;
         Ok(())
     })
+}
+
+fn backup(db: PathBuf, to: PathBuf) -> anyhow::Result<()> {
+    if !db.is_file() {
+        bail!("{} does not exist", db.display());
+    }
+    if std::fs::metadata(&db).is_ok_and(|m| m.len() == 0) {
+        bail!("{} is an empty file, not a database", db.display());
+    }
+    // Read-only: a backup never changes (or migrates) the live database.
+    let conn = rusqlite::Connection::open_with_flags(
+        &db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open {}", db.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    let report = smart_support::store::backup(&conn, &to)
+        .with_context(|| format!("cannot back up {} to {}", db.display(), to.display()))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 fn set_password(db: PathBuf) -> anyhow::Result<()> {

@@ -3,11 +3,14 @@
 //! nothing is lost when the process stops: on start, interrupted tickets are
 //! requeued and every accepted ticket is processed.
 
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, broadcast};
+
+use crate::shutdown::Shutdown;
 
 use crate::pipeline::Pipeline;
 use crate::store::{Store, StoreError};
@@ -80,60 +83,122 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Conflict(format!("store task failed: {e}"))))
 }
 
-/// Processes one claimed ticket to the end.
-async fn process(
-    store: Arc<Store>,
-    pipeline: Arc<Pipeline>,
-    handle: WorkerHandle,
+/// First and longest wait between attempts to store a result.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(250);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Stores a result, retrying with backoff while the store fails (a full
+/// disk, an I/O error): the answer is kept in memory meanwhile, and the
+/// ticket is never left `processing`. On shutdown it goes back to the queue.
+async fn store_result(
+    store: &Arc<Store>,
+    shutdown: &Shutdown,
     id: i64,
-    input: TicketInput,
-) {
-    handle.publish(TicketUpdate {
+    analysis: Arc<Analysis>,
+) -> Option<Status> {
+    let mut wait = STORE_RETRY_FIRST;
+    loop {
+        let (s, a) = (store.clone(), analysis.clone());
+        match blocking(move || s.complete(id, &a)).await {
+            Ok(status) => return Some(status),
+            // Not ours any more (requeued at shutdown): nothing to store.
+            Err(StoreError::Conflict(m)) => {
+                tracing::warn!(ticket = id, reason = %m, "result not stored");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(ticket = id, error = %e, retry_in_ms = wait.as_millis() as u64,
+                    "could not store the result; retrying");
+                metrics::counter!("store_retries_total").increment(1);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => {
+                let s = store.clone();
+                let requeued = blocking(move || s.release(id)).await;
+                tracing::warn!(ticket = id, requeued = requeued.is_ok(),
+                    "shutting down before the result could be stored; the ticket stays queued");
+                return None;
+            }
+        }
+        wait = (wait * 2).min(STORE_RETRY_MAX);
+    }
+}
+
+/// Processes one claimed ticket to the end.
+async fn process(ctx: Ctx, id: i64, input: TicketInput) {
+    ctx.handle.publish(TicketUpdate {
         id,
         kind: EventKind::ProcessingStarted,
         status: Status::InProgress,
     });
+    let pipeline = ctx.pipeline.clone();
     let analysis = match tokio::task::spawn_blocking(move || run_guarded(&pipeline, &input)).await {
         Ok(a) => a,
         Err(e) => {
-            tracing::error!(ticket = id, error = %e, "pipeline task failed; ticket stays queued for restart");
+            tracing::error!(ticket = id, error = %e, "pipeline task failed; the ticket goes back to the queue");
+            let s = ctx.store.clone();
+            let _ = blocking(move || s.release(id)).await;
             return;
         }
     };
     let escalated = analysis.escalation.is_some();
     crate::observe::record_analysis(&analysis);
-    let s = store.clone();
-    match blocking(move || s.complete(id, &analysis)).await {
-        Ok(status) => {
-            tracing::info!(ticket = id, status = %status, "ticket processed");
-            if escalated {
-                handle.publish(TicketUpdate {
-                    id,
-                    kind: EventKind::Escalated,
-                    status,
-                });
-            }
-            handle.publish(TicketUpdate {
-                id,
-                kind: EventKind::AiCompleted,
-                status,
-            });
-        }
-        Err(e) => {
-            tracing::error!(ticket = id, error = %e, "could not store the result; ticket stays queued")
-        }
+    let Some(status) = store_result(&ctx.store, &ctx.shutdown, id, Arc::new(analysis)).await else {
+        return;
+    };
+    tracing::info!(ticket = id, status = %status, "ticket processed");
+    if escalated {
+        ctx.handle.publish(TicketUpdate {
+            id,
+            kind: EventKind::Escalated,
+            status,
+        });
     }
+    ctx.handle.publish(TicketUpdate {
+        id,
+        kind: EventKind::AiCompleted,
+        status,
+    });
 }
 
-/// Starts the worker; `concurrency` tickets run through the pipeline at once.
+/// What every ticket task needs.
+#[derive(Clone)]
+struct Ctx {
+    store: Arc<Store>,
+    pipeline: Arc<Pipeline>,
+    handle: WorkerHandle,
+    shutdown: Shutdown,
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// Tickets in the pipeline at once.
+    pub concurrency: usize,
+    /// How long a shutdown waits for running tickets.
+    pub grace: Duration,
+}
+
+/// Starts the worker. It stops claiming tickets at `shutdown`, waits up to
+/// the grace period for running ones, puts unfinished ones back in the queue
+/// and then ends.
 pub fn spawn(
     store: Arc<Store>,
     pipeline: Arc<Pipeline>,
     handle: WorkerHandle,
-    concurrency: usize,
+    config: WorkerConfig,
+    shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
+    let ctx = Ctx {
+        store,
+        pipeline,
+        handle,
+        shutdown,
+    };
     tokio::spawn(async move {
-        let s = store.clone();
+        let s = ctx.store.clone();
         match blocking(move || s.requeue_interrupted()).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -142,39 +207,133 @@ pub fn spawn(
             ),
             Err(e) => tracing::error!(error = %e, "could not requeue interrupted tickets"),
         }
-        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-        loop {
-            let s = store.clone();
-            let ids = match blocking(move || s.pending(64)).await {
-                Ok(ids) => ids,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not read the queue; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+        let concurrency = config.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let running = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        run_queue(&ctx, &slots, &running).await;
+        drain(&ctx, &slots, &running, concurrency, config.grace).await;
+    })
+}
+
+/// Claims and starts tickets until shutdown.
+async fn run_queue(ctx: &Ctx, slots: &Arc<Semaphore>, running: &Running) {
+    while !ctx.shutdown.is_triggered() {
+        let s = ctx.store.clone();
+        let ids = match blocking(move || s.pending(64)).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the queue; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = ctx.shutdown.wait() => {}
                 }
-            };
-            if ids.is_empty() {
-                // The timeout is a safety net; intake wakes us at once.
-                let _ = tokio::time::timeout(Duration::from_secs(5), handle.wake.notified()).await;
                 continue;
             }
-            for id in ids {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let s = store.clone();
-                match blocking(move || s.claim(id)).await {
-                    Ok(Some(input)) => {
-                        let (store, pipeline, handle) =
-                            (store.clone(), pipeline.clone(), handle.clone());
-                        tokio::spawn(async move {
-                            process(store, pipeline, handle, id, input).await;
-                            drop(permit);
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(ticket = id, error = %e, "could not claim ticket"),
+        };
+        if ids.is_empty() {
+            // The timeout is a safety net; intake wakes us at once.
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(5), ctx.handle.wake.notified()) => {}
+                _ = ctx.shutdown.wait() => {}
+            }
+            continue;
+        }
+        for id in ids {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = ctx.shutdown.wait() => return,
+            };
+            let s = ctx.store.clone();
+            match blocking(move || s.claim(id)).await {
+                Ok(Some(input)) => {
+                    lock(running).insert(id);
+                    let (ctx, running) = (ctx.clone(), running.clone());
+                    tokio::spawn(async move {
+                        process(ctx, id, input).await;
+                        lock(&running).remove(&id);
+                        drop(permit);
+                    });
                 }
+                Ok(None) => {}
+                Err(e) => tracing::error!(ticket = id, error = %e, "could not claim ticket"),
+            }
+        }
+    }
+}
+
+type Running = Arc<std::sync::Mutex<HashSet<i64>>>;
+
+fn lock(r: &Running) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits for running tickets up to `grace`; what is still running then goes
+/// back to the queue for the next start.
+async fn drain(
+    ctx: &Ctx,
+    slots: &Arc<Semaphore>,
+    running: &Running,
+    concurrency: usize,
+    grace: Duration,
+) {
+    let n = lock(running).len();
+    if n > 0 {
+        tracing::info!(
+            tickets = n,
+            grace_secs = grace.as_secs(),
+            "waiting for running tickets"
+        );
+    }
+    let all = tokio::time::timeout(grace, slots.acquire_many(concurrency as u32)).await;
+    if all.is_ok() {
+        return;
+    }
+    let left: Vec<i64> = lock(running).iter().copied().collect();
+    for id in left {
+        let s = ctx.store.clone();
+        match blocking(move || s.release(id)).await {
+            Ok(_) => tracing::warn!(
+                ticket = id,
+                "still running at the shutdown deadline; it stays queued"
+            ),
+            Err(e) => {
+                tracing::error!(ticket = id, error = %e, "could not requeue; the next start will")
+            }
+        }
+    }
+}
+
+/// Housekeeping once an hour (and at start): forget old idempotency keys and,
+/// when configured, apply the retention period.
+pub fn spawn_maintenance(
+    store: Arc<Store>,
+    retention: Option<(u32, crate::config::RetentionMode)>,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let s = store.clone();
+            let done = blocking(move || {
+                let keys =
+                    s.prune_idempotency_keys(&crate::clock::ago(Duration::from_secs(24 * 3600)))?;
+                let old = match retention {
+                    Some((days, mode)) => s.apply_retention(
+                        &crate::clock::ago(Duration::from_secs(days as u64 * 86_400)),
+                        mode,
+                    )?,
+                    None => 0,
+                };
+                Ok((keys, old))
+            })
+            .await;
+            match done {
+                Ok((_, 0)) => {}
+                Ok((_, n)) => tracing::info!(tickets = n, "retention applied"),
+                Err(e) => tracing::error!(error = %e, "maintenance failed; retrying in an hour"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.wait() => return,
             }
         }
     })

@@ -358,22 +358,31 @@ async fn customer_endpoints_are_scoped_by_token() {
 async fn admin_api_requires_authentication() {
     let app = start();
     let (id, _) = submit(&app.router, "Invoice", "Wrong amount on my invoice").await;
-    for path in ["/api/tickets".to_string(), format!("/api/tickets/{id}")] {
+    for (n, path) in ["/api/tickets".to_string(), format!("/api/tickets/{id}")]
+        .into_iter()
+        .enumerate()
+    {
         let r = send(&app.router, get(&path)).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(r.error_code(), "unauthorized");
-        for auth in [
+        for (i, auth) in [
             "Bearer wrong",
             "Basic Zm9vOmJhcg==",
             "Bearer ",
             &format!("bearer {ADMIN_TOKEN}"),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Each from its own address: wrong tokens are throttled per address.
             let req = req(Method::GET, &path)
                 .header(header::AUTHORIZATION, auth)
                 .body(Body::empty())
                 .expect("req");
             assert_eq!(
-                send(&app.router, req).await.status,
+                send(&app.router, from_ip(req, &format!("10.9.{n}.{i}")))
+                    .await
+                    .status,
                 StatusCode::UNAUTHORIZED,
                 "{auth}"
             );
@@ -523,7 +532,7 @@ async fn admin_ticket_and_resolve_errors() {
 #[tokio::test]
 async fn health_reports_degraded_rules_only_mode() {
     let app = start();
-    let r = send(&app.router, get("/health")).await;
+    let r = send(&app.router, admin_get("/health")).await;
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
     assert_eq!(v["status"], "degraded");

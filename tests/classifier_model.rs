@@ -150,7 +150,7 @@ async fn service_classifies_tickets_with_the_model_and_exposes_the_queue() {
     let cfg = config(&dir);
     let app = start_models(dir, cfg, models::load(&args(&fixture())));
 
-    let r = send(&app.router, get("/health")).await;
+    let r = send(&app.router, admin_get("/health")).await;
     let h = r.json();
     assert_eq!(h["engines"]["classifier"], "tiny-bart-mnli");
     assert_eq!(
@@ -181,7 +181,7 @@ async fn service_classifies_tickets_with_the_model_and_exposes_the_queue() {
         "the model's best label is the category"
     );
 
-    let h = send(&app.router, get("/health")).await.json();
+    let h = send(&app.router, admin_get("/health")).await.json();
     let q = &h["queues"][0];
     assert_eq!(q["name"], "nli");
     assert!(q["items"].as_u64().is_some_and(|n| n >= 7), "{q}");
@@ -253,7 +253,7 @@ async fn a_broken_model_leaves_the_service_running_on_rules_and_says_why() {
     let dir = tempfile::TempDir::new().expect("tempdir");
     let cfg = config(&dir);
     let app = start_models(dir, cfg, loaded);
-    let h = send(&app.router, get("/health")).await.json();
+    let h = send(&app.router, admin_get("/health")).await.json();
     assert_eq!(h["banner"], "rules only — no models loaded");
     let notes = h["engines"]["notes"].to_string();
     assert!(
@@ -266,6 +266,8 @@ async fn a_broken_model_leaves_the_service_running_on_rules_and_says_why() {
         rec.analysis.expect("analysis").agents.classifier.engine,
         "rules"
     );
+    let page = send(&app.router, get("/admin/login")).await;
+    assert!(page.body.contains("rules only"), "the staff pages say so");
     let page = send(&app.router, get("/")).await;
-    assert!(page.body.contains("rules only"));
+    assert!(!page.body.contains("rules only"), "customers' pages do not");
 }

@@ -132,7 +132,13 @@ async fn tracker_stream_starts_with_a_snapshot_and_follows_the_ticket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_dropped_streams_leave_nothing_behind() {
-    let app = start();
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut cfg = config(&dir);
+    // Above the stream caps (their own test is in hardening.rs).
+    cfg.limits.max_streams_per_ticket = 600;
+    cfg.limits.max_streams = 600;
+    cfg.limits.max_connections = 2000;
+    let app = start_with(dir, cfg);
     let (_, token) = submit(&app.router, "Login", "Cannot log in").await;
     let updates = &app.state.worker.updates;
     let base_receivers = updates.receiver_count();
@@ -227,13 +233,13 @@ async fn metrics_are_prometheus_text_for_admins_only() {
 #[tokio::test]
 async fn every_response_has_a_request_id_and_errors_quote_it() {
     let app = start();
-    let r = send(&app.router, get("/health")).await;
+    let r = send(&app.router, admin_get("/health")).await;
     let id = r.headers["x-request-id"]
         .to_str()
         .expect("ascii")
         .to_string();
     assert!(!id.is_empty());
-    let r2 = send(&app.router, get("/health")).await;
+    let r2 = send(&app.router, admin_get("/health")).await;
     assert_ne!(r2.headers["x-request-id"], id.as_str(), "ids differ");
     let r = send(&app.router, get("/api/t/nope")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

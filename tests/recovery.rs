@@ -43,8 +43,12 @@ async fn restart_processes_the_backlog_exactly_once() {
     assert_eq!(a.processing, Processing::Done);
 
     // A second restart finds nothing to do.
-    app.worker.abort();
-    let dir = app.dir;
+    // (the first instance ends, releasing the database lock)
+    let TestApp {
+        dir, worker, lock, ..
+    } = app;
+    worker.abort();
+    drop(lock);
     let app = start_with(dir, cfg);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     for id in [done, accepted, interrupted] {

@@ -10,6 +10,7 @@
 pub mod migrations;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,7 +25,13 @@ use crate::ticket::{Analysis, Category, Event, EventKind, Priority, Status, Tick
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// The disk (or `--db-max-mb`) is full: writes fail until space is freed.
+    #[error("the database is full (disk or configured size limit): {0}")]
+    Full(rusqlite::Error),
+    /// The file cannot be written or read right now (I/O error, read-only).
+    #[error("the database cannot be used right now: {0}")]
+    Unavailable(rusqlite::Error),
     #[error("stored JSON is invalid: {0}")]
     Json(#[from] serde_json::Error),
     #[error("cannot create the database directory {path}: {source}")]
@@ -33,6 +40,13 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error(
+        "{path} is an empty (0-byte) file, not a database; restore it from a backup \
+         (smart-support backup) or remove it to start with an empty database"
+    )]
+    EmptyFile { path: String },
+    #[error("{path} is not a smart-support database (or it is damaged): {detail}")]
+    NotADatabase { path: String, detail: String },
+    #[error(
         "the database schema is version {found}, newer than this program supports ({supported})"
     )]
     SchemaTooNew { found: usize, supported: usize },
@@ -40,6 +54,43 @@ pub enum StoreError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    /// The same `Idempotency-Key` came with a different ticket.
+    #[error("this Idempotency-Key was already used for a different ticket")]
+    KeyReused,
+    #[error("backup failed: {0}")]
+    Backup(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DiskFull) => StoreError::Full(e),
+            Some(
+                C::SystemIoFailure
+                | C::ReadOnly
+                | C::CannotOpen
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::OutOfMemory,
+            ) => StoreError::Unavailable(e),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// A fault of the storage (full, I/O, corrupt), not of the request.
+    pub fn is_storage_fault(&self) -> bool {
+        match self {
+            StoreError::Full(_) | StoreError::Unavailable(_) => true,
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// How far the pipeline got with a ticket.
@@ -177,8 +228,42 @@ pub struct DashboardStats {
     pub average_rating: Option<f64>,
 }
 
+/// The last write's outcome, for `/health`.
+#[derive(Debug, Clone, Default)]
+pub struct WriteHealth {
+    /// The error of the most recent failed write, cleared by the next success.
+    pub failing: Option<String>,
+}
+
 pub struct Store {
-    conn: Mutex<Connection>,
+    path: std::path::PathBuf,
+    /// The one connection that writes (and reads, when there are no readers).
+    writer: Mutex<Connection>,
+    /// Read-only connections: WAL lets them read while the writer writes, so
+    /// polling, streams and dashboards never queue behind intake.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    write_health: Mutex<WriteHealth>,
+}
+
+/// The outcome of `Store::backup_to`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub path: String,
+    pub bytes: u64,
+    pub tickets: i64,
+    pub events: i64,
+    pub schema_version: usize,
+    pub integrity: String,
+}
+
+/// A stored ticket's id and token; `replayed` when an `Idempotency-Key`
+/// matched an earlier submission instead of creating a ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub id: i64,
+    pub token: String,
+    pub replayed: bool,
 }
 
 const TOKEN_PREFIX_LEN: usize = 8;
@@ -202,42 +287,188 @@ fn fts_query(q: &str) -> Option<String> {
 }
 
 impl Store {
-    /// Opens (creating when missing) the database file and migrates it.
+    /// Opens (creating when missing) the database file and migrates it, with
+    /// no extra read connections (what command-line tools use).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, migrations::LATEST, 0)
+    }
+
+    /// Opens for the service: `readers` read-only connections beside the writer.
+    pub fn open_service(path: &Path, readers: usize) -> Result<Store, StoreError> {
+        Self::open_with(path, migrations::LATEST, readers)
+    }
+
+    /// Opens at a given schema version; tests use it to check upgrades.
+    pub fn open_to(path: &Path, version: usize) -> Result<Store, StoreError> {
+        Self::open_with(path, version, 0)
+    }
+
+    fn open_with(path: &Path, version: usize, readers: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
                 path: dir.display().to_string(),
                 source,
             })?;
         }
-        Self::open_to(path, migrations::LATEST)
-    }
-
-    /// Opens at a given schema version; tests use it to check upgrades.
-    pub fn open_to(path: &Path, version: usize) -> Result<Store, StoreError> {
+        // SQLite would quietly start a new database in an empty file: a
+        // truncated database must be an error, never a fresh start.
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(StoreError::EmptyFile {
+                path: path.display().to_string(),
+            });
+        }
+        let not_a_db = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                StoreError::NotADatabase {
+                    path: path.display().to_string(),
+                    detail: e.to_string(),
+                }
+            }
+            _ => StoreError::from(e),
+        };
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(not_a_db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        migrations::migrate_to(&mut conn, version)?;
+        migrations::migrate_to(&mut conn, version).map_err(|e| match e {
+            StoreError::Sqlite(e) => not_a_db(e),
+            other => other,
+        })?;
+        let readers = (0..readers)
+            .map(|_| {
+                let r = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                r.busy_timeout(Duration::from_secs(10))?;
+                Ok(Mutex::new(r))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            writer: Mutex::new(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            write_health: Mutex::new(WriteHealth::default()),
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite itself consistent
         // (open transactions roll back on drop), so the poison is harmless.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection for reading: a free reader, else the next one in turn
+    /// (or the writer when there are none).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let n = self.readers.len();
+        if n == 0 {
+            return self.conn();
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(c) = self.readers[(start + i) % n].try_lock() {
+                return c;
+            }
+        }
+        self.readers[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a write and remembers whether writes currently fail.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = f(&mut self.conn());
+        let mut h = self.write_health.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(e) if e.is_storage_fault() => h.failing = Some(e.to_string()),
+            Ok(_) => h.failing = None,
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Holds the writer for `d` (calling `held` once it has it): tests use
+    /// it to show that reads do not queue behind a long write.
+    #[doc(hidden)]
+    pub fn hold_writer_for_test(&self, d: Duration, held: impl FnOnce()) {
+        let _guard = self.conn();
+        held();
+        std::thread::sleep(d);
+    }
+
+    /// Makes every write fail as on a read-only disk (SQLite's `query_only`)
+    /// until called with `false`: tests of the storage-fault paths use it.
+    #[doc(hidden)]
+    pub fn block_writes_for_test(&self, blocked: bool) -> Result<(), StoreError> {
+        self.conn().pragma_update(None, "query_only", blocked)?;
+        Ok(())
+    }
+
+    pub fn write_health(&self) -> WriteHealth {
+        self.write_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Proves the database can be written: a committed transaction that
+    /// needs room for 64 KiB (more than any one request stores; a full disk
+    /// or `--db-max-mb` makes it fail) and leaves nothing behind.
+    pub fn write_probe(&self) -> Result<(), StoreError> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO health_probe (filler) VALUES (zeroblob(65536))",
+                [],
+            )?;
+            tx.execute("DELETE FROM health_probe", [])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// SQLite's `quick_check`: `Ok(())` or the problems it found.
+    pub fn quick_check(&self) -> Result<(), String> {
+        let conn = self.conn();
+        let rows: Result<Vec<String>, _> = conn
+            .prepare("PRAGMA quick_check")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect());
+        match rows {
+            Ok(r) if r.len() == 1 && r[0] == "ok" => Ok(()),
+            Ok(r) => Err(r.into_iter().take(5).collect::<Vec<_>>().join("; ")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Caps the database at `mb` MiB: past it writes fail as on a full disk.
+    pub fn set_max_size_mb(&self, mb: u64) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = (mb as i64 * 1024 * 1024 / page.max(512)).max(1);
+        let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get(0)
+        })?;
+        Ok(())
     }
 
     pub fn schema_version(&self) -> Result<usize, StoreError> {
-        migrations::version(&self.conn())
+        migrations::version(&self.reader())
     }
 
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        self.reader().query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 
@@ -257,24 +488,74 @@ impl Store {
 
     /// Stores a new ticket (status Open) with its first event, in one transaction.
     pub fn create_ticket(&self, input: &TicketInput) -> Result<(i64, String), StoreError> {
+        let c = self.create_ticket_once(input, None)?;
+        Ok((c.id, c.token))
+    }
+
+    /// Like `create_ticket`, but a submission whose `key` was seen before
+    /// returns the ticket it created (the same id and token) instead of a new
+    /// one; the same key with a different subject or description is refused.
+    pub fn create_ticket_once(
+        &self,
+        input: &TicketInput,
+        key: Option<&str>,
+    ) -> Result<Created, StoreError> {
         let token = new_token();
         let now = clock::now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO tickets (token, token_prefix, subject, description, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            params![token, &token[..TOKEN_PREFIX_LEN], input.subject, input.description, Status::Open.as_str(), now],
-        )?;
-        let id = tx.last_insert_rowid();
-        Self::add_event(&tx, id, EventKind::Submitted, "", &now)?;
-        tx.commit()?;
-        Ok((id, token))
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(key) = key {
+                let seen = tx
+                    .query_row(
+                        "SELECT t.id, t.token, t.subject, t.description FROM idempotency_keys k
+                         JOIN tickets t ON t.id = k.ticket_id WHERE k.key = ?1",
+                        [key],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, String>(3)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                if let Some((id, token, subject, description)) = seen {
+                    if subject != input.subject || description != input.description {
+                        return Err(StoreError::KeyReused);
+                    }
+                    return Ok(Created {
+                        id,
+                        token,
+                        replayed: true,
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO tickets (token, token_prefix, subject, description, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![token, &token[..TOKEN_PREFIX_LEN], input.subject, input.description, Status::Open.as_str(), now],
+            )?;
+            let id = tx.last_insert_rowid();
+            Self::add_event(&tx, id, EventKind::Submitted, "", &now)?;
+            if let Some(key) = key {
+                tx.execute(
+                    "INSERT INTO idempotency_keys (key, ticket_id, created_at) VALUES (?1, ?2, ?3)",
+                    params![key, id, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Created {
+                id,
+                token: token.clone(),
+                replayed: false,
+            })
+        })
     }
 
     /// Accepted tickets, oldest first.
     pub fn pending(&self, limit: usize) -> Result<Vec<i64>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT id FROM tickets WHERE processing = 'accepted' ORDER BY id LIMIT ?1",
         )?;
@@ -286,7 +567,7 @@ impl Store {
 
     /// Tickets not yet done (accepted or being processed).
     pub fn backlog(&self) -> Result<i64, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.reader().query_row(
             "SELECT COUNT(*) FROM tickets WHERE processing != 'done'",
             [],
             |r| r.get(0),
@@ -295,40 +576,43 @@ impl Store {
 
     /// After a crash, tickets caught mid-pipeline have no stored result: run them again.
     pub fn requeue_interrupted(&self) -> Result<usize, StoreError> {
-        Ok(self.conn().execute(
-            "UPDATE tickets SET processing = 'accepted' WHERE processing = 'processing'",
-            [],
-        )?)
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE tickets SET processing = 'accepted' WHERE processing = 'processing'",
+                [],
+            )?)
+        })
     }
 
     /// Takes an accepted ticket for processing; `None` when another worker
     /// took it or it is already done. Moves an Open ticket to In Progress.
     pub fn claim(&self, id: i64) -> Result<Option<TicketInput>, StoreError> {
         let now = clock::now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
-            "UPDATE tickets SET processing = 'processing', pipeline_runs = pipeline_runs + 1,
-                 status = CASE status WHEN 'Open' THEN 'In Progress' ELSE status END, updated_at = ?2
-             WHERE id = ?1 AND processing = 'accepted'",
-            params![id, now],
-        )?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        let input = tx.query_row(
-            "SELECT subject, description FROM tickets WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(TicketInput {
-                    subject: r.get(0)?,
-                    description: r.get(1)?,
-                })
-            },
-        )?;
-        Self::add_event(&tx, id, EventKind::ProcessingStarted, "", &now)?;
-        tx.commit()?;
-        Ok(Some(input))
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE tickets SET processing = 'processing', pipeline_runs = pipeline_runs + 1,
+                     status = CASE status WHEN 'Open' THEN 'In Progress' ELSE status END, updated_at = ?2
+                 WHERE id = ?1 AND processing = 'accepted'",
+                params![id, now],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let input = tx.query_row(
+                "SELECT subject, description FROM tickets WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(TicketInput {
+                        subject: r.get(0)?,
+                        description: r.get(1)?,
+                    })
+                },
+            )?;
+            Self::add_event(&tx, id, EventKind::ProcessingStarted, "", &now)?;
+            tx.commit()?;
+            Ok(Some(input))
+        })
     }
 
     /// Stores the pipeline's whole result and the status it calls for, in one
@@ -336,103 +620,112 @@ impl Store {
     pub fn complete(&self, id: i64, analysis: &Analysis) -> Result<Status, StoreError> {
         let now = clock::now();
         let json = serde_json::to_string(analysis)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT status FROM tickets WHERE id = ?1 AND processing = 'processing'",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(current) = current else {
-            return Err(StoreError::Conflict(format!(
-                "ticket {id} is not being processed"
-            )));
-        };
-        let status = if current == Status::Resolved.as_str() {
-            Status::Resolved
-        } else {
-            analysis.status
-        };
-        tx.execute(
-            "UPDATE tickets SET processing = 'done', analysis = ?2, category = ?3, priority = ?4,
-                 sentiment = ?5, risk = ?6, status = ?7, updated_at = ?8
-             WHERE id = ?1",
-            params![
-                id,
-                json,
-                analysis.category.as_str(),
-                analysis.priority.as_str(),
-                analysis.sentiment.as_str(),
-                analysis.risk.as_str(),
-                status.as_str(),
-                now
-            ],
-        )?;
-        let detail = format!("{} · {} priority", analysis.category, analysis.priority);
-        Self::add_event(&tx, id, EventKind::AiCompleted, &detail, &now)?;
-        if let Some(e) = &analysis.escalation {
-            Self::add_event(&tx, id, EventKind::Escalated, &e.reasons.join("; "), &now)?;
-        }
-        if analysis.status == Status::Resolved && current != Status::Resolved.as_str() {
-            Self::add_event(&tx, id, EventKind::Resolved, "by the AI assistant", &now)?;
-        }
-        tx.commit()?;
-        Ok(status)
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM tickets WHERE id = ?1 AND processing = 'processing'",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(current) = current else {
+                return Err(StoreError::Conflict(format!(
+                    "ticket {id} is not being processed"
+                )));
+            };
+            let status = if current == Status::Resolved.as_str() {
+                Status::Resolved
+            } else {
+                analysis.status
+            };
+            tx.execute(
+                "UPDATE tickets SET processing = 'done', analysis = ?2, category = ?3, priority = ?4,
+                     sentiment = ?5, risk = ?6, status = ?7, updated_at = ?8
+                 WHERE id = ?1",
+                params![
+                    id,
+                    json,
+                    analysis.category.as_str(),
+                    analysis.priority.as_str(),
+                    analysis.sentiment.as_str(),
+                    analysis.risk.as_str(),
+                    status.as_str(),
+                    now
+                ],
+            )?;
+            let detail = format!("{} · {} priority", analysis.category, analysis.priority);
+            Self::add_event(&tx, id, EventKind::AiCompleted, &detail, &now)?;
+            if let Some(e) = &analysis.escalation {
+                Self::add_event(&tx, id, EventKind::Escalated, &e.reasons.join("; "), &now)?;
+            }
+            if analysis.status == Status::Resolved && current != Status::Resolved.as_str() {
+                Self::add_event(&tx, id, EventKind::Resolved, "by the AI assistant", &now)?;
+            }
+            tx.commit()?;
+            Ok(status)
+        })
     }
 
     /// Marks a ticket resolved by a person. Resolving twice is a no-op.
     pub fn resolve(&self, id: i64, by: &str) -> Result<(), StoreError> {
         let now = clock::now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let status: Option<String> = tx
-            .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match status {
-            None => return Err(StoreError::NotFound),
-            Some(s) if s == Status::Resolved.as_str() => return Ok(()),
-            Some(_) => {}
-        }
-        tx.execute(
-            "UPDATE tickets SET status = 'Resolved', updated_at = ?2 WHERE id = ?1",
-            params![id, now],
-        )?;
-        Self::add_event(&tx, id, EventKind::Resolved, by, &now)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let status: Option<String> = tx
+                .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match status {
+                None => return Err(StoreError::NotFound),
+                Some(s) if s == Status::Resolved.as_str() => return Ok(()),
+                Some(_) => {}
+            }
+            tx.execute(
+                "UPDATE tickets SET status = 'Resolved', updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            Self::add_event(&tx, id, EventKind::Resolved, by, &now)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Stores the customer's rating (a later one replaces it). Only a resolved
     /// ticket can be rated.
     pub fn rate(&self, id: i64, stars: u8, comment: Option<&str>) -> Result<(), StoreError> {
         let now = clock::now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let status: Option<String> = tx
-            .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match status {
-            None => return Err(StoreError::NotFound),
-            Some(s) if s != Status::Resolved.as_str() => {
-                return Err(StoreError::Conflict(
-                    "only a resolved ticket can be rated".into(),
-                ));
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let status: Option<String> = tx
+                .query_row("SELECT status FROM tickets WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match status {
+                None => return Err(StoreError::NotFound),
+                Some(s) if s != Status::Resolved.as_str() => {
+                    return Err(StoreError::Conflict(
+                        "only a resolved ticket can be rated".into(),
+                    ));
+                }
+                Some(_) => {}
             }
-            Some(_) => {}
-        }
-        tx.execute(
-            "UPDATE tickets SET rating = ?2, rating_comment = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, stars, comment, now],
-        )?;
-        Self::add_event(&tx, id, EventKind::Rated, &format!("{stars} stars"), &now)?;
-        tx.commit()?;
-        Ok(())
+            tx.execute(
+                "UPDATE tickets SET rating = ?2, rating_comment = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, stars, comment, now],
+            )?;
+            // A new rating replaces the old one, in the history too: re-rating
+            // must not grow the event log.
+            tx.execute(
+                "DELETE FROM events WHERE ticket_id = ?1 AND kind = 'rated'",
+                [id],
+            )?;
+            Self::add_event(&tx, id, EventKind::Rated, &format!("{stars} stars"), &now)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// The ticket whose secret token this is. The index narrows candidates by
@@ -441,7 +734,7 @@ impl Store {
         if token.len() < TOKEN_PREFIX_LEN || !token.is_ascii() {
             return Ok(None);
         }
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare_cached("SELECT id, token FROM tickets WHERE token_prefix = ?1")?;
         let rows = stmt.query_map([&token[..TOKEN_PREFIX_LEN]], |r| {
@@ -458,7 +751,7 @@ impl Store {
     }
 
     pub fn get(&self, id: i64) -> Result<TicketRecord, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let row = conn
             .query_row(
                 "SELECT id, token, subject, description, status, processing, pipeline_runs, analysis,
@@ -523,7 +816,7 @@ impl Store {
 
     /// What polling needs, without reading the ticket's text or AI result.
     pub fn status(&self, id: i64) -> Result<TicketStatus, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let row = conn
             .query_row(
                 "SELECT status, processing, updated_at FROM tickets WHERE id = ?1",
@@ -574,7 +867,7 @@ impl Store {
         } else {
             format!("WHERE {}", filters.join(" AND "))
         };
-        let conn = self.conn();
+        let conn = self.reader();
         let total: i64 = conn.query_row(
             &format!("SELECT COUNT(*) FROM tickets t {where_sql}"),
             rusqlite::params_from_iter(args.iter()),
@@ -610,7 +903,7 @@ impl Store {
 
     /// How many tickets have each status (every status listed, zeros included).
     pub fn status_counts(&self) -> Result<Vec<(Status, i64)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare_cached("SELECT status, COUNT(*) FROM tickets GROUP BY status")?;
         let found: Vec<(String, i64)> = stmt
@@ -633,7 +926,7 @@ impl Store {
     /// Figures for the dashboard charts; `since` is the first day (YYYY-MM-DD)
     /// of the daily series.
     pub fn dashboard(&self, since: &str) -> Result<DashboardStats, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let group = |col: &str| -> Result<Vec<(String, i64)>, StoreError> {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {col}, COUNT(*) FROM tickets WHERE {col} IS NOT NULL GROUP BY {col}"
@@ -676,7 +969,7 @@ impl Store {
 
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
                 r.get(0)
             })
@@ -684,12 +977,135 @@ impl Store {
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO settings (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Puts a ticket that is being processed back in the queue (shutdown
+    /// deadline, or a result that could not be stored before it).
+    pub fn release(&self, id: i64) -> Result<bool, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE tickets SET processing = 'accepted' WHERE id = ?1 AND processing = 'processing'",
+                [id],
+            )? > 0)
+        })
+    }
+
+    /// Forgets idempotency keys older than `cutoff` (an RFC 3339 time).
+    pub fn prune_idempotency_keys(&self, cutoff: &str) -> Result<usize, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                [cutoff],
+            )?)
+        })
+    }
+
+    /// Deletes or anonymises tickets resolved before `cutoff` (RFC 3339).
+    /// Anonymising removes the customer's words and the AI's answer, voids
+    /// the tracking link and keeps category, priority, dates and stars.
+    pub fn apply_retention(
+        &self,
+        cutoff: &str,
+        mode: crate::config::RetentionMode,
+    ) -> Result<usize, StoreError> {
+        let now = clock::now();
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ids: Vec<i64> = tx
+                .prepare(
+                    "SELECT id FROM tickets WHERE status = 'Resolved' AND updated_at < ?1
+                     AND anonymised_at IS NULL",
+                )?
+                .query_map([cutoff], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                match mode {
+                    crate::config::RetentionMode::Delete => {
+                        tx.execute("DELETE FROM tickets WHERE id = ?1", [id])?;
+                    }
+                    crate::config::RetentionMode::Anonymise => {
+                        let token = new_token();
+                        tx.execute(
+                            "UPDATE tickets SET subject = '[removed]', description = '[removed]',
+                                 rating_comment = NULL, analysis = NULL, token = ?2,
+                                 token_prefix = ?3, anonymised_at = ?4
+                             WHERE id = ?1",
+                            params![id, token, &token[..TOKEN_PREFIX_LEN], now],
+                        )?;
+                        tx.execute("UPDATE events SET detail = '' WHERE ticket_id = ?1", [id])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(ids.len())
+        })
+    }
+
+    /// A consistent copy of the live database in `to` (SQLite's `VACUUM
+    /// INTO`, one read transaction), checked with `integrity_check` before it
+    /// is moved into place. An existing `to` is never overwritten.
+    pub fn backup_to(&self, to: &Path) -> Result<BackupReport, StoreError> {
+        backup(&self.reader(), to)
+    }
+}
+
+/// Backs up the database behind `conn` into `to`; see [`Store::backup_to`].
+pub fn backup(conn: &Connection, to: &Path) -> Result<BackupReport, StoreError> {
+    let fail = |m: String| StoreError::Backup(m);
+    if to.exists() {
+        return Err(fail(format!("{} exists; choose a new file", to.display())));
+    }
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let partial = to.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let partial_str = partial
+        .to_str()
+        .ok_or_else(|| fail("the backup path must be valid UTF-8".into()))?;
+    conn.execute("VACUUM INTO ?1", [partial_str])?;
+    let check = (|| -> Result<BackupReport, StoreError> {
+        let copy =
+            Connection::open_with_flags(&partial, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let integrity: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if integrity != "ok" {
+            return Err(fail(format!(
+                "the copy failed its integrity check: {integrity}"
+            )));
+        }
+        let (tickets, events) = copy.query_row(
+            "SELECT (SELECT COUNT(*) FROM tickets), (SELECT COUNT(*) FROM events)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        Ok(())
+        Ok(BackupReport {
+            path: to.display().to_string(),
+            bytes: std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0),
+            tickets,
+            events,
+            schema_version: migrations::version(&copy)?,
+            integrity,
+        })
+    })();
+    match check {
+        Ok(report) => {
+            std::fs::rename(&partial, to)
+                .map_err(|e| fail(format!("cannot move the copy into place: {e}")))?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
     }
 }
 

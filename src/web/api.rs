@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +16,9 @@ use super::error::ApiError;
 use super::view::{status_json, ticket_json, tracking_url};
 use super::{ApiJson, SharedState};
 use crate::config::ServeConfig;
-use crate::store::{ListQuery, Sort};
+use crate::guard::ClientIp;
+use crate::store::{Created, ListQuery, Sort};
+use crate::text::{self, Lines};
 use crate::ticket::{EventKind, TicketInput};
 
 #[derive(Debug, Deserialize)]
@@ -26,57 +28,108 @@ pub struct NewTicket {
     pub description: String,
 }
 
-/// Trims and checks a submission against the configured limits.
+/// Trims and checks a submission against the configured limits and the
+/// text rules every free-text field follows ([`crate::text`]).
 pub fn validate(
     cfg: &ServeConfig,
     subject: &str,
     description: &str,
 ) -> Result<TicketInput, ApiError> {
-    let subject = subject.trim();
-    let description = description.trim();
-    let check = |name: &str, value: &str, max: usize| {
-        let n = value.chars().count();
-        if n == 0 {
-            Err(ApiError::invalid(format!("{name} must not be empty")))
-        } else if n > max {
-            Err(ApiError::invalid(format!(
-                "{name} is {n} characters long; the limit is {max}"
-            )))
-        } else if value
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-        {
-            Err(ApiError::invalid(format!(
-                "{name} contains control characters"
-            )))
-        } else {
-            Ok(())
-        }
-    };
-    check("subject", subject, cfg.max_subject_chars)?;
-    check("description", description, cfg.max_description_chars)?;
     Ok(TicketInput {
-        subject: subject.to_string(),
-        description: description.to_string(),
+        subject: text::clean("subject", subject, cfg.max_subject_chars, Lines::One)?,
+        description: text::clean(
+            "description",
+            description,
+            cfg.max_description_chars,
+            Lines::Many,
+        )?,
     })
 }
 
-/// Stores the ticket, wakes the worker, and answers with its id and token.
-pub async fn intake(state: &SharedState, input: TicketInput) -> Result<(i64, String), ApiError> {
-    let (id, token) = state.db(move |s| s.create_ticket(&input)).await?;
-    tracing::info!(ticket = id, "ticket accepted");
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// The `Idempotency-Key` header: 1–200 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let ok = !v.is_empty()
+        && v.len() <= MAX_IDEMPOTENCY_KEY
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+    match v.to_str() {
+        Ok(k) if ok => Ok(Some(k.to_string())),
+        _ => Err(ApiError::bad_request(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))),
+    }
+}
+
+/// Intake limits: per client address and for everyone together.
+pub fn check_intake_limits(state: &SharedState, client: ClientIp) -> Result<(), ApiError> {
+    let refuse = |what: &'static str, secs: u64| {
+        metrics::counter!("rate_limited_total", "what" => what).increment(1);
+        tracing::warn!(limit = what, "ticket intake rate-limited");
+        ApiError::rate_limited(
+            secs,
+            format!(
+                "too many tickets were submitted in a short time; please try again in {secs} seconds"
+            ),
+        )
+    };
+    state
+        .intake_by_addr
+        .check(&client.key())
+        .map_err(|s| refuse("intake_per_address", s))?;
+    state
+        .intake_all
+        .check("all")
+        .map_err(|s| refuse("intake_total", s))
+}
+
+/// Customers' other writes (resolve, rating), per address.
+pub fn check_write_limit(state: &SharedState, client: ClientIp) -> Result<(), ApiError> {
+    state.writes_by_addr.check(&client.key()).map_err(|secs| {
+        metrics::counter!("rate_limited_total", "what" => "customer_writes").increment(1);
+        ApiError::rate_limited(
+            secs,
+            format!("too many changes in a short time; please try again in {secs} seconds"),
+        )
+    })
+}
+
+/// Stores the ticket (or finds the one this idempotency key made), wakes
+/// the worker, and answers with its id and token.
+pub async fn intake(
+    state: &SharedState,
+    input: TicketInput,
+    key: Option<String>,
+) -> Result<Created, ApiError> {
+    let created = state
+        .db(move |s| s.create_ticket_once(&input, key.as_deref()))
+        .await?;
+    if created.replayed {
+        tracing::info!(
+            ticket = created.id,
+            "repeated submission answered with its ticket"
+        );
+        return Ok(created);
+    }
+    tracing::info!(ticket = created.id, "ticket accepted");
     crate::observe::record_intake();
     state.worker.publish(crate::worker::TicketUpdate {
-        id,
+        id: created.id,
         kind: EventKind::Submitted,
         status: crate::ticket::Status::Open,
     });
     state.worker.notify_new_ticket();
-    Ok((id, token))
+    Ok(created)
 }
 
 pub async fn create_ticket(
     State(state): State<SharedState>,
+    client: ClientIp,
+    headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
     ApiJson(body): ApiJson<NewTicket>,
 ) -> Result<Response, ApiError> {
@@ -90,14 +143,17 @@ pub async fn create_ticket(
         }
     };
     let input = validate(&state.config, &body.subject, &body.description)?;
+    let key = idempotency_key(&headers)?;
+    check_intake_limits(&state, client)?;
     // Listen before storing, so the completion cannot slip past.
     let mut updates = state.worker.updates.subscribe();
-    let (id, token) = intake(&state, input).await?;
+    let Created { id, token, .. } = intake(&state, input, key).await?;
     let url = tracking_url(&state.config.public_url(), &token);
     if !wait {
+        let status = state.db(move |s| s.status(id)).await?.status;
         return Ok((
             StatusCode::ACCEPTED,
-            axum::Json(json!({"id": id, "token": token, "tracking_url": url, "status": "Open"})),
+            axum::Json(json!({"id": id, "token": token, "tracking_url": url, "status": status})),
         )
             .into_response());
     }
@@ -173,9 +229,11 @@ pub async fn resolve(state: &SharedState, id: i64, by: &'static str) -> Result<(
 
 pub async fn customer_resolve(
     State(state): State<SharedState>,
+    client: ClientIp,
     Path(token): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = id_for_token(&state, token).await?;
+    check_write_limit(&state, client)?;
     resolve(&state, id, "by the customer").await?;
     let rec = state.db(move |s| s.get(id)).await?;
     Ok(axum::Json(ticket_json(
@@ -193,7 +251,11 @@ pub struct NewRating {
     pub comment: Option<String>,
 }
 
-/// Checks a rating: 1–5 stars, an optional comment of at most 2000 characters.
+/// Longest rating comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+
+/// Checks a rating: 1–5 stars, an optional comment (the text rules, at most
+/// 2000 characters; blank means none).
 pub fn validate_rating(
     stars: i64,
     comment: Option<String>,
@@ -204,11 +266,9 @@ pub fn validate_rating(
         )));
     }
     let comment = comment
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty());
-    if comment.as_ref().is_some_and(|c| c.chars().count() > 2000) {
-        return Err(ApiError::invalid("comment is longer than 2000 characters"));
-    }
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| text::clean("comment", &c, MAX_COMMENT_CHARS, Lines::Many))
+        .transpose()?;
     Ok((stars as u8, comment))
 }
 
@@ -231,11 +291,13 @@ pub async fn rate(
 
 pub async fn customer_rating(
     State(state): State<SharedState>,
+    client: ClientIp,
     Path(token): Path<String>,
     ApiJson(body): ApiJson<NewRating>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = id_for_token(&state, token).await?;
     let (stars, comment) = validate_rating(body.stars, body.comment)?;
+    check_write_limit(&state, client)?;
     rate(&state, id, stars, comment).await?;
     let rec = state.db(move |s| s.get(id)).await?;
     Ok(axum::Json(ticket_json(
@@ -350,14 +412,13 @@ pub async fn classify(
             "no zero-shot model is loaded (start the service with --nli-model)",
         ));
     };
-    let text = body.text.trim();
-    let n = text.chars().count();
-    if n == 0 || n > state.config.max_description_chars {
-        return Err(ApiError::invalid(format!(
-            "text must have 1 to {} characters",
-            state.config.max_description_chars
-        )));
-    }
+    let text = text::clean(
+        "text",
+        &body.text,
+        state.config.max_description_chars,
+        Lines::Many,
+    )?;
+    let text = text.as_str();
     let labels = body.labels.unwrap_or_else(|| {
         crate::ticket::Category::ALL
             .iter()
@@ -385,35 +446,11 @@ pub async fn classify(
     }
 }
 
-pub async fn health(State(state): State<SharedState>) -> Response {
-    let db = state
-        .db(|s| Ok((s.ping()?, s.schema_version()?, s.backlog()?)))
-        .await;
-    let (db_ok, version, backlog, db_error) = match db {
-        Ok(((), v, b)) => (true, Some(v), Some(b), None),
-        Err(e) => (false, None, None, Some(e.message)),
-    };
-    let e = &state.engines;
-    let status = if !db_ok {
-        "error"
-    } else if e.banner().is_some() {
-        "degraded"
-    } else {
-        "ok"
-    };
-    let body = json!({
-        "status": status,
-        "banner": e.banner(),
-        "db": {"ok": db_ok, "schema_version": version, "error": db_error},
-        "engines": e,
-        "worker": {"backlog": backlog, "concurrency": state.config.workers},
-        "queues": state.nli.iter().map(|n| n.queue()).chain(state.generator.iter().map(|g| g.snapshot().queue)).collect::<Vec<_>>(),
-        "generator": state.generator.as_ref().map(|g| g.snapshot()),
-    });
-    let code = if db_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(body)).into_response()
+/// 405 with the JSON error body every other API error has.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed here",
+    )
 }

@@ -1,21 +1,22 @@
 //! Admin authentication: an argon2-hashed password (no default), server-side
 //! sessions in HttpOnly SameSite=Strict cookies with a CSRF token each, an
-//! optional bearer token for API clients, and a login rate limit.
+//! optional bearer token for API clients (at least 32 characters). Guesses at
+//! either are throttled by [`crate::guard::LoginGuard`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, Method, header};
 use rand::RngExt;
 use subtle::ConstantTimeEq;
 
 use super::SharedState;
 use super::error::ApiError;
+use crate::guard::{ClientIp, Refusal};
 
 pub const SESSION_COOKIE: &str = "ss_session";
 pub const LOGIN_CSRF_COOKIE: &str = "ss_login_csrf";
@@ -102,53 +103,6 @@ impl Sessions {
     }
 }
 
-/// Failed logins per client address inside a sliding window.
-pub struct LoginLimiter {
-    max_failures: usize,
-    window: Duration,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
-}
-
-impl LoginLimiter {
-    pub fn new(max_failures: usize, window: Duration) -> Self {
-        LoginLimiter {
-            max_failures,
-            window,
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Seconds until the client may try again, when it is blocked now.
-    pub fn blocked_for(&self, client: &str) -> Option<u64> {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let list = map.entry(client.to_string()).or_default();
-        list.retain(|t| now.duration_since(*t) < self.window);
-        if list.len() >= self.max_failures {
-            let oldest = list.first().copied().unwrap_or(now);
-            Some(
-                (self.window.saturating_sub(now.duration_since(oldest)))
-                    .as_secs()
-                    .max(1),
-            )
-        } else {
-            None
-        }
-    }
-
-    pub fn record_failure(&self, client: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(client.to_string())
-            .or_default()
-            .push(Instant::now());
-    }
-
-    pub fn clear(&self, client: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(client);
-    }
-}
-
 pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -169,22 +123,6 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -
         c.push_str("; Secure");
     }
     c
-}
-
-/// The client's address, for rate limiting ("local" when unknown, as in tests).
-pub struct ClientAddr(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "local".to_string(), |c| c.0.ip().to_string()),
-        ))
-    }
 }
 
 /// A signed-in admin seen by a page handler.
@@ -214,9 +152,87 @@ impl FromRequestParts<SharedState> for MaybeAdmin {
     }
 }
 
-/// API extractor: a bearer token equal to `SMART_SUPPORT_ADMIN_TOKEN`, or an
-/// admin session cookie (whose state-changing requests must also carry the
-/// session's CSRF token in `X-CSRF-Token`).
+/// The account name guesses at the bearer token are counted under.
+pub const TOKEN_ACCOUNT: &str = "api-token";
+/// The account name guesses at the admin password are counted under.
+pub const ADMIN_ACCOUNT: &str = "admin";
+/// Shortest accepted `SMART_SUPPORT_ADMIN_TOKEN`.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// Whether the request carries staff credentials (a bearer token or a session cookie).
+pub fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || cookie(headers, SESSION_COOKIE).is_some()
+}
+
+/// Turns a throttle refusal into 429/503 with `Retry-After`.
+pub fn refusal_error(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Throttled { retry_after } => ApiError::rate_limited(
+            retry_after,
+            format!("too many failed sign-in attempts; try again in {retry_after} s"),
+        ),
+        Refusal::Busy { retry_after } => ApiError::unavailable(
+            "busy",
+            retry_after,
+            "too many sign-ins at once; try again shortly",
+        ),
+    }
+}
+
+/// Staff authentication for the API: a bearer token equal to
+/// `SMART_SUPPORT_ADMIN_TOKEN` (wrong ones are throttled like passwords), or
+/// an admin session cookie (whose state-changing requests must also carry
+/// the session's CSRF token in `X-CSRF-Token`).
+pub async fn check_admin(
+    state: &SharedState,
+    headers: &HeaderMap,
+    method: &Method,
+    client: ClientIp,
+) -> Result<(), ApiError> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let addr = client.key();
+        state
+            .login
+            .check(&addr, TOKEN_ACCOUNT)
+            .map_err(refusal_error)?;
+        let expected = state
+            .config
+            .admin_token
+            .as_deref()
+            .filter(|t| !t.is_empty());
+        let given = auth.to_str().ok().and_then(|a| a.strip_prefix("Bearer "));
+        return match (given, expected) {
+            (Some(given), Some(expected)) if ct_eq(given.trim(), expected) => {
+                state.login.forgive(&addr);
+                Ok(())
+            }
+            _ => {
+                state.login.record_failure(&addr, TOKEN_ACCOUNT);
+                metrics::counter!("auth_failures_total", "kind" => "token").increment(1);
+                Err(ApiError::unauthorized())
+            }
+        };
+    }
+    let session = cookie(headers, SESSION_COOKIE)
+        .and_then(|id| state.sessions.get(&id))
+        .ok_or_else(ApiError::unauthorized)?;
+    if method != Method::GET && method != Method::HEAD {
+        let given = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct_eq(given, &session.csrf) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "csrf",
+                "missing or wrong X-CSRF-Token header",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// API extractor for staff routes; see [`check_admin`].
 pub struct AdminApi;
 
 impl FromRequestParts<SharedState> for AdminApi {
@@ -226,38 +242,8 @@ impl FromRequestParts<SharedState> for AdminApi {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(auth) = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            let expected = state
-                .config
-                .admin_token
-                .as_deref()
-                .filter(|t| !t.is_empty());
-            return match (auth.strip_prefix("Bearer "), expected) {
-                (Some(given), Some(expected)) if ct_eq(given.trim(), expected) => Ok(AdminApi),
-                _ => Err(ApiError::unauthorized()),
-            };
-        }
-        let session = cookie(&parts.headers, SESSION_COOKIE)
-            .and_then(|id| state.sessions.get(&id))
-            .ok_or_else(ApiError::unauthorized)?;
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            let given = parts
-                .headers
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !ct_eq(given, &session.csrf) {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::FORBIDDEN,
-                    "csrf",
-                    "missing or wrong X-CSRF-Token header",
-                ));
-            }
-        }
+        let Ok(client) = ClientIp::from_request_parts(parts, state).await;
+        check_admin(state, &parts.headers, &parts.method, client).await?;
         Ok(AdminApi)
     }
 }
@@ -274,17 +260,5 @@ mod tests {
         assert!(verify_password("correct horse battery", &h));
         assert!(!verify_password("correct horse batterY", &h));
         assert!(!verify_password("x", "not a hash"));
-    }
-
-    #[test]
-    fn limiter_blocks_after_max_failures() {
-        let l = LoginLimiter::new(2, Duration::from_secs(60));
-        assert_eq!(l.blocked_for("a"), None);
-        l.record_failure("a");
-        l.record_failure("a");
-        assert!(l.blocked_for("a").is_some_and(|s| s <= 60));
-        assert_eq!(l.blocked_for("b"), None);
-        l.clear("a");
-        assert_eq!(l.blocked_for("a"), None);
     }
 }

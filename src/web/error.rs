@@ -53,6 +53,28 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(retry_after: u64, message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(code: &'static str, retry_after: u64, message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+}
+
+impl From<crate::text::TextError> for ApiError {
+    fn from(e: crate::text::TextError) -> Self {
+        ApiError::invalid(e.to_string())
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -60,6 +82,27 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("ticket"),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            e @ StoreError::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
+            e @ StoreError::Full(_) => {
+                tracing::error!(error = %e, "store full");
+                ApiError::unavailable(
+                    "storage_full",
+                    30,
+                    "the service cannot store anything right now (storage full); nothing was saved, try again later",
+                )
+            }
+            e if e.is_storage_fault() => {
+                tracing::error!(error = %e, "store unavailable");
+                ApiError::unavailable(
+                    "storage_unavailable",
+                    5,
+                    "the ticket store is unavailable right now; nothing was saved, try again shortly",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal("the ticket store failed; try again")

@@ -6,8 +6,15 @@
 //! reconnects — with or without `Last-Event-ID` — never misses an update. A
 //! stream holds one broadcast receiver and nothing else; when the client goes
 //! away axum drops the stream and the receiver with it.
+//!
+//! Streams are capped, in total and per ticket ([`StreamSlots`]): past a cap
+//! the request gets 503 with `Retry-After` (the pages fall back to polling).
+//! On shutdown every stream sends a final `shutdown` event and ends, so open
+//! trackers never hold the process up.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -21,6 +28,7 @@ use super::api::id_for_token;
 use super::auth::AdminApi;
 use super::error::ApiError;
 use super::view::status_json;
+use crate::shutdown::Shutdown;
 use crate::worker::TicketUpdate;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -40,12 +48,125 @@ async fn ticket_state(state: &SharedState, id: i64) -> Option<Value> {
         .map(|st| status_json(&st))
 }
 
+/// Counts open streams; a [`StreamSlot`] gives its place back when dropped.
+pub struct StreamSlots {
+    max_total: usize,
+    max_per_ticket: usize,
+    inner: Arc<Mutex<SlotCounts>>,
+}
+
+#[derive(Default)]
+struct SlotCounts {
+    total: usize,
+    per_ticket: HashMap<i64, usize>,
+}
+
+pub struct StreamSlot {
+    ticket: Option<i64>,
+    inner: Arc<Mutex<SlotCounts>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(id) = self.ticket
+            && let Some(n) = c.per_ticket.get_mut(&id)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_ticket.remove(&id);
+            }
+        }
+    }
+}
+
+impl StreamSlots {
+    pub fn new(max_total: usize, max_per_ticket: usize) -> Self {
+        StreamSlots {
+            max_total,
+            max_per_ticket,
+            inner: Arc::default(),
+        }
+    }
+
+    /// A place for one more stream (on `ticket`, for a tracker), or 503.
+    pub fn acquire(&self, ticket: Option<i64>) -> Result<StreamSlot, ApiError> {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let refuse = |reason: &'static str, message: &str| {
+            metrics::counter!("sse_streams_rejected_total", "reason" => reason).increment(1);
+            tracing::warn!(reason, "live stream refused");
+            Err(ApiError::unavailable("too_many_streams", 10, message))
+        };
+        if c.total >= self.max_total {
+            return refuse(
+                "total",
+                "too many live streams are open; the page updates by polling instead",
+            );
+        }
+        if let Some(id) = ticket
+            && c.per_ticket.get(&id).copied().unwrap_or(0) >= self.max_per_ticket
+        {
+            return refuse(
+                "per_ticket",
+                "too many live streams are open on this ticket; close other tabs or reload later",
+            );
+        }
+        c.total += 1;
+        if let Some(id) = ticket {
+            *c.per_ticket.entry(id).or_insert(0) += 1;
+        }
+        Ok(StreamSlot {
+            ticket,
+            inner: self.inner.clone(),
+        })
+    }
+
+    pub fn snapshot(&self) -> Value {
+        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        json!({"open": c.total, "max": self.max_total, "max_per_ticket": self.max_per_ticket})
+    }
+}
+
+/// What a stream does next.
+enum Next<T> {
+    Update(T),
+    Lagged(u64),
+    Shutdown,
+    Closed,
+}
+
+/// The next broadcast update, or the shutdown.
+async fn next_update(
+    rx: &mut broadcast::Receiver<TicketUpdate>,
+    shutdown: &Shutdown,
+) -> Next<TicketUpdate> {
+    tokio::select! {
+        r = rx.recv() => match r {
+            Ok(u) => Next::Update(u),
+            Err(RecvError::Lagged(n)) => Next::Lagged(n),
+            Err(RecvError::Closed) => Next::Closed,
+        },
+        _ = shutdown.wait() => Next::Shutdown,
+    }
+}
+
+fn shutdown_event(seq: u64) -> Event {
+    event(
+        "shutdown",
+        seq,
+        &json!({"message": "the service is restarting; this page reconnects by itself"}),
+    )
+}
+
 struct TicketStream {
     state: SharedState,
     id: i64,
     rx: broadcast::Receiver<TicketUpdate>,
     seq: u64,
     first: bool,
+    done: bool,
+    _slot: StreamSlot,
 }
 
 /// `GET /api/t/{token}/events`: `status` events for one ticket.
@@ -54,6 +175,7 @@ pub async fn customer_events(
     Path(token): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = id_for_token(&state, token).await?;
+    let slot = state.streams.acquire(Some(id))?;
     // Subscribe before the snapshot so nothing falls between the two.
     let rx = state.worker.updates.subscribe();
     let init = TicketStream {
@@ -62,18 +184,28 @@ pub async fn customer_events(
         rx,
         seq: 0,
         first: true,
+        done: false,
+        _slot: slot,
     };
     let s = stream::unfold(init, |mut st| async move {
+        if st.done {
+            return None;
+        }
         if st.first {
             st.first = false;
         } else {
             loop {
-                match st.rx.recv().await {
-                    Ok(u) if u.id == st.id => break,
-                    Ok(_) => continue,
+                match next_update(&mut st.rx, &st.state.shutdown).await {
+                    Next::Update(u) if u.id == st.id => break,
+                    Next::Update(_) => continue,
                     // Fell behind: the next snapshot covers what was missed.
-                    Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => return None,
+                    Next::Lagged(_) => break,
+                    Next::Shutdown => {
+                        st.done = true;
+                        st.seq += 1;
+                        return Some((Ok(shutdown_event(st.seq)), st));
+                    }
+                    Next::Closed => return None,
                 }
             }
         }
@@ -89,6 +221,8 @@ struct AdminStream {
     rx: broadcast::Receiver<TicketUpdate>,
     seq: u64,
     first: bool,
+    done: bool,
+    _slot: StreamSlot,
 }
 
 async fn counts(state: &SharedState) -> Value {
@@ -103,31 +237,42 @@ async fn counts(state: &SharedState) -> Value {
 pub async fn admin_events(
     _: AdminApi,
     State(state): State<SharedState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let slot = state.streams.acquire(None)?;
     let rx = state.worker.updates.subscribe();
     let init = AdminStream {
         state,
         rx,
         seq: 0,
         first: true,
+        done: false,
+        _slot: slot,
     };
     let s = stream::unfold(init, |mut st| async move {
+        if st.done {
+            return None;
+        }
         let (name, mut data) = if st.first {
             st.first = false;
             ("hello", json!({}))
         } else {
-            match st.rx.recv().await {
-                Ok(u) => (
+            match next_update(&mut st.rx, &st.state.shutdown).await {
+                Next::Update(u) => (
                     "ticket",
                     json!({"id": u.id, "kind": u.kind, "status": u.status}),
                 ),
-                Err(RecvError::Lagged(n)) => ("resync", json!({"missed": n})),
-                Err(RecvError::Closed) => return None,
+                Next::Lagged(n) => ("resync", json!({"missed": n})),
+                Next::Shutdown => {
+                    st.done = true;
+                    st.seq += 1;
+                    return Some((Ok(shutdown_event(st.seq)), st));
+                }
+                Next::Closed => return None,
             }
         };
         data["counts"] = counts(&st.state).await;
         st.seq += 1;
         Some((Ok(event(name, st.seq, &data)), st))
     });
-    Sse::new(s).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }

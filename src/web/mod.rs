@@ -5,13 +5,14 @@ pub mod assets;
 pub mod auth;
 pub mod charts;
 pub mod error;
+pub mod health;
 pub mod live;
 pub mod pages;
+pub mod server;
 pub mod telemetry;
 pub mod view;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
@@ -19,17 +20,21 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use std::time::Duration;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::ServeConfig;
+use crate::guard::{KeyedLimiter, LoginGuard, LoginLimits, TrustedProxies};
 use crate::inference::generator::GeneratorService;
 use crate::inference::nli::ZeroShotClassifier;
 use crate::pipeline::Pipeline;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::worker::WorkerHandle;
 use assets::{Assets, Templates};
-use auth::{LoginLimiter, Sessions};
+use auth::Sessions;
 use error::ApiError;
 
 /// Which engines the agents run on, and why models are missing.
@@ -79,7 +84,16 @@ pub struct AppState {
     pub templates: Templates,
     pub assets: Assets,
     pub sessions: Sessions,
-    pub login_limiter: LoginLimiter,
+    /// Password and token guesses: bounded cost, throttled failures.
+    pub login: LoginGuard,
+    pub intake_by_addr: KeyedLimiter,
+    pub intake_all: KeyedLimiter,
+    /// Customers' other writes (ratings, resolve), per address.
+    pub writes_by_addr: KeyedLimiter,
+    pub streams: live::StreamSlots,
+    pub trusted_proxies: TrustedProxies,
+    pub shutdown: Shutdown,
+    pub health: health::HealthCache,
     /// The zero-shot model behind `/api/classify`, when loaded.
     pub nli: Option<ZeroShotClassifier>,
     /// The troubleshooter's text generator, when loaded.
@@ -88,28 +102,50 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
+impl crate::guard::client::HasTrustedProxies for SharedState {
+    fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.trusted_proxies
+    }
+}
+
+/// What `AppState::new` needs besides the configuration.
+pub struct Parts {
+    pub store: Arc<Store>,
+    pub worker: WorkerHandle,
+    pub engines: Engines,
+    pub nli: Option<ZeroShotClassifier>,
+    pub generator: Option<GeneratorService>,
+    pub shutdown: Shutdown,
+    /// The result of the start-up integrity check, when it found problems.
+    pub integrity: Option<String>,
+}
+
 impl AppState {
-    pub fn new(
-        store: Arc<Store>,
-        config: ServeConfig,
-        worker: WorkerHandle,
-        engines: Engines,
-        nli: Option<ZeroShotClassifier>,
-        generator: Option<GeneratorService>,
-    ) -> Self {
+    pub fn new(config: ServeConfig, p: Parts) -> Self {
+        let l = &config.limits;
         let templates = Templates::new(config.templates_dir.clone());
         let assets = Assets::new(config.assets_dir.clone());
         AppState {
-            store,
-            config,
-            worker,
-            engines,
+            store: p.store,
+            worker: p.worker,
+            engines: p.engines,
             templates,
             assets,
             sessions: Sessions::default(),
-            login_limiter: LoginLimiter::new(5, Duration::from_secs(15 * 60)),
-            nli,
-            generator,
+            login: LoginGuard::new(LoginLimits::new(
+                l.login_concurrency,
+                l.login_guesses_per_minute,
+            )),
+            intake_by_addr: KeyedLimiter::new(l.intake_per_address, l.intake_per_address),
+            intake_all: KeyedLimiter::new(l.intake_per_minute, l.intake_per_minute),
+            writes_by_addr: KeyedLimiter::new(l.writes_per_address, l.writes_per_address),
+            streams: live::StreamSlots::new(l.max_streams, l.max_streams_per_ticket),
+            trusted_proxies: TrustedProxies(config.trusted_proxies.clone()),
+            shutdown: p.shutdown,
+            health: health::HealthCache::new(p.integrity),
+            nli: p.nli,
+            generator: p.generator,
+            config,
         }
     }
 
@@ -156,9 +192,15 @@ where
 
 /// Headers for every response: no framing, no sniffing, and no Referer, so a
 /// tracker URL (which holds the customer's secret) never leaks to other sites.
+/// Everything but the static assets is private or live: `no-store`, so no
+/// browser or proxy cache keeps a tracker, an admin page or an API answer.
 async fn security_headers(req: Request, next: Next) -> Response {
+    let cacheable = req.uri().path().starts_with("/assets/");
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    if !cacheable {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -181,7 +223,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
 pub fn router(state: SharedState) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
-        .route("/health", get(api::health))
+        .route("/health", get(health::health))
         .route(
             "/api/tickets",
             post(api::create_ticket).get(api::list_tickets),
@@ -210,7 +252,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/admin/tickets/{id}/resolve", post(pages::admin_resolve))
         .route("/assets/{file}", get(assets::serve))
         .fallback(pages::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            state.config.limits.body_timeout_secs.max(1),
+        )))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(telemetry::id_in_errors))
         .layer(middleware::from_fn(telemetry::track))
@@ -235,5 +281,7 @@ pub fn router(state: SharedState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(
             telemetry::RequestIds::default(),
         ))
+        // Outermost: a client's request id is kept only when short and plain.
+        .layer(middleware::from_fn(telemetry::drop_unsafe_request_id))
         .with_state(state)
 }

@@ -12,13 +12,22 @@ use serde::Deserialize;
 
 use super::SharedState;
 use super::api::{self, list_query, validate, validate_rating};
-use super::auth::{self, AdminSession, ClientAddr, LOGIN_CSRF_COOKIE, MaybeAdmin, SESSION_COOKIE};
+use super::auth::{self, AdminSession, LOGIN_CSRF_COOKIE, MaybeAdmin, SESSION_COOKIE};
 use super::error::ApiError;
 use super::view::{ticket_json, tracking_url};
+use crate::guard::{ClientIp, Refusal};
 use crate::ticket::{Category, Priority, Status};
 
+/// Staff pages show the operator's banner (which engines run, what is
+/// degraded); customers' pages never do.
+fn is_staff_page(name: &str) -> bool {
+    name.starts_with("admin") || name == "login.html"
+}
+
 fn render(state: &SharedState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
-    let banner = state.engines.banner();
+    let banner = is_staff_page(name)
+        .then(|| state.engines.banner())
+        .flatten();
     let ctx = context! { banner => banner, ..ctx };
     match state.templates.render(name, ctx) {
         Ok(html) => (status, Html(html)).into_response(),
@@ -43,7 +52,16 @@ fn error_page(state: &SharedState, status: StatusCode, message: &str) -> Respons
 }
 
 fn api_error_page(state: &SharedState, e: ApiError) -> Response {
-    error_page(state, e.status, &e.message)
+    let retry_after = e.retry_after;
+    let resp = error_page(state, e.status, &e.message);
+    with_retry_after(resp, retry_after)
+}
+
+fn with_retry_after(mut resp: Response, secs: Option<u64>) -> Response {
+    if let Some(v) = secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 fn see_other(to: &str) -> Response {
@@ -73,7 +91,7 @@ pub async fn index(State(state): State<SharedState>) -> Response {
         &state,
         StatusCode::OK,
         "index.html",
-        context! { limits => limits(&state) },
+        context! { limits => limits(&state), idem => auth::random_hex(16) },
     )
 }
 
@@ -83,21 +101,36 @@ pub struct SubmitForm {
     subject: String,
     #[serde(default)]
     description: String,
+    /// A random key per form: a resubmitted form finds its first ticket.
+    #[serde(default)]
+    idem: String,
 }
 
 pub async fn submit(
     State(state): State<SharedState>,
+    client: ClientIp,
     form: Result<Form<SubmitForm>, FormRejection>,
 ) -> Response {
     let Form(form) = match form {
         Ok(f) => f,
         Err(e) => return error_page(&state, e.status(), &e.body_text()),
     };
-    let input = match validate(&state.config, &form.subject, &form.description) {
-        Ok(i) => i,
+    let key = Some(format!("form:{}", form.idem.trim()))
+        .filter(|_| (16..=64).contains(&form.idem.trim().len()))
+        .filter(|_| form.idem.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let result = match validate(&state.config, &form.subject, &form.description) {
+        Ok(input) => match api::check_intake_limits(&state, client) {
+            Ok(()) => api::intake(&state, input, key).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(created) => see_other(&format!("/t/{}", created.token)),
         // Show the form again with what was typed, so nothing is lost.
         Err(e) => {
-            return render(
+            let retry_after = e.retry_after;
+            let resp = render(
                 &state,
                 e.status,
                 "index.html",
@@ -106,13 +139,11 @@ pub async fn submit(
                     error => e.message,
                     subject => form.subject,
                     description => form.description,
+                    idem => form.idem,
                 },
             );
+            with_retry_after(resp, retry_after)
         }
-    };
-    match api::intake(&state, input).await {
-        Ok((_, token)) => see_other(&format!("/t/{token}")),
-        Err(e) => api_error_page(&state, e),
     }
 }
 
@@ -158,6 +189,7 @@ pub async fn tracker(State(state): State<SharedState>, Path(token): Path<String>
 
 pub async fn tracker_resolve(
     State(state): State<SharedState>,
+    client: ClientIp,
     Path(token): Path<String>,
 ) -> Response {
     let t = token.clone();
@@ -172,6 +204,9 @@ pub async fn tracker_resolve(
         }
         Err(e) => return api_error_page(&state, e),
     };
+    if let Err(e) = api::check_write_limit(&state, client) {
+        return api_error_page(&state, e);
+    }
     match api::resolve(&state, id, "by the customer").await {
         Ok(()) => see_other(&format!("/t/{token}")),
         Err(e) => api_error_page(&state, e),
@@ -188,6 +223,7 @@ pub struct RatingForm {
 
 pub async fn tracker_rating(
     State(state): State<SharedState>,
+    client: ClientIp,
     Path(token): Path<String>,
     form: Result<Form<RatingForm>, FormRejection>,
 ) -> Response {
@@ -209,7 +245,10 @@ pub async fn tracker_rating(
     };
     let stars = form.stars.trim().parse::<i64>().unwrap_or(0);
     let result = match validate_rating(stars, form.comment) {
-        Ok((stars, comment)) => api::rate(&state, id, stars, comment).await,
+        Ok((stars, comment)) => match api::check_write_limit(&state, client) {
+            Ok(()) => api::rate(&state, id, stars, comment).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match result {
@@ -279,7 +318,7 @@ pub struct LoginForm {
 
 pub async fn login(
     State(state): State<SharedState>,
-    ClientAddr(client): ClientAddr,
+    client: ClientIp,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -287,21 +326,6 @@ pub async fn login(
         Ok(f) => f,
         Err(e) => return error_page(&state, e.status(), &e.body_text()),
     };
-    if let Some(secs) = state.login_limiter.blocked_for(&client) {
-        let mut resp = login_page(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!(
-                "Too many failed attempts. Try again in {} minutes.",
-                secs.div_ceil(60)
-            )),
-            false,
-        );
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
-    }
     let expected_csrf = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if expected_csrf.is_empty() || !auth::ct_eq(&form.csrf, &expected_csrf) {
         return login_page(
@@ -316,14 +340,37 @@ pub async fn login(
         Ok(None) => return login_page(&state, StatusCode::FORBIDDEN, None, true),
         Err(e) => return api_error_page(&state, e),
     };
+    let addr = client.key();
+    let refused = |r: Refusal| {
+        let e = auth::refusal_error(r);
+        metrics::counter!("auth_refused_total", "reason" => e.code).increment(1);
+        let resp = login_page(&state, e.status, Some(&e.message), false);
+        with_retry_after(resp, e.retry_after)
+    };
+    // Counted as a failure before the check runs, so parallel guesses
+    // cannot slip past the throttle.
+    let attempt = match state.login.begin(&addr, auth::ADMIN_ACCOUNT) {
+        Ok(a) => a,
+        Err(r) => return refused(r),
+    };
     let password = form.password;
-    // Argon2 is deliberately slow: keep it off the async threads.
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+    // Argon2 is deliberately slow (and holds ~19 MiB): it runs on the
+    // guard's few password-check threads, never more at once.
+    let ok = match state
+        .login
+        .run_check(move || auth::verify_password(&password, &hash))
         .await
-        .unwrap_or(false);
+    {
+        Ok(ok) => ok,
+        Err(r) => {
+            state.login.cancel(attempt);
+            return refused(r);
+        }
+    };
     if !ok {
-        state.login_limiter.record_failure(&client);
-        tracing::warn!(client = %client, "failed admin login");
+        state.login.failed(attempt);
+        metrics::counter!("auth_failures_total", "kind" => "password").increment(1);
+        tracing::warn!(client = %addr, "failed admin login");
         return login_page(
             &state,
             StatusCode::UNAUTHORIZED,
@@ -331,7 +378,7 @@ pub async fn login(
             false,
         );
     }
-    state.login_limiter.clear(&client);
+    state.login.succeeded(attempt);
     let (session, _) = state.sessions.create();
     tracing::info!("admin signed in");
     let resp = see_other("/admin/tickets");

@@ -165,3 +165,31 @@ pub async fn id_in_errors(req: Request, next: Next) -> Response {
     };
     Response::from_parts(parts, body)
 }
+
+/// Longest client-chosen request id that is kept.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Whether a client's `x-request-id` may be echoed and logged: short, and
+/// only letters, digits, `-`, `_`, `.` and `:` (nothing that could forge a
+/// log line or break out of a quoted field).
+pub fn request_id_is_safe(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Removes an unsafe `x-request-id` so a fresh one is made for the request.
+pub async fn drop_unsafe_request_id(mut req: Request, next: Next) -> Response {
+    let unsafe_id = req
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .enumerate()
+        .any(|(i, v)| i > 0 || !request_id_is_safe(v.as_bytes()));
+    if unsafe_id {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
+}

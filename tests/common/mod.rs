@@ -16,18 +16,26 @@ use smart_support::web::SharedState;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 
 pub struct TestApp {
     pub router: Router,
     pub state: SharedState,
     pub worker: tokio::task::JoinHandle<()>,
     pub dir: TempDir,
+    /// The database lock, held as long as the app lives.
+    pub lock: std::fs::File,
 }
 
+/// The defaults, with an admin token and intake limits lifted: tests of
+/// other things submit many tickets from one (in-process) address. The
+/// limits' own tests set them back.
 pub fn config(dir: &TempDir) -> ServeConfig {
     let mut c = ServeConfig::defaults(dir.path().join("data").join("tickets.db"));
     c.admin_token = Some(ADMIN_TOKEN.into());
+    c.limits.intake_per_address = 0;
+    c.limits.intake_per_minute = 0;
+    c.limits.writes_per_address = 0;
     c
 }
 
@@ -40,12 +48,15 @@ pub fn start_models(dir: TempDir, cfg: ServeConfig, models: LoadedModels) -> Tes
         router,
         state,
         worker,
+        lock,
+        ..
     } = app::build(cfg, models).expect("app builds");
     TestApp {
         router,
         state,
         worker,
         dir,
+        lock,
     }
 }
 
@@ -161,9 +172,11 @@ pub async fn submit(router: &Router, subject: &str, description: &str) -> (i64, 
     )
 }
 
-/// Waits until the worker has stored the ticket's result (liveness guard, not a speed test).
+/// Waits until the worker has stored the ticket's result. A liveness guard,
+/// not a speed test: generous (10 minutes), since a busy 2-core machine
+/// running model tests side by side can take minutes per ticket.
 pub async fn wait_processed(state: &SharedState, id: i64) -> smart_support::store::TicketRecord {
-    for _ in 0..600 {
+    for _ in 0..12_000 {
         let rec = state.store.get(id).expect("ticket exists");
         if rec.analysis.is_some() {
             return rec;
@@ -182,4 +195,12 @@ pub fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The request as if it came from `ip` (the limits key on the client address).
+pub fn from_ip(mut req: Request<Body>, ip: &str) -> Request<Body> {
+    let addr: std::net::SocketAddr = format!("{ip}:40000").parse().expect("ip");
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    req
 }

@@ -1,0 +1,153 @@
+//! `/health`: for everyone, `ok` / `degraded` / `error` and what is degraded,
+//! in words (no paths, no error texts, no engine names); for staff (bearer
+//! token or session) the full detail: engines, notes, queues, database.
+//!
+//! "The database works" means it can be *written*: a small committed write,
+//! at most every few seconds (a public endpoint must not be a write
+//! amplifier), together with the outcome of the last real write and the
+//! integrity check made at start.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::SharedState;
+use super::auth;
+use crate::guard::ClientIp;
+
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct DbHealth {
+    pub writable: bool,
+    pub error: Option<String>,
+    pub integrity: Option<String>,
+    pub schema_version: Option<usize>,
+    pub backlog: Option<i64>,
+}
+
+pub struct HealthCache {
+    integrity: Option<String>,
+    last: Mutex<Option<(Instant, DbHealth)>>,
+}
+
+impl HealthCache {
+    pub fn new(integrity: Option<String>) -> Self {
+        HealthCache {
+            integrity,
+            last: Mutex::new(None),
+        }
+    }
+}
+
+async fn db_health(state: &SharedState) -> DbHealth {
+    if let Some((at, h)) = state
+        .health
+        .last
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .filter(|(at, _)| at.elapsed() < PROBE_EVERY)
+    {
+        let _ = at;
+        return h;
+    }
+    let probe = state
+        .db(|s| {
+            s.write_probe()?;
+            Ok((s.schema_version()?, s.backlog()?))
+        })
+        .await;
+    let failing = state.store.write_health().failing;
+    let (writable, error, schema_version, backlog) = match probe {
+        Ok((v, b)) => (failing.is_none(), failing, Some(v), Some(b)),
+        Err(e) => (false, Some(e.message), None, None),
+    };
+    let h = DbHealth {
+        writable,
+        error,
+        integrity: state.health.integrity.clone(),
+        schema_version,
+        backlog,
+    };
+    if let Ok(mut g) = state.health.last.lock() {
+        *g = Some((Instant::now(), h.clone()));
+    }
+    h
+}
+
+/// What is degraded, in words a customer may read.
+fn degraded_words(state: &SharedState, db: &DbHealth) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if !db.writable {
+        out.push("the database cannot be written: new tickets and changes are refused");
+    }
+    if db.integrity.is_some() {
+        out.push("the database failed its integrity check at start");
+    }
+    if state.engines.classifier == "rules" {
+        out.push("tickets are classified by keyword rules (no classification model)");
+    }
+    if state.engines.troubleshooter == "rules" {
+        out.push("suggested solutions come from standard playbooks (no text-generation model)");
+    }
+    out
+}
+
+pub async fn health(
+    State(state): State<SharedState>,
+    client: ClientIp,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, super::error::ApiError> {
+    // Credentials, when given, must be right (and wrong ones are throttled).
+    let staff = if auth::has_credentials(&headers) {
+        auth::check_admin(&state, &headers, &method, client).await?;
+        true
+    } else {
+        false
+    };
+    let db = db_health(&state).await;
+    let words = degraded_words(&state, &db);
+    let status = if !db.writable {
+        "error"
+    } else if !words.is_empty() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let mut body = json!({"status": status, "degraded": words});
+    if staff {
+        let e = &state.engines;
+        body["banner"] = json!(e.banner());
+        body["db"] = json!({
+            "ok": db.writable,
+            "writable": db.writable,
+            "error": db.error,
+            "integrity": db.integrity.as_deref().unwrap_or("ok"),
+            "schema_version": db.schema_version,
+        });
+        body["engines"] = json!(e);
+        body["worker"] = json!({"backlog": db.backlog, "concurrency": state.config.workers});
+        body["queues"] = json!(
+            state
+                .nli
+                .iter()
+                .map(|n| n.queue())
+                .chain(state.generator.iter().map(|g| g.snapshot().queue))
+                .collect::<Vec<_>>()
+        );
+        body["generator"] = json!(state.generator.as_ref().map(|g| g.snapshot()));
+        body["streams"] = json!(state.streams.snapshot());
+    }
+    let code = if db.writable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((code, axum::Json(body)).into_response())
+}

@@ -92,7 +92,15 @@ fn seed(db: &std::path::Path, load: Load) -> String {
     token
 }
 
-async fn serve(readers: usize, load: Load) -> (SocketAddr, String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+async fn serve(
+    readers: usize,
+    load: Load,
+) -> (
+    SocketAddr,
+    String,
+    tempfile::TempDir,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let dir = tempfile::TempDir::new().expect("tempdir");
     let mut cfg = ServeConfig::defaults(dir.path().join("load.db"));
     let token = seed(&cfg.db, load);
@@ -105,7 +113,9 @@ async fn serve(readers: usize, load: Load) -> (SocketAddr, String, tempfile::Tem
     cfg.limits.max_streams_per_ticket = 6_000;
     cfg.shutdown_grace_secs = 1;
     let app = smart_support::app::build(cfg, LoadedModels::rules_only()).expect("build");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run(listener, async move {
@@ -140,12 +150,17 @@ async fn open_stream(addr: SocketAddr, path: &str, auth: bool) -> Option<tokio::
     } else {
         String::new()
     };
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Accept: text/event-stream\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Accept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut buf = [0u8; 256];
     let n = s.read(&mut buf).await.ok()?;
-    String::from_utf8_lossy(&buf[..n]).contains("200 OK").then_some(s)
+    String::from_utf8_lossy(&buf[..n])
+        .contains("200 OK")
+        .then_some(s)
 }
 
 /// Keeps a stream's socket drained so the server never blocks on it.
@@ -190,7 +205,9 @@ async fn measure(readers: usize, load: Load, secs: u64) -> f64 {
         }
         Load::Dashboards => {
             for _ in 0..3 {
-                let s = open_stream(addr, "/api/admin/events", true).await.expect("dashboard stream");
+                let s = open_stream(addr, "/api/admin/events", true)
+                    .await
+                    .expect("dashboard stream");
                 drain(s, stop.clone());
             }
         }
@@ -205,7 +222,9 @@ async fn measure(readers: usize, load: Load, secs: u64) -> f64 {
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < until {
-                let body = format!(r#"{{"subject":"Load {c}-{n}","description":"Where is my order number {n}?"}}"#);
+                let body = format!(
+                    r#"{{"subject":"Load {c}-{n}","description":"Where is my order number {n}?"}}"#
+                );
                 let Ok(req) = hyper::Request::post(&url)
                     .header("content-type", "application/json")
                     .body(Full::new(Bytes::from(body)))
@@ -238,7 +257,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let secs = env("SMART_SUPPORT_LOAD_SECS", 5);
     let runs = env("SMART_SUPPORT_LOAD_RUNS", 3).max(1);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -246,7 +270,9 @@ fn main() {
         "intake, {INTAKE_CLIENTS} clients, {secs} s per measurement, median of {runs}; {} CPUs",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("| read load | tickets/s, reads share the writer (--db-readers 0) | tickets/s, 4 read connections | ratio |");
+    println!(
+        "| read load | tickets/s, reads share the writer (--db-readers 0) | tickets/s, 4 read connections | ratio |"
+    );
     println!("| --- | --- | --- | --- |");
     for load in [Load::None, Load::Polling, Load::Streams, Load::Dashboards] {
         let (mut shared, mut pooled) = (Vec::new(), Vec::new());
@@ -255,6 +281,10 @@ fn main() {
             pooled.push(rt.block_on(measure(4, load, secs)));
         }
         let (s, p) = (median(shared), median(pooled));
-        println!("| {} | {s:.0} | {p:.0} | {:.2}× |", load.label(), p / s.max(1e-9));
+        println!(
+            "| {} | {s:.0} | {p:.0} | {:.2}× |",
+            load.label(),
+            p / s.max(1e-9)
+        );
     }
 }

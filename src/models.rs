@@ -117,6 +117,12 @@ pub fn load_generator(args: &ModelArgs) -> Result<Option<GeneratorService>, Infe
     GeneratorService::start(model, args.generation_params(), args.gen_queue_capacity).map(Some)
 }
 
+/// An error's first line: some model errors carry a stack trace after it
+/// (candle with `RUST_BACKTRACE=1`), which has no place in a note.
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim_end()
+}
+
 /// Everything the service or a command needs; never fails.
 pub fn load(args: &ModelArgs) -> LoadedModels {
     let mut pipeline = Pipeline::rules_only();
@@ -130,8 +136,9 @@ pub fn load(args: &ModelArgs) -> LoadedModels {
         Err(e) => {
             tracing::error!(error = %e, "zero-shot model not loaded; the classifier uses keyword rules");
             nli_note = Some(format!(
-                "classifier: model '{}' failed to load: {e}; keyword rules in use",
-                args.nli_model
+                "classifier: model '{}' failed to load: {}; keyword rules in use",
+                args.nli_model,
+                first_line(&e.to_string())
             ));
             None
         }
@@ -146,8 +153,9 @@ pub fn load(args: &ModelArgs) -> LoadedModels {
         Err(e) => {
             tracing::error!(error = %e, "text-generation model not loaded; the troubleshooter uses playbooks");
             gen_note = Some(format!(
-                "troubleshooter: model '{}' failed to load: {e}; category playbooks in use",
-                args.gen_model
+                "troubleshooter: model '{}' failed to load: {}; category playbooks in use",
+                args.gen_model,
+                first_line(&e.to_string())
             ));
             None
         }

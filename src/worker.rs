@@ -3,7 +3,7 @@
 //! nothing is lost when the process stops: on start, interrupted tickets are
 //! requeued and every accepted ticket is processed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +25,34 @@ pub struct TicketUpdate {
 }
 
 /// Handles the web layer holds to talk to the worker.
+///
+/// Updates go out twice: on `updates` (every ticket: dashboards, the wait
+/// API) and on the ticket's own channel (its trackers). A tracker listens to
+/// its ticket only, so thousands of open trackers are not all woken by every
+/// new ticket.
 #[derive(Clone)]
 pub struct WorkerHandle {
     pub wake: Arc<Notify>,
     pub updates: broadcast::Sender<TicketUpdate>,
+    per_ticket: Arc<std::sync::Mutex<HashMap<i64, broadcast::Sender<TicketUpdate>>>>,
+}
+
+/// A subscription to one ticket's updates; its channel goes away with the
+/// last subscription.
+pub struct TicketSubscription {
+    pub rx: broadcast::Receiver<TicketUpdate>,
+    id: i64,
+    channels: Arc<std::sync::Mutex<HashMap<i64, broadcast::Sender<TicketUpdate>>>>,
+}
+
+impl Drop for TicketSubscription {
+    fn drop(&mut self) {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        // Ours is the last receiver: nobody listens to this ticket any more.
+        if map.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1) {
+            map.remove(&self.id);
+        }
+    }
 }
 
 impl WorkerHandle {
@@ -36,6 +60,7 @@ impl WorkerHandle {
         WorkerHandle {
             wake: Arc::new(Notify::new()),
             updates: broadcast::channel(1024).0,
+            per_ticket: Arc::default(),
         }
     }
 
@@ -46,7 +71,35 @@ impl WorkerHandle {
 
     pub fn publish(&self, update: TicketUpdate) {
         // No listener is fine: nobody is waiting.
+        if let Some(tx) = self
+            .per_ticket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&update.id)
+        {
+            let _ = tx.send(update.clone());
+        }
         let _ = self.updates.send(update);
+    }
+
+    /// Listens to one ticket's updates.
+    pub fn subscribe_ticket(&self, id: i64) -> TicketSubscription {
+        let mut map = self.per_ticket.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = map
+            .entry(id)
+            .or_insert_with(|| broadcast::channel(64).0)
+            .subscribe();
+        TicketSubscription {
+            rx,
+            id,
+            channels: self.per_ticket.clone(),
+        }
+    }
+
+    /// Open per-ticket subscriptions (trackers), and the tickets they watch.
+    pub fn ticket_subscribers(&self) -> (usize, usize) {
+        let map = self.per_ticket.lock().unwrap_or_else(|p| p.into_inner());
+        (map.values().map(|tx| tx.receiver_count()).sum(), map.len())
     }
 }
 

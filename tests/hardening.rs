@@ -289,6 +289,15 @@ async fn an_idempotency_key_returns_the_first_ticket() {
         app.state.store.list(&Default::default()).expect("list").1,
         2
     );
+    // Back, edit, send again: other words are a new ticket, not an error.
+    let edited = format!("subject=Broken+zip&description=The+zipper+and+a+strap+broke&idem={idem}");
+    let c = send(&app.router, form_req("/tickets", &edited, None)).await;
+    assert_eq!(c.status, StatusCode::SEE_OTHER);
+    assert_ne!(c.location(), a.location());
+    assert_eq!(
+        app.state.store.list(&Default::default()).expect("list").1,
+        3
+    );
 }
 
 // 4. Stream caps (the connection timeouts and cap run on a real socket in cli.rs).

@@ -140,8 +140,8 @@ async fn five_hundred_dropped_streams_leave_nothing_behind() {
     cfg.limits.max_connections = 2000;
     let app = start_with(dir, cfg);
     let (_, token) = submit(&app.router, "Login", "Cannot log in").await;
-    let updates = &app.state.worker.updates;
-    let base_receivers = updates.receiver_count();
+    let worker = &app.state.worker;
+    let base_receivers = worker.updates.receiver_count();
     let metrics = tokio::runtime::Handle::current().metrics();
     let base_tasks = metrics.num_alive_tasks();
     let mut streams = Vec::new();
@@ -151,13 +151,15 @@ async fn five_hundred_dropped_streams_leave_nothing_behind() {
         s.next().await;
         streams.push(s);
     }
-    assert_eq!(updates.receiver_count(), base_receivers + 500);
+    // Trackers listen to their own ticket only, not to every update.
+    assert_eq!(worker.ticket_subscribers(), (500, 1));
+    assert_eq!(worker.updates.receiver_count(), base_receivers);
     drop(streams);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
-        updates.receiver_count(),
-        base_receivers,
-        "every dropped stream released its subscription"
+        worker.ticket_subscribers(),
+        (0, 0),
+        "every dropped stream released its subscription, and the ticket's channel went with the last"
     );
     assert!(
         metrics.num_alive_tasks() <= base_tasks,

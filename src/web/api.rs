@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::view::{status_json, ticket_json, tracking_url};
 use super::{ApiJson, SharedState};
 use crate::config::ServeConfig;
-use crate::guard::ClientIp;
+use crate::guard::{ClientIp, LogEvery};
 use crate::store::{Created, ListQuery, Sort};
 use crate::text::{self, Lines};
 use crate::ticket::{EventKind, TicketInput};
@@ -68,8 +68,11 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 /// Intake limits: per client address and for everyone together.
 pub fn check_intake_limits(state: &SharedState, client: ClientIp) -> Result<(), ApiError> {
     let refuse = |what: &'static str, secs: u64| {
+        static LOG: LogEvery = LogEvery::new();
         metrics::counter!("rate_limited_total", "what" => what).increment(1);
-        tracing::warn!(limit = what, "ticket intake rate-limited");
+        if let Some(n) = LOG.due(Duration::from_secs(10)) {
+            tracing::warn!(limit = what, refused = n, "ticket intake rate-limited");
+        }
         ApiError::rate_limited(
             secs,
             format!(
@@ -147,10 +150,19 @@ pub async fn create_ticket(
     check_intake_limits(&state, client)?;
     // Listen before storing, so the completion cannot slip past.
     let mut updates = state.worker.updates.subscribe();
-    let Created { id, token, .. } = intake(&state, input, key).await?;
+    let Created {
+        id,
+        token,
+        replayed,
+    } = intake(&state, input, key).await?;
     let url = tracking_url(&state.config.public_url(), &token);
     if !wait {
-        let status = state.db(move |s| s.status(id)).await?.status;
+        // A repeated submission reports the ticket's status now.
+        let status = if replayed {
+            state.db(move |s| s.status(id)).await?.status
+        } else {
+            crate::ticket::Status::Open
+        };
         return Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({"id": id, "token": token, "tracking_url": url, "status": status})),

@@ -28,8 +28,9 @@ use super::api::id_for_token;
 use super::auth::AdminApi;
 use super::error::ApiError;
 use super::view::status_json;
+use crate::guard::LogEvery;
 use crate::shutdown::Shutdown;
-use crate::worker::TicketUpdate;
+use crate::worker::{TicketSubscription, TicketUpdate};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -94,8 +95,11 @@ impl StreamSlots {
     pub fn acquire(&self, ticket: Option<i64>) -> Result<StreamSlot, ApiError> {
         let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let refuse = |reason: &'static str, message: &str| {
+            static LOG: LogEvery = LogEvery::new();
             metrics::counter!("sse_streams_rejected_total", "reason" => reason).increment(1);
-            tracing::warn!(reason, "live stream refused");
+            if let Some(n) = LOG.due(Duration::from_secs(10)) {
+                tracing::warn!(reason, refused = n, "live streams refused");
+            }
             Err(ApiError::unavailable("too_many_streams", 10, message))
         };
         if c.total >= self.max_total {
@@ -162,7 +166,7 @@ fn shutdown_event(seq: u64) -> Event {
 struct TicketStream {
     state: SharedState,
     id: i64,
-    rx: broadcast::Receiver<TicketUpdate>,
+    sub: TicketSubscription,
     seq: u64,
     first: bool,
     done: bool,
@@ -177,11 +181,11 @@ pub async fn customer_events(
     let id = id_for_token(&state, token).await?;
     let slot = state.streams.acquire(Some(id))?;
     // Subscribe before the snapshot so nothing falls between the two.
-    let rx = state.worker.updates.subscribe();
+    let sub = state.worker.subscribe_ticket(id);
     let init = TicketStream {
         state,
         id,
-        rx,
+        sub,
         seq: 0,
         first: true,
         done: false,
@@ -195,7 +199,7 @@ pub async fn customer_events(
             st.first = false;
         } else {
             loop {
-                match next_update(&mut st.rx, &st.state.shutdown).await {
+                match next_update(&mut st.sub.rx, &st.state.shutdown).await {
                     Next::Update(u) if u.id == st.id => break,
                     Next::Update(_) => continue,
                     // Fell behind: the next snapshot covers what was missed.

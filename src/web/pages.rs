@@ -120,7 +120,14 @@ pub async fn submit(
         .filter(|_| form.idem.trim().bytes().all(|b| b.is_ascii_hexdigit()));
     let result = match validate(&state.config, &form.subject, &form.description) {
         Ok(input) => match api::check_intake_limits(&state, client) {
-            Ok(()) => api::intake(&state, input, key).await,
+            Ok(()) => match api::intake(&state, input.clone(), key).await {
+                // The same form sent again with other words (back, edit,
+                // send): a new ticket, as the customer means it.
+                Err(e) if e.code == "idempotency_key_reused" => {
+                    api::intake(&state, input, None).await
+                }
+                other => other,
+            },
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -147,18 +154,24 @@ pub async fn submit(
     }
 }
 
+/// The ticket behind a tracking link, or the page to answer instead.
+async fn tracked(state: &SharedState, token: &str) -> Result<i64, Response> {
+    let t = token.to_string();
+    match state.db(move |s| s.id_for_token(&t)).await {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(error_page(
+            state,
+            StatusCode::NOT_FOUND,
+            "No ticket has this tracking link.",
+        )),
+        Err(e) => Err(api_error_page(state, e)),
+    }
+}
+
 async fn tracker_page(state: &SharedState, token: String, error: Option<String>) -> Response {
-    let t = token.clone();
-    let id = match state.db(move |s| s.id_for_token(&t)).await {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            return error_page(
-                state,
-                StatusCode::NOT_FOUND,
-                "No ticket has this tracking link.",
-            );
-        }
-        Err(e) => return api_error_page(state, e),
+    let id = match tracked(state, &token).await {
+        Ok(id) => id,
+        Err(page) => return page,
     };
     let rec = match state.db(move |s| s.get(id)).await {
         Ok(r) => r,
@@ -192,17 +205,9 @@ pub async fn tracker_resolve(
     client: ClientIp,
     Path(token): Path<String>,
 ) -> Response {
-    let t = token.clone();
-    let id = match state.db(move |s| s.id_for_token(&t)).await {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            return error_page(
-                &state,
-                StatusCode::NOT_FOUND,
-                "No ticket has this tracking link.",
-            );
-        }
-        Err(e) => return api_error_page(&state, e),
+    let id = match tracked(&state, &token).await {
+        Ok(id) => id,
+        Err(page) => return page,
     };
     if let Err(e) = api::check_write_limit(&state, client) {
         return api_error_page(&state, e);
@@ -231,17 +236,9 @@ pub async fn tracker_rating(
         Ok(f) => f,
         Err(e) => return error_page(&state, e.status(), &e.body_text()),
     };
-    let t = token.clone();
-    let id = match state.db(move |s| s.id_for_token(&t)).await {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            return error_page(
-                &state,
-                StatusCode::NOT_FOUND,
-                "No ticket has this tracking link.",
-            );
-        }
-        Err(e) => return api_error_page(&state, e),
+    let id = match tracked(&state, &token).await {
+        Ok(id) => id,
+        Err(page) => return page,
     };
     let stars = form.stars.trim().parse::<i64>().unwrap_or(0);
     let result = match validate_rating(stars, form.comment) {
@@ -370,7 +367,10 @@ pub async fn login(
     if !ok {
         state.login.failed(attempt);
         metrics::counter!("auth_failures_total", "kind" => "password").increment(1);
-        tracing::warn!(client = %addr, "failed admin login");
+        static LOG: crate::guard::LogEvery = crate::guard::LogEvery::new();
+        if let Some(n) = LOG.due(std::time::Duration::from_secs(10)) {
+            tracing::warn!(client = %addr, failures = n, "failed admin logins");
+        }
         return login_page(
             &state,
             StatusCode::UNAUTHORIZED,

@@ -11,8 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -25,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::guard::LogEvery;
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, Clone, Copy)]
@@ -35,47 +35,9 @@ pub struct ServerLimits {
     pub drain: Duration,
 }
 
-/// Logs a repeated warning at most once per interval, with how many were
-/// folded into it.
-pub struct Throttled {
-    last: AtomicU64,
-    folded: AtomicU64,
-    epoch: Instant,
-}
-
-impl Default for Throttled {
-    fn default() -> Self {
-        Throttled {
-            last: AtomicU64::new(0),
-            folded: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
-}
-
-impl Throttled {
-    /// `Some(n)` when it is time to log (n = occurrences since the last log).
-    pub fn due(&self, every: Duration) -> Option<u64> {
-        let now = self.epoch.elapsed().as_millis() as u64 + every.as_millis() as u64;
-        let n = self.folded.fetch_add(1, Ordering::Relaxed) + 1;
-        let last = self.last.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= every.as_millis() as u64
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.folded.store(0, Ordering::Relaxed);
-            Some(n)
-        } else {
-            None
-        }
-    }
-}
-
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-fn rejected(reason: &'static str, log: &Throttled) {
+fn rejected(reason: &'static str, log: &LogEvery) {
     metrics::counter!("http_connections_rejected_total", "reason" => reason).increment(1);
     if let Some(n) = log.due(LOG_EVERY) {
         tracing::warn!(reason, connections = n, "connections rejected");
@@ -106,9 +68,9 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let over_cap = Arc::new(Throttled::default());
-    let timeouts = Arc::new(Throttled::default());
-    let accept_errors = Throttled::default();
+    let over_cap = Arc::new(LogEvery::new());
+    let timeouts = Arc::new(LogEvery::new());
+    let accept_errors = LogEvery::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.wait() => break,

@@ -98,7 +98,9 @@ pub async fn metrics_page(_: super::auth::AdminApi, State(state): State<SharedSt
     if let Ok(backlog) = state.db(|s| s.backlog()).await {
         metrics::gauge!("tickets_backlog").set(backlog as f64);
     }
-    metrics::gauge!("sse_subscribers").set(state.worker.updates.receiver_count() as f64);
+    let (trackers, _) = state.worker.ticket_subscribers();
+    metrics::gauge!("sse_subscribers")
+        .set((state.worker.updates.receiver_count() + trackers) as f64);
     (
         [(
             header::CONTENT_TYPE,

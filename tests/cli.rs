@@ -126,40 +126,19 @@ fn http_get(addr: &str, path: &str) -> String {
 fn serve_starts_with_no_models_and_keeps_secrets_out_of_logs() {
     let dir = tempfile::TempDir::new().expect("tempdir");
     let db = dir.path().join("data").join("tickets.db");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .env(
+    let home = dir.path().to_path_buf();
+    let mut server = spawn_server(dir, &db, |cmd| {
+        cmd.env(
             "SMART_SUPPORT_ADMIN_TOKEN",
             "cli-test-admin-token-0123456789abcdef",
         )
         .env("SMART_SUPPORT_ADMIN_PASSWORD", "cli-test-password-123")
-        .env("RUST_LOG", "info")
         // `--nli-model auto` and `--gen-model auto` must find nothing: an empty HF
         // cache, no models/ here, and no test-model cache.
-        .env("HF_HOME", dir.path())
-        .env("SMART_SUPPORT_TEST_MODELS", dir.path())
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+        .env("HF_HOME", &home)
+        .env("SMART_SUPPORT_TEST_MODELS", &home);
     });
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server logs its address");
-        log.push(line.clone());
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().expect("addr").to_string();
-        }
-    };
+    let (addr, dir) = (server.addr.clone(), &server.dir);
     let health = http_get(&addr, "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     // The public health check says what is degraded in words, nothing more.
@@ -187,9 +166,10 @@ fn serve_starts_with_no_models_and_keeps_secrets_out_of_logs() {
     let page = http_get(&addr, &format!("/t/{token}"));
     assert!(page.starts_with("HTTP/1.1 200"));
     std::thread::sleep(Duration::from_millis(500));
-    child.kill().expect("kill");
-    let _ = child.wait();
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let mut log = std::mem::take(&mut server.early_log);
+    while let Ok(line) = server.log.recv_timeout(Duration::from_millis(200)) {
         log.push(line);
     }
     let log = log.join("\n");
@@ -211,8 +191,10 @@ fn serve_starts_with_no_models_and_keeps_secrets_out_of_logs() {
 struct Server {
     child: std::process::Child,
     addr: String,
+    /// The log lines up to the one that names the address.
+    early_log: Vec<String>,
     log: std::sync::mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -222,19 +204,20 @@ impl Drop for Server {
     }
 }
 
-fn start_server(extra: &[&str]) -> Server {
-    let dir = tempfile::TempDir::new().expect("tempdir");
-    let db = dir.path().join("tickets.db");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .args(["--nli-model", "none", "--gen-model", "none"])
-        .args(extra)
+/// Starts `serve` on `db` (in `dir`), with `configure` adding to its command.
+fn spawn_server(
+    dir: tempfile::TempDir,
+    db: &std::path::Path,
+    configure: impl FnOnce(&mut Command),
+) -> Server {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--db"])
+        .arg(db)
         .env("RUST_LOG", "info")
         .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .stderr(Stdio::piped());
+    configure(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -242,10 +225,12 @@ fn start_server(extra: &[&str]) -> Server {
             let _ = tx.send(line);
         }
     });
+    let mut early_log = Vec::new();
     let addr = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("server logs its address");
+        early_log.push(line.clone());
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split_whitespace().next().expect("addr").to_string();
         }
@@ -253,9 +238,20 @@ fn start_server(extra: &[&str]) -> Server {
     Server {
         child,
         addr,
+        early_log,
         log: rx,
-        _dir: dir,
+        dir,
     }
+}
+
+/// `serve` with no models, plus `extra` flags.
+fn start_server(extra: &[&str]) -> Server {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let db = dir.path().join("tickets.db");
+    spawn_server(dir, &db, |cmd| {
+        cmd.args(["--nli-model", "none", "--gen-model", "none"])
+            .args(extra);
+    })
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -399,8 +395,8 @@ fn backup_copies_a_live_database_and_refuses_to_overwrite() {
     for _ in 0..5 {
         submit_raw(&server.addr);
     }
-    let db = server._dir.path().join("tickets.db");
-    let to = server._dir.path().join("backup").join("copy.db");
+    let db = server.dir.path().join("tickets.db");
+    let to = server.dir.path().join("backup").join("copy.db");
     let out = Command::new(BIN)
         .args(["backup", "--db"])
         .arg(&db)

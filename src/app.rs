@@ -122,9 +122,9 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
     if let Some(pw) = config.admin_password.as_deref().filter(|p| !p.is_empty()) {
         let hash = web::auth::hash_password(pw).map_err(|e| AppError::Password(e.to_string()))?;
         store
-            .set_setting(web::auth::PASSWORD_SETTING, &hash)
+            .upsert_user_password(web::auth::ADMIN_USER, crate::ticket::Role::Admin, &hash)
             .map_err(|e| AppError::Password(e.to_string()))?;
-        tracing::info!("admin password set from SMART_SUPPORT_ADMIN_PASSWORD");
+        tracing::info!("password of the user 'admin' set from SMART_SUPPORT_ADMIN_PASSWORD");
     }
     // Install the metrics recorder before anything records.
     web::telemetry::handle();

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod desk;
 pub mod guard;
 pub mod inference;
 pub mod models;

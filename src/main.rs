@@ -1,5 +1,5 @@
 //! The `smart-support` command line: `serve` (default), `triage`, `classify`,
-//! `generate`, `models fetch`, `backup`, `admin set-password`.
+//! `generate`, `models fetch`, `backup`, `users`, `admin set-password`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use smart_support::config::{ModelArgs, ServeConfig};
 use smart_support::store::Store;
-use smart_support::ticket::TicketInput;
+use smart_support::ticket::{Role, TicketInput};
 use smart_support::web::auth;
 
 #[derive(Parser)]
@@ -104,6 +104,19 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Staff accounts: add, list, disable, set a password.
+    Users {
+        /// SQLite database file.
+        #[arg(
+            long,
+            env = "SMART_SUPPORT_DB",
+            default_value = "data/tickets.db",
+            global = true
+        )]
+        db: PathBuf,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Admin account management.
     Admin {
         #[command(subcommand)]
@@ -126,8 +139,26 @@ enum ModelsCommand {
 }
 
 #[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user (password from SMART_SUPPORT_USER_PASSWORD, a prompt, or one line on stdin).
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: Role,
+    },
+    /// List users: name, role, active or disabled, created.
+    List,
+    /// Disable a user: they can no longer sign in, and their sessions end.
+    Disable { name: String },
+    /// Set a user's password (SMART_SUPPORT_USER_PASSWORD, a prompt, or one line on stdin).
+    SetPassword { name: String },
+}
+
+#[derive(Subcommand)]
 enum AdminCommand {
-    /// Set the admin password (from SMART_SUPPORT_ADMIN_PASSWORD, a prompt, or one line on stdin).
+    /// Set the password of the user `admin`, creating it as an admin when
+    /// missing (from SMART_SUPPORT_ADMIN_PASSWORD, a prompt, or one line on stdin).
     SetPassword {
         /// SQLite database file.
         #[arg(long, env = "SMART_SUPPORT_DB", default_value = "data/tickets.db")]
@@ -235,6 +266,7 @@ fn main() -> anyhow::Result<()> {
             command: AdminCommand::SetPassword { db },
         }) => set_password(db),
         Some(Command::Backup { db, to }) => backup(db, to),
+        Some(Command::Users { db, command }) => users(db, command),
     }
 }
 
@@ -387,11 +419,13 @@ fn backup(db: PathBuf, to: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn set_password(db: PathBuf) -> anyhow::Result<()> {
-    let password = match std::env::var("SMART_SUPPORT_ADMIN_PASSWORD") {
+/// A new password: from `env_var`, a prompt (twice) on a terminal, or one
+/// line on stdin.
+fn read_password(env_var: &str, whose: &str) -> anyhow::Result<String> {
+    Ok(match std::env::var(env_var) {
         Ok(p) if !p.is_empty() => p,
         _ if std::io::stdin().is_terminal() => {
-            let a = rpassword::prompt_password("New admin password: ")?;
+            let a = rpassword::prompt_password(format!("New password for {whose}: "))?;
             let b = rpassword::prompt_password("Repeat it: ")?;
             if a != b {
                 bail!("the two passwords differ; nothing changed");
@@ -403,10 +437,58 @@ fn set_password(db: PathBuf) -> anyhow::Result<()> {
             std::io::stdin().lock().read_line(&mut line)?;
             line.trim_end_matches(['\r', '\n']).to_string()
         }
-    };
+    })
+}
+
+fn open_store(db: &std::path::Path) -> anyhow::Result<Store> {
+    Store::open(db).with_context(|| format!("cannot open {}", db.display()))
+}
+
+fn set_password(db: PathBuf) -> anyhow::Result<()> {
+    let password = read_password("SMART_SUPPORT_ADMIN_PASSWORD", auth::ADMIN_USER)?;
     let hash = auth::hash_password(&password)?;
-    let store = Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
-    store.set_setting(auth::PASSWORD_SETTING, &hash)?;
-    writeln!(std::io::stderr(), "admin password set in {}", db.display())?;
+    open_store(&db)?.upsert_user_password(auth::ADMIN_USER, Role::Admin, &hash)?;
+    writeln!(
+        std::io::stderr(),
+        "password of the user '{}' set in {}",
+        auth::ADMIN_USER,
+        db.display()
+    )?;
+    Ok(())
+}
+
+fn users(db: PathBuf, command: UsersCommand) -> anyhow::Result<()> {
+    use smart_support::store::UserChange;
+    let store = open_store(&db)?;
+    let mut err = std::io::stderr();
+    match command {
+        UsersCommand::Add { name, role } => {
+            let name = smart_support::desk::user_name(&name)?;
+            let password = read_password("SMART_SUPPORT_USER_PASSWORD", &name)?;
+            let user = store.create_user(&name, role, &auth::hash_password(&password)?)?;
+            writeln!(err, "added {} ({})", user.name, user.role)?;
+        }
+        UsersCommand::List => {
+            let mut out = std::io::stdout().lock();
+            for u in store.users()? {
+                let state = if u.active { "active" } else { "disabled" };
+                writeln!(out, "{}\t{}\t{state}\t{}", u.name, u.role, u.created_at)?;
+            }
+        }
+        UsersCommand::Disable { name } => {
+            let u = store.update_user(&name, UserChange::Active(false))?;
+            writeln!(
+                err,
+                "disabled {}; their sessions end at their next request",
+                u.name
+            )?;
+        }
+        UsersCommand::SetPassword { name } => {
+            let password = read_password("SMART_SUPPORT_USER_PASSWORD", &name)?;
+            let hash = auth::hash_password(&password)?;
+            let u = store.update_user(&name, UserChange::Password(hash))?;
+            writeln!(err, "password of {} set", u.name)?;
+        }
+    }
     Ok(())
 }

@@ -88,6 +88,11 @@ labelled_enum!(Status {
     Resolved => "Resolved",
 });
 
+labelled_enum!(Role {
+    Admin => "admin",
+    Agent => "agent",
+});
+
 /// What a customer submits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketInput {

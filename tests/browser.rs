@@ -348,6 +348,7 @@ async fn admin_searches_filters_pages_and_opens_tickets_and_markup_stays_text() 
         "the login page",
     )
     .await;
+    type_into(&c, "#name", "admin").await;
     type_into(&c, "#password", PASSWORD).await;
     click(&c, "form button[type=submit]").await;
     c.wait()

@@ -98,10 +98,11 @@ fn set_password_reads_stdin_and_rejects_short_passwords() {
         "secret echoed"
     );
     let store = smart_support::store::Store::open(&db).expect("open");
-    let hash = store
-        .setting(smart_support::web::auth::PASSWORD_SETTING)
+    let (user, hash) = store
+        .user_for_login("admin")
         .expect("read")
-        .expect("set");
+        .expect("the user admin exists");
+    assert_eq!(user.role, smart_support::ticket::Role::Admin);
     assert!(smart_support::web::auth::verify_password(
         "a-very-good-password",
         &hash

@@ -20,7 +20,7 @@ fn set_password(app: &TestApp) {
     let hash = auth::hash_password(PASSWORD).expect("hash");
     app.state
         .store
-        .set_setting(auth::PASSWORD_SETTING, &hash)
+        .upsert_user_password("admin", smart_support::ticket::Role::Admin, &hash)
         .expect("set");
 }
 
@@ -42,7 +42,7 @@ async fn login_csrf(app: &TestApp) -> String {
 async fn try_login(app: &TestApp, csrf: &str, ip: &str, password: &str) -> Resp {
     let req = form_req(
         "/admin/login",
-        &format!("password={}&csrf={csrf}", url_encode(password)),
+        &format!("name=admin&password={}&csrf={csrf}", url_encode(password)),
         Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
     );
     send(&app.router, from_ip(req, ip)).await
@@ -118,7 +118,7 @@ async fn behind_a_trusted_proxy_each_client_is_counted_on_its_own() {
     let via_proxy = |client: &str, password: &str| {
         let mut req = form_req(
             "/admin/login",
-            &format!("password={}&csrf={csrf}", url_encode(password)),
+            &format!("name=admin&password={}&csrf={csrf}", url_encode(password)),
             Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
         );
         req.headers_mut()
@@ -141,7 +141,7 @@ async fn behind_a_trusted_proxy_each_client_is_counted_on_its_own() {
         "another customer of the proxy does not"
     );
     // An untrusted peer cannot pick its address with the header.
-    let mut forged = form_req("/admin/login", "password=x&csrf=y", None);
+    let mut forged = form_req("/admin/login", "name=admin&password=x&csrf=y", None);
     forged
         .headers_mut()
         .insert("x-forwarded-for", "198.51.100.7".parse().expect("header"));

@@ -352,7 +352,7 @@ async fn login(app: &TestApp) -> String {
     let hash = smart_support::web::auth::hash_password(TEST_PASSWORD).expect("hash");
     app.state
         .store
-        .set_setting(smart_support::web::auth::PASSWORD_SETTING, &hash)
+        .upsert_user_password("admin", smart_support::ticket::Role::Admin, &hash)
         .expect("set password");
     let router = &app.router;
     let form = send(router, get("/admin/login")).await;
@@ -367,7 +367,10 @@ async fn login(app: &TestApp) -> String {
         .and_then(|kv| kv.split_once('='))
         .map(|(_, v)| v.to_string())
         .expect("value");
-    let body = format!("password={}&csrf={csrf_value}", url_encode(TEST_PASSWORD));
+    let body = format!(
+        "name=admin&password={}&csrf={csrf_value}",
+        url_encode(TEST_PASSWORD)
+    );
     let cookie_hdr = csrf_cookie.split(';').next().expect("kv").to_string();
     let r = send(router, form_req("/admin/login", &body, Some(&cookie_hdr))).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "login: {}", r.body);

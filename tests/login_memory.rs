@@ -26,7 +26,7 @@ async fn two_hundred_concurrent_wrong_logins_stay_within_bounded_memory() {
     let hash = auth::hash_password("the-real-admin-password").expect("hash");
     app.state
         .store
-        .set_setting(auth::PASSWORD_SETTING, &hash)
+        .upsert_user_password("admin", smart_support::ticket::Role::Admin, &hash)
         .expect("set");
     let r = send(&app.router, get("/admin/login")).await;
     let csrf = r
@@ -50,7 +50,7 @@ async fn two_hundred_concurrent_wrong_logins_stay_within_bounded_memory() {
             tokio::spawn(async move {
                 let req = form_req(
                     "/admin/login",
-                    &format!("password=wrong-guess-{i}&csrf={csrf}"),
+                    &format!("name=admin&password=wrong-guess-{i}&csrf={csrf}"),
                     Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
                 );
                 send(&router, from_ip(req, &format!("10.0.0.{}", i + 1)))
@@ -79,7 +79,7 @@ async fn two_hundred_concurrent_wrong_logins_stay_within_bounded_memory() {
     // The right password still works from a fresh address afterwards.
     let req = form_req(
         "/admin/login",
-        &format!("password=the-real-admin-password&csrf={csrf}"),
+        &format!("name=admin&password=the-real-admin-password&csrf={csrf}"),
         Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
     );
     let r = send(&app.router, from_ip(req, "192.0.2.200")).await;

@@ -13,7 +13,7 @@ fn set_password(app: &TestApp) {
     let hash = auth::hash_password(PASSWORD).expect("hash");
     app.state
         .store
-        .set_setting(auth::PASSWORD_SETTING, &hash)
+        .upsert_user_password("admin", smart_support::ticket::Role::Admin, &hash)
         .expect("store");
 }
 
@@ -38,7 +38,10 @@ async fn login(app: &TestApp) -> (String, String) {
     let login_csrf =
         cookie_value(&r.cookies(), auth::LOGIN_CSRF_COOKIE).expect("login csrf cookie");
     assert_eq!(hidden_csrf(&r.body), login_csrf);
-    let body = format!("password={}&csrf={login_csrf}", url_encode(PASSWORD));
+    let body = format!(
+        "name=admin&password={}&csrf={login_csrf}",
+        url_encode(PASSWORD)
+    );
     let r = send(
         &app.router,
         form_req(
@@ -263,7 +266,7 @@ async fn login_without_a_password_set_explains_how_to_set_one() {
         &app.router,
         form_req(
             "/admin/login",
-            &format!("password=&csrf={csrf}"),
+            &format!("name=admin&password=&csrf={csrf}"),
             Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
         ),
     )
@@ -283,7 +286,7 @@ async fn login_needs_csrf_and_the_right_password_and_is_rate_limited() {
     let r = send(&app.router, get("/admin/login")).await;
     let csrf = cookie_value(&r.cookies(), auth::LOGIN_CSRF_COOKIE).expect("cookie");
     let csrf_cookie = format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE);
-    let good = format!("password={}", url_encode(PASSWORD));
+    let good = format!("name=admin&password={}", url_encode(PASSWORD));
 
     // Missing or mismatched CSRF: refused even with the right password.
     let r = send(
@@ -315,13 +318,13 @@ async fn login_needs_csrf_and_the_right_password_and_is_rate_limited() {
             &app.router,
             form_req(
                 "/admin/login",
-                &format!("password=wrong-password&csrf={csrf}"),
+                &format!("name=admin&password=wrong-password&csrf={csrf}"),
                 Some(&csrf_cookie),
             ),
         )
         .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-        assert!(r.body.contains("Wrong password"));
+        assert!(r.body.contains("Wrong name or password"));
     }
     // Now even the right password waits (from this address).
     let r = send(

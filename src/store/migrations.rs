@@ -77,6 +77,20 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX tickets_retention ON tickets(status, updated_at);
     DELETE FROM events WHERE kind = 'rated' AND id NOT IN
         (SELECT MAX(id) FROM events WHERE kind = 'rated' GROUP BY ticket_id);",
+    // 5: staff accounts; the single admin password becomes the user `admin`.
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'agent')),
+        password_hash TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    INSERT INTO users (name, role, password_hash, created_at, updated_at)
+        SELECT 'admin', 'admin', value, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+        FROM settings WHERE key = 'admin_password_hash';
+    DELETE FROM settings WHERE key = 'admin_password_hash';",
 ];
 
 pub const LATEST: usize = MIGRATIONS.len();

@@ -8,6 +8,9 @@
 //! covers other processes (e.g. `admin set-password` on a live database).
 
 pub mod migrations;
+pub mod users;
+
+pub use users::{User, UserChange};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,6 +55,8 @@ pub enum StoreError {
     SchemaTooNew { found: usize, supported: usize },
     #[error("ticket not found")]
     NotFound,
+    #[error("no such user")]
+    UserNotFound,
     #[error("{0}")]
     Conflict(String),
     /// The same `Idempotency-Key` came with a different ticket.

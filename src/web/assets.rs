@@ -24,6 +24,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin_ticket.html",
         include_str!("../../templates/admin_ticket.html"),
     ),
+    (
+        "admin_users.html",
+        include_str!("../../templates/admin_users.html"),
+    ),
     ("error.html", include_str!("../../templates/error.html")),
     ("macros.html", include_str!("../../templates/macros.html")),
 ];

@@ -17,10 +17,10 @@ use subtle::ConstantTimeEq;
 use super::SharedState;
 use super::error::ApiError;
 use crate::guard::{ClientIp, Refusal};
+use crate::ticket::Role;
 
 pub const SESSION_COOKIE: &str = "ss_session";
 pub const LOGIN_CSRF_COOKIE: &str = "ss_login_csrf";
-pub const PASSWORD_SETTING: &str = "admin_password_hash";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 pub const MIN_PASSWORD_CHARS: usize = 10;
 
@@ -53,6 +53,14 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
         .map_err(|e| AuthError::Hash(e.to_string()))
 }
 
+/// A valid hash of no password anyone knows: checked when the user does not
+/// exist, so a wrong name costs as long as a wrong password (no user
+/// enumeration by timing).
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&random_hex(16)).unwrap_or_default())
+}
+
 pub fn verify_password(password: &str, hash: &str) -> bool {
     Argon2::default()
         .verify_password(password.as_bytes(), hash)
@@ -62,10 +70,13 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub csrf: String,
+    /// The signed-in user (checked against the database on every request,
+    /// so a disabled user's sessions end at once, from any process).
+    pub user_id: i64,
     expires: Instant,
 }
 
-/// Server-side sessions; a restart signs every admin out.
+/// Server-side sessions; a restart signs every user out.
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
@@ -76,8 +87,8 @@ impl Sessions {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new session: (cookie value, CSRF token).
-    pub fn create(&self) -> (String, String) {
+    /// A new session for `user_id`: (cookie value, CSRF token).
+    pub fn create(&self, user_id: i64) -> (String, String) {
         let id = random_hex(32);
         let csrf = random_hex(32);
         let mut map = self.map();
@@ -87,6 +98,7 @@ impl Sessions {
             id.clone(),
             Session {
                 csrf: csrf.clone(),
+                user_id,
                 expires: now + SESSION_TTL,
             },
         );
@@ -100,6 +112,56 @@ impl Sessions {
 
     pub fn remove(&self, id: &str) {
         self.map().remove(id);
+    }
+
+    /// Ends every session of a user.
+    pub fn remove_user(&self, user_id: i64) {
+        self.map().retain(|_, s| s.user_id != user_id);
+    }
+}
+
+/// Who acts: a signed-in staff user, or the API token (recorded as `api`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staff {
+    pub name: String,
+    pub role: Role,
+    /// `None` for the API token.
+    pub user_id: Option<i64>,
+}
+
+impl Staff {
+    pub fn api() -> Staff {
+        Staff {
+            name: "api".into(),
+            role: Role::Admin,
+            user_id: None,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// The active user behind a session, or `None` (unknown, expired, or the
+/// user was disabled: then the session ends here).
+async fn session_staff(state: &SharedState, id: &str) -> Option<(Session, Staff)> {
+    let session = state.sessions.get(id)?;
+    let user_id = session.user_id;
+    let user = state.db(move |s| s.user(user_id)).await.ok().flatten();
+    match user.filter(|u| u.active) {
+        Some(u) => Some((
+            session,
+            Staff {
+                name: u.name,
+                role: u.role,
+                user_id: Some(u.id),
+            },
+        )),
+        None => {
+            state.sessions.remove_user(user_id);
+            None
+        }
     }
 }
 
@@ -125,10 +187,11 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -
     c
 }
 
-/// A signed-in admin seen by a page handler.
+/// A signed-in staff user seen by a page handler.
 pub struct AdminSession {
     pub id: String,
     pub csrf: String,
+    pub staff: Staff,
 }
 
 /// Page extractor: `Ok(None)` means "not signed in" (the page redirects).
@@ -141,12 +204,14 @@ impl FromRequestParts<SharedState> for MaybeAdmin {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(MaybeAdmin(cookie(&parts.headers, SESSION_COOKIE).and_then(
-            |id| {
-                state
-                    .sessions
-                    .get(&id)
-                    .map(|s| AdminSession { id, csrf: s.csrf })
+        let Some(id) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Ok(MaybeAdmin(None));
+        };
+        Ok(MaybeAdmin(session_staff(state, &id).await.map(
+            |(session, staff)| AdminSession {
+                id,
+                csrf: session.csrf,
+                staff,
             },
         )))
     }
@@ -154,8 +219,8 @@ impl FromRequestParts<SharedState> for MaybeAdmin {
 
 /// The account name guesses at the bearer token are counted under.
 pub const TOKEN_ACCOUNT: &str = "api-token";
-/// The account name guesses at the admin password are counted under.
-pub const ADMIN_ACCOUNT: &str = "admin";
+/// The user `admin set-password` and `SMART_SUPPORT_ADMIN_PASSWORD` set.
+pub const ADMIN_USER: &str = "admin";
 /// Shortest accepted `SMART_SUPPORT_ADMIN_TOKEN`.
 pub const MIN_TOKEN_CHARS: usize = 32;
 
@@ -188,7 +253,7 @@ pub async fn check_admin(
     headers: &HeaderMap,
     method: &Method,
     client: ClientIp,
-) -> Result<(), ApiError> {
+) -> Result<Staff, ApiError> {
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let addr = client.key();
         state
@@ -204,7 +269,7 @@ pub async fn check_admin(
         return match (given, expected) {
             (Some(given), Some(expected)) if ct_eq(given.trim(), expected) => {
                 state.login.forgive(&addr);
-                Ok(())
+                Ok(Staff::api())
             }
             _ => {
                 state.login.record_failure(&addr, TOKEN_ACCOUNT);
@@ -213,8 +278,9 @@ pub async fn check_admin(
             }
         };
     }
-    let session = cookie(headers, SESSION_COOKIE)
-        .and_then(|id| state.sessions.get(&id))
+    let id = cookie(headers, SESSION_COOKIE).ok_or_else(ApiError::unauthorized)?;
+    let (session, staff) = session_staff(state, &id)
+        .await
         .ok_or_else(ApiError::unauthorized)?;
     if method != Method::GET && method != Method::HEAD {
         let given = headers
@@ -229,11 +295,11 @@ pub async fn check_admin(
             ));
         }
     }
-    Ok(())
+    Ok(staff)
 }
 
-/// API extractor for staff routes; see [`check_admin`].
-pub struct AdminApi;
+/// API extractor for staff routes (admins and agents); see [`check_admin`].
+pub struct AdminApi(pub Staff);
 
 impl FromRequestParts<SharedState> for AdminApi {
     type Rejection = ApiError;
@@ -243,8 +309,9 @@ impl FromRequestParts<SharedState> for AdminApi {
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
         let Ok(client) = ClientIp::from_request_parts(parts, state).await;
-        check_admin(state, &parts.headers, &parts.method, client).await?;
-        Ok(AdminApi)
+        Ok(AdminApi(
+            check_admin(state, &parts.headers, &parts.method, client).await?,
+        ))
     }
 }
 

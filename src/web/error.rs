@@ -81,6 +81,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::not_found("ticket"),
+            StoreError::UserNotFound => ApiError::not_found("user"),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             e @ StoreError::KeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -10,6 +10,7 @@ pub mod live;
 pub mod pages;
 pub mod server;
 pub mod telemetry;
+pub mod users;
 pub mod view;
 
 use std::sync::Arc;
@@ -250,6 +251,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/admin/tickets", get(pages::admin_tickets))
         .route("/admin/tickets/{id}", get(pages::admin_ticket))
         .route("/admin/tickets/{id}/resolve", post(pages::admin_resolve))
+        .route("/admin/users", get(users::page).post(users::create))
+        .route("/admin/users/{name}/{action}", post(users::change))
         .route("/assets/{file}", get(assets::serve))
         .fallback(pages::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

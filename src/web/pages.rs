@@ -24,7 +24,12 @@ fn is_staff_page(name: &str) -> bool {
     name.starts_with("admin") || name == "login.html"
 }
 
-fn render(state: &SharedState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+pub(super) fn render(
+    state: &SharedState,
+    status: StatusCode,
+    name: &str,
+    ctx: minijinja::Value,
+) -> Response {
     let banner = is_staff_page(name)
         .then(|| state.engines.banner())
         .flatten();
@@ -42,7 +47,7 @@ fn render(state: &SharedState, status: StatusCode, name: &str, ctx: minijinja::V
     }
 }
 
-fn error_page(state: &SharedState, status: StatusCode, message: &str) -> Response {
+pub(super) fn error_page(state: &SharedState, status: StatusCode, message: &str) -> Response {
     render(
         state,
         status,
@@ -51,7 +56,7 @@ fn error_page(state: &SharedState, status: StatusCode, message: &str) -> Respons
     )
 }
 
-fn api_error_page(state: &SharedState, e: ApiError) -> Response {
+pub(super) fn api_error_page(state: &SharedState, e: ApiError) -> Response {
     let retry_after = e.retry_after;
     let resp = error_page(state, e.status, &e.message);
     with_retry_after(resp, retry_after)
@@ -64,7 +69,7 @@ fn with_retry_after(mut resp: Response, secs: Option<u64>) -> Response {
     resp
 }
 
-fn see_other(to: &str) -> Response {
+pub(super) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
@@ -262,10 +267,7 @@ fn with_cookie(mut resp: Response, cookie: String) -> Response {
 }
 
 async fn password_is_set(state: &SharedState) -> Result<bool, ApiError> {
-    Ok(state
-        .db(|s| s.setting(auth::PASSWORD_SETTING))
-        .await?
-        .is_some())
+    state.db(|s| s.has_users()).await
 }
 
 fn login_page(
@@ -308,6 +310,8 @@ pub async fn login_form(
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
     #[serde(default)]
+    name: String,
+    #[serde(default)]
     password: String,
     #[serde(default)]
     csrf: String,
@@ -332,10 +336,20 @@ pub async fn login(
             false,
         );
     }
-    let hash = match state.db(|s| s.setting(auth::PASSWORD_SETTING)).await {
-        Ok(Some(h)) => h,
-        Ok(None) => return login_page(&state, StatusCode::FORBIDDEN, None, true),
+    let name = form.name.trim().to_string();
+    let lookup = name.clone();
+    let found = match state.db(move |s| s.user_for_login(&lookup)).await {
+        Ok(f) => f,
         Err(e) => return api_error_page(&state, e),
+    };
+    if found.is_none() && !matches!(password_is_set(&state).await, Ok(true)) {
+        return login_page(&state, StatusCode::FORBIDDEN, None, true);
+    }
+    // A wrong name costs a password check too (no user enumeration by
+    // timing), and says the same as a wrong password.
+    let (user, hash) = match found {
+        Some((u, h)) if u.active => (Some(u), h),
+        _ => (None, auth::dummy_hash().to_string()),
     };
     let addr = client.key();
     let refused = |r: Refusal| {
@@ -346,7 +360,7 @@ pub async fn login(
     };
     // Counted as a failure before the check runs, so parallel guesses
     // cannot slip past the throttle.
-    let attempt = match state.login.begin(&addr, auth::ADMIN_ACCOUNT) {
+    let attempt = match state.login.begin(&addr, &name.to_lowercase()) {
         Ok(a) => a,
         Err(r) => return refused(r),
     };
@@ -364,23 +378,23 @@ pub async fn login(
             return refused(r);
         }
     };
-    if !ok {
+    let Some(user) = user.filter(|_| ok) else {
         state.login.failed(attempt);
         metrics::counter!("auth_failures_total", "kind" => "password").increment(1);
         static LOG: crate::guard::LogEvery = crate::guard::LogEvery::new();
         if let Some(n) = LOG.due(std::time::Duration::from_secs(10)) {
-            tracing::warn!(client = %addr, failures = n, "failed admin logins");
+            tracing::warn!(client = %addr, failures = n, "failed staff sign-ins");
         }
         return login_page(
             &state,
             StatusCode::UNAUTHORIZED,
-            Some("Wrong password."),
+            Some("Wrong name or password."),
             false,
         );
-    }
+    };
     state.login.succeeded(attempt);
-    let (session, _) = state.sessions.create();
-    tracing::info!("admin signed in");
+    let (session, _) = state.sessions.create(user.id);
+    tracing::info!(user = %user.name, "staff user signed in");
     let resp = see_other("/admin/tickets");
     let resp = with_cookie(
         resp,
@@ -395,11 +409,11 @@ pub async fn login(
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 /// A signed-in admin whose form carries the session's CSRF token.
-fn check_csrf(
+pub(super) fn check_csrf(
     admin: &Option<AdminSession>,
     form: &Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<(), StatusCode> {
@@ -511,6 +525,7 @@ pub async fn admin_tickets(
         "admin_tickets.html",
         context! {
             csrf => admin.csrf,
+            is_admin => admin.staff.is_admin(),
             charts => charts,
             csv_link => csv_link,
             tickets => minijinja::Value::from(minijinja::value::Serde(&tickets)),
@@ -648,7 +663,11 @@ pub async fn admin_ticket(
                 &state,
                 StatusCode::OK,
                 "admin_ticket.html",
-                context! { ticket => minijinja::Value::from(minijinja::value::Serde(&ticket)), csrf => admin.csrf },
+                context! {
+                    ticket => minijinja::Value::from(minijinja::value::Serde(&ticket)),
+                    csrf => admin.csrf,
+                    is_admin => admin.staff.is_admin(),
+                },
             )
         }
         Err(e) => api_error_page(&state, e),

@@ -66,6 +66,7 @@ pub fn start() -> TestApp {
     start_with(dir, cfg)
 }
 
+#[derive(Debug)]
 pub struct Resp {
     pub status: StatusCode,
     pub headers: HeaderMap,

@@ -1,0 +1,40 @@
+//! The support desk: the people who work the tickets. Today: staff accounts
+//! (names, roles); the conversation, drafts and assignment build on them.
+
+/// Longest user name.
+pub const MAX_NAME_CHARS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a user name is 1 to {MAX_NAME_CHARS} letters, digits, '.', '-' or '_' (got '{0}')")]
+pub struct BadName(pub String);
+
+/// Checks a user name: short, plain, the same in every log and URL.
+pub fn user_name(name: &str) -> Result<String, BadName> {
+    let name = name.trim();
+    let ok = !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && name != "api";
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(BadName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_plain() {
+        assert_eq!(user_name(" maria.k "), Ok("maria.k".into()));
+        assert!(user_name("").is_err());
+        assert!(user_name("a b").is_err());
+        assert!(user_name("<script>").is_err());
+        assert!(user_name("api").is_err(), "reserved for the API token");
+        assert!(user_name(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! Staff accounts: roles, disabled users, the `/admin/users` page, the
+//! `users` command, and the move of the single admin password to a user.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use axum::http::StatusCode;
+use common::*;
+use smart_support::store::{Store, UserChange};
+use smart_support::ticket::{Role, TicketInput};
+use smart_support::web::auth;
+
+const BIN: &str = env!("CARGO_BIN_EXE_smart-support");
+
+fn add_user(app: &TestApp, name: &str, role: Role, password: &str) {
+    let hash = auth::hash_password(password).expect("hash");
+    app.state
+        .store
+        .create_user(name, role, &hash)
+        .expect("create user");
+}
+
+/// Signs in; the session cookie header and the session's CSRF token.
+async fn sign_in(app: &TestApp, name: &str, password: &str) -> Result<(String, String), Resp> {
+    let r = send(&app.router, get("/admin/login")).await;
+    let csrf = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with(auth::LOGIN_CSRF_COOKIE))
+        .and_then(|c| {
+            c.split(';')
+                .next()
+                .and_then(|kv| kv.split_once('='))
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("login csrf");
+    let r = send(
+        &app.router,
+        form_req(
+            "/admin/login",
+            &format!("name={name}&password={}&csrf={csrf}", url_encode(password)),
+            Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
+        ),
+    )
+    .await;
+    if r.status != StatusCode::SEE_OTHER {
+        return Err(r);
+    }
+    let session = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with(auth::SESSION_COOKIE))
+        .and_then(|c| c.split(';').next().map(str::to_string))
+        .expect("session cookie");
+    let page = send(&app.router, with_cookie("/admin/tickets", &session)).await;
+    let token = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("csrf on the page")
+        .to_string();
+    Ok((session, token))
+}
+
+fn with_cookie(uri: &str, cookie: &str) -> axum::http::Request<axum::body::Body> {
+    req(axum::http::Method::GET, uri)
+        .header(axum::http::header::COOKIE, cookie)
+        .body(axum::body::Body::empty())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn agents_work_tickets_but_cannot_manage_users() {
+    let app = start();
+    add_user(&app, "boss", Role::Admin, "boss-password-1");
+    add_user(&app, "maria", Role::Agent, "maria-password-1");
+    let (agent, agent_csrf) = sign_in(&app, "maria", "maria-password-1")
+        .await
+        .expect("agent signs in");
+    assert_eq!(
+        send(&app.router, with_cookie("/admin/tickets", &agent))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = send(&app.router, with_cookie("/admin/users", &agent)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(
+        &app.router,
+        form_req(
+            "/admin/users",
+            &format!("csrf={agent_csrf}&name=eve&role=admin&password=eve-password-1"),
+            Some(&agent),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        app.state
+            .store
+            .user_for_login("eve")
+            .expect("read")
+            .is_none()
+    );
+
+    // An admin adds a user from the page; the new user signs in.
+    let (admin, csrf) = sign_in(&app, "boss", "boss-password-1")
+        .await
+        .expect("admin signs in");
+    let page = send(&app.router, with_cookie("/admin/users", &admin)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("maria") && page.body.contains("agent"));
+    let r = send(
+        &app.router,
+        form_req(
+            "/admin/users",
+            &format!("csrf={csrf}&name=eve&role=agent&password=eve-password-1"),
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(sign_in(&app, "eve", "eve-password-1").await.is_ok());
+    // Without the CSRF token nothing changes.
+    let r = send(
+        &app.router,
+        form_req("/admin/users/eve/disable", "csrf=wrong", Some(&admin)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A bad name or a short password is a clear error on the page.
+    let r = send(
+        &app.router,
+        form_req(
+            "/admin/users",
+            &format!("csrf={csrf}&name=a+b&role=agent&password=eve-password-1"),
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("user name"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_disabled_user_is_signed_out_at_once_and_cannot_sign_in() {
+    let app = start();
+    add_user(&app, "boss", Role::Admin, "boss-password-1");
+    add_user(&app, "maria", Role::Agent, "maria-password-1");
+    let (agent, _) = sign_in(&app, "maria", "maria-password-1")
+        .await
+        .expect("agent");
+    let (admin, csrf) = sign_in(&app, "boss", "boss-password-1")
+        .await
+        .expect("admin");
+    let r = send(
+        &app.router,
+        form_req(
+            "/admin/users/maria/disable",
+            &format!("csrf={csrf}"),
+            Some(&admin),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = send(&app.router, with_cookie("/admin/tickets", &agent)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "the session ended");
+    assert_eq!(r.location(), "/admin/login");
+    let refused = sign_in(&app, "maria", "maria-password-1")
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        refused.body.contains("Wrong name or password"),
+        "same answer as a wrong password"
+    );
+    // Disabled from another process (the `users disable` command) works the same.
+    app.state
+        .store
+        .update_user("maria", UserChange::Active(true))
+        .expect("enable");
+    let (agent, _) = sign_in(&app, "maria", "maria-password-1")
+        .await
+        .expect("again");
+    Store::open(&app.state.config.db)
+        .expect("second handle")
+        .update_user("maria", UserChange::Active(false))
+        .expect("disable");
+    let r = send(&app.router, with_cookie("/admin/tickets", &agent)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_disabled_or_demoted() {
+    let app = start();
+    add_user(&app, "boss", Role::Admin, "boss-password-1");
+    let (admin, csrf) = sign_in(&app, "boss", "boss-password-1")
+        .await
+        .expect("admin");
+    for (path, body) in [
+        ("/admin/users/boss/disable", format!("csrf={csrf}")),
+        ("/admin/users/boss/role", format!("csrf={csrf}&role=agent")),
+    ] {
+        let r = send(&app.router, form_req(path, &body, Some(&admin))).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{path}");
+        assert!(r.body.contains("no active admin"), "{}", r.body);
+    }
+    let me = app
+        .state
+        .store
+        .user_for_login("boss")
+        .expect("read")
+        .expect("boss")
+        .0;
+    assert!(me.active && me.role == Role::Admin);
+}
+
+#[tokio::test]
+async fn unknown_names_and_wrong_passwords_get_the_same_answer() {
+    let app = start();
+    add_user(&app, "boss", Role::Admin, "boss-password-1");
+    let a = sign_in(&app, "nobody", "boss-password-1")
+        .await
+        .expect_err("refused");
+    let b = sign_in(&app, "boss", "not-the-password")
+        .await
+        .expect_err("refused");
+    assert_eq!(a.status, b.status);
+    assert!(a.body.contains("Wrong name or password") && b.body.contains("Wrong name or password"));
+}
+
+#[test]
+fn the_admin_password_becomes_the_user_admin_and_data_stays() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let db = dir.path().join("old.db");
+    let hash = auth::hash_password("old-admin-password").expect("hash");
+    {
+        let old = Store::open_to(&db, 4).expect("schema 4");
+        old.set_setting("admin_password_hash", &hash)
+            .expect("old setting");
+        old.create_ticket(&TicketInput {
+            subject: "Kept".into(),
+            description: "Still here".into(),
+        })
+        .expect("ticket");
+    }
+    let store = Store::open(&db).expect("migrated");
+    let (user, stored) = store
+        .user_for_login("admin")
+        .expect("read")
+        .expect("admin user");
+    assert_eq!(user.role, Role::Admin);
+    assert!(auth::verify_password("old-admin-password", &stored));
+    assert_eq!(store.setting("admin_password_hash").expect("read"), None);
+    let (list, total) = store.list(&Default::default()).expect("list");
+    assert_eq!((total, list[0].subject.as_str()), (1, "Kept"));
+}
+
+fn users_cmd(db: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .arg("users")
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .env_remove("SMART_SUPPORT_USER_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn the_users_command_adds_lists_disables_and_sets_passwords() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let db = dir.path().join("u.db");
+    let ok = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr))
+    };
+    ok(&users_cmd(
+        &db,
+        &["add", "--name", "boss", "--role", "admin"],
+        "boss-password-1\n",
+    ));
+    ok(&users_cmd(
+        &db,
+        &["add", "--name", "maria", "--role", "agent"],
+        "maria-password-1\n",
+    ));
+    let dup = users_cmd(
+        &db,
+        &["add", "--name", "MARIA", "--role", "agent"],
+        "maria-password-2\n",
+    );
+    assert!(!dup.status.success(), "names are unique regardless of case");
+    let short = users_cmd(&db, &["add", "--name", "sam", "--role", "agent"], "short\n");
+    assert!(!short.status.success());
+    let bad_role = users_cmd(
+        &db,
+        &["add", "--name", "sam", "--role", "owner"],
+        "sam-password-1\n",
+    );
+    assert!(!bad_role.status.success());
+    ok(&users_cmd(&db, &["disable", "maria"], ""));
+    ok(&users_cmd(
+        &db,
+        &["set-password", "boss"],
+        "boss-password-2\n",
+    ));
+    let list = users_cmd(&db, &["list"], "");
+    ok(&list);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("boss\tadmin\tactive"), "{text}");
+    assert!(text.contains("maria\tagent\tdisabled"), "{text}");
+    let store = Store::open(&db).expect("open");
+    let (_, hash) = store.user_for_login("boss").expect("read").expect("boss");
+    assert!(auth::verify_password("boss-password-2", &hash));
+    let last = users_cmd(&db, &["disable", "boss"], "");
+    assert!(!last.status.success(), "the last admin stays");
+    assert!(String::from_utf8_lossy(&last.stderr).contains("no active admin"));
+}

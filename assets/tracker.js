@@ -14,6 +14,7 @@
   var eventsUrl = root.getAttribute("data-events-url");
   var processing = root.getAttribute("data-processing");
   var status = root.getAttribute("data-status");
+  var messages = root.getAttribute("data-messages");
   var INTERVAL = 5000;
 
   function renderTimeline(steps) {
@@ -32,9 +33,10 @@
     if (bar) { bar.value = s.progress; bar.textContent = s.progress + "%"; }
     renderTimeline(s.timeline || []);
     card.setAttribute("data-live", "1");
-    if (s.processing !== processing || s.status !== status) {
+    if (s.processing !== processing || s.status !== status || String(s.messages) !== messages) {
       processing = s.processing;
       status = s.status;
+      messages = String(s.messages);
       // Let the timeline animation show before the card is re-rendered.
       setTimeout(swap, 700);
     }
@@ -51,6 +53,10 @@
         var next = new DOMParser().parseFromString(html, "text/html").getElementById("tracker");
         if (!next) return;
         var fresh = document.importNode(next, true);
+        // Keep a reply being typed.
+        var typing = card.querySelector("#reply-body");
+        var kept = fresh.querySelector("#reply-body");
+        if (typing && kept) kept.value = typing.value;
         card.replaceWith(fresh);
         card = root = fresh;
         card.setAttribute("data-live", "1");

@@ -70,6 +70,11 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: Limits,
 
+    /// Days after which a customer's reply no longer reopens a resolved
+    /// ticket (they are asked to open a new one).
+    #[arg(long, env = "SMART_SUPPORT_REOPEN_DAYS", default_value_t = 14)]
+    pub reopen_days: u32,
+
     /// Seconds a shutdown (SIGTERM/SIGINT) waits for running tickets before
     /// exiting; unfinished ones stay queued for the next start.
     #[arg(long, env = "SMART_SUPPORT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]

@@ -222,6 +222,12 @@ pub enum EventKind {
     Escalated,
     Resolved,
     Rated,
+    /// A customer's reply reopened a resolved ticket.
+    Reopened,
+    /// A message was added (live updates only; messages have their own table).
+    Message,
+    /// Staff changed a field or the assignee (live updates only; see `history`).
+    Changed,
 }
 
 impl EventKind {
@@ -233,6 +239,9 @@ impl EventKind {
             EventKind::Escalated => "escalated",
             EventKind::Resolved => "resolved",
             EventKind::Rated => "rated",
+            EventKind::Reopened => "reopened",
+            EventKind::Message => "message",
+            EventKind::Changed => "changed",
         }
     }
 
@@ -244,6 +253,7 @@ impl EventKind {
             EventKind::Escalated,
             EventKind::Resolved,
             EventKind::Rated,
+            EventKind::Reopened,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

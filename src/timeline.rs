@@ -56,7 +56,13 @@ pub fn build(events: &[Event]) -> Vec<Step> {
         (None, Some(_)) => waiting("AI Processing", StepState::Active),
         (None, None) => waiting("AI Processing", StepState::Pending),
     };
-    let resolution = match events.iter().rev().find(|e| e.kind == EventKind::Resolved) {
+    // Resolved unless a later reply reopened it.
+    let last_resolution = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e.kind, EventKind::Resolved | EventKind::Reopened))
+        .filter(|e| e.kind == EventKind::Resolved);
+    let resolution = match last_resolution {
         Some(e) => done("Resolution", e),
         None => waiting("Resolution", StepState::Pending),
     };

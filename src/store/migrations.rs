@@ -91,6 +91,30 @@ pub const MIGRATIONS: &[&str] = &[
         SELECT 'admin', 'admin', value, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
         FROM settings WHERE key = 'admin_password_hash';
     DELETE FROM settings WHERE key = 'admin_password_hash';",
+    // 6: the conversation, the change history and the assignee.
+    "CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        ticket_id INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+        author_kind TEXT NOT NULL CHECK (author_kind IN ('customer', 'staff', 'ai', 'system')),
+        author_name TEXT,
+        internal INTEGER NOT NULL DEFAULT 0 CHECK (internal IN (0, 1)),
+        ai_assisted INTEGER NOT NULL DEFAULT 0 CHECK (ai_assisted IN (0, 1)),
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX messages_ticket ON messages(ticket_id, id);
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY,
+        ticket_id INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+        field TEXT NOT NULL,
+        from_value TEXT,
+        to_value TEXT,
+        by TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX history_ticket ON history(ticket_id, id);
+    ALTER TABLE tickets ADD COLUMN assignee TEXT;
+    CREATE INDEX tickets_assignee ON tickets(assignee);",
 ];
 
 pub const LATEST: usize = MIGRATIONS.len();

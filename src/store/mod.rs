@@ -7,9 +7,11 @@
 //! requests never meet SQLITE_BUSY inside this process; the busy timeout
 //! covers other processes (e.g. `admin set-password` on a live database).
 
+pub mod desk;
 pub mod migrations;
 pub mod users;
 
+pub use desk::{Author, Change, Message, NewMessage, TicketChanges};
 pub use users::{User, UserChange};
 
 use std::path::Path;
@@ -137,11 +139,20 @@ pub struct TicketRecord {
     pub rating: Option<Rating>,
     pub created_at: String,
     pub updated_at: String,
+    /// The stored category and priority: the AI's, or a person's override.
+    pub category: Option<Category>,
+    pub priority: Option<Priority>,
+    pub assignee: Option<String>,
+    /// Every message, internal ones too (views filter them for customers).
+    pub messages: Vec<Message>,
+    pub history: Vec<Change>,
 }
 
 /// A ticket's progress, for cheap polling.
 #[derive(Debug, Clone)]
 pub struct TicketStatus {
+    /// Public messages on the ticket (a new one makes live pages refresh).
+    pub public_messages: i64,
     pub status: Status,
     pub processing: Processing,
     pub updated_at: String,
@@ -161,6 +172,7 @@ pub struct TicketSummary {
     pub rating: Option<u8>,
     pub created_at: String,
     pub updated_at: String,
+    pub assignee: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -211,6 +223,8 @@ pub struct ListQuery {
     pub category: Option<Category>,
     pub priority: Option<Priority>,
     pub status: Option<Status>,
+    /// A user's name, or "" for unassigned tickets.
+    pub assignee: Option<String>,
     pub sort: Sort,
     /// 1-based.
     pub page: u32,
@@ -477,7 +491,7 @@ impl Store {
         Ok(())
     }
 
-    fn add_event(
+    pub(super) fn add_event(
         tx: &Transaction,
         id: i64,
         kind: EventKind,
@@ -760,7 +774,7 @@ impl Store {
         let row = conn
             .query_row(
                 "SELECT id, token, subject, description, status, processing, pipeline_runs, analysis,
-                        rating, rating_comment, created_at, updated_at
+                        rating, rating_comment, created_at, updated_at, category, priority, assignee
                  FROM tickets WHERE id = ?1",
                 [id],
                 |r| {
@@ -779,6 +793,11 @@ impl Store {
                             rating: rating.map(|stars| Rating { stars, comment: None }),
                             created_at: r.get(10)?,
                             updated_at: r.get(11)?,
+                            category: r.get::<_, Option<String>>(12)?.and_then(|s| s.parse().ok()),
+                            priority: r.get::<_, Option<String>>(13)?.and_then(|s| s.parse().ok()),
+                            assignee: r.get(14)?,
+                            messages: Vec::new(),
+                            history: Vec::new(),
                         },
                         analysis,
                         r.get::<_, Option<String>>(9)?,
@@ -794,6 +813,8 @@ impl Store {
             r.comment = comment;
         }
         record.events = Self::events(&conn, id)?;
+        record.messages = Self::messages_of(&conn, id)?;
+        record.history = Self::history_of(&conn, id)?;
         Ok(record)
     }
 
@@ -824,21 +845,25 @@ impl Store {
         let conn = self.reader();
         let row = conn
             .query_row(
-                "SELECT status, processing, updated_at FROM tickets WHERE id = ?1",
+                "SELECT status, processing, updated_at,
+                        (SELECT COUNT(*) FROM messages m WHERE m.ticket_id = t.id AND m.internal = 0)
+                 FROM tickets t WHERE id = ?1",
                 [id],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((status, processing, updated_at)) = row else {
+        let Some((status, processing, updated_at, public_messages)) = row else {
             return Err(StoreError::NotFound);
         };
         Ok(TicketStatus {
+            public_messages,
             status: status.parse().unwrap_or(Status::Open),
             processing: Processing::parse(&processing),
             updated_at,
@@ -867,6 +892,14 @@ impl Store {
                 filters.push(format!("{column} = ?{}", args.len()));
             }
         }
+        match q.assignee.as_deref() {
+            Some("") => filters.push("t.assignee IS NULL".to_string()),
+            Some(name) => {
+                args.push(name.to_string());
+                filters.push(format!("t.assignee = ?{} COLLATE NOCASE", args.len()));
+            }
+            None => {}
+        }
         let where_sql = if filters.is_empty() {
             String::new()
         } else {
@@ -882,7 +915,7 @@ impl Store {
         let offset = (q.page.max(1) as i64 - 1) * per_page as i64;
         let sql = format!(
             "SELECT t.id, t.subject, t.status, t.category, t.priority, t.sentiment, t.risk, t.rating,
-                    t.created_at, t.updated_at
+                    t.created_at, t.updated_at, t.assignee
              FROM tickets t {where_sql} ORDER BY {} LIMIT {per_page} OFFSET {offset}",
             q.sort.order_by()
         );
@@ -900,6 +933,7 @@ impl Store {
                     rating: r.get(7)?,
                     created_at: r.get(8)?,
                     updated_at: r.get(9)?,
+                    assignee: r.get(10)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -1046,6 +1080,7 @@ impl Store {
                             params![id, token, &token[..TOKEN_PREFIX_LEN], now],
                         )?;
                         tx.execute("UPDATE events SET detail = '' WHERE ticket_id = ?1", [id])?;
+                        tx.execute("DELETE FROM messages WHERE ticket_id = ?1", [id])?;
                     }
                 }
             }

@@ -340,6 +340,14 @@ pub fn list_query(params: &HashMap<String, String>) -> Result<ListQuery, ApiErro
         category: get("category").map(str::parse).transpose().map_err(bad)?,
         priority: get("priority").map(str::parse).transpose().map_err(bad)?,
         status: get("status").map(str::parse).transpose().map_err(bad)?,
+        // `assignee=NAME`; `assignee=-` lists unassigned tickets.
+        assignee: get("assignee").map(|a| {
+            if a == "-" {
+                String::new()
+            } else {
+                a.to_string()
+            }
+        }),
         sort: match get("sort") {
             None => Sort::default(),
             Some(s) => Sort::parse(s).ok_or_else(|| {

@@ -36,6 +36,10 @@ const ASSETS: &[(&str, &str)] = &[
     ("app.css", include_str!("../../assets/app.css")),
     ("tracker.js", include_str!("../../assets/tracker.js")),
     ("dashboard.js", include_str!("../../assets/dashboard.js")),
+    (
+        "admin_ticket.js",
+        include_str!("../../assets/admin_ticket.js"),
+    ),
 ];
 
 /// Only plain file names: no separators, no dot-dot.

@@ -4,6 +4,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod charts;
+pub mod desk;
 pub mod error;
 pub mod health;
 pub mod live;
@@ -230,7 +231,13 @@ pub fn router(state: SharedState) -> Router {
             post(api::create_ticket).get(api::list_tickets),
         )
         .route("/api/classify", post(api::classify))
-        .route("/api/tickets/{id}", get(api::admin_ticket))
+        .route(
+            "/api/tickets/{id}",
+            get(api::admin_ticket).patch(desk::patch),
+        )
+        .route("/api/tickets/{id}/messages", post(desk::staff_message))
+        .route("/api/tickets/{id}/assign", post(desk::assign))
+        .route("/api/t/{token}/messages", post(desk::customer_message))
         .route("/api/tickets/{id}/resolve", post(api::admin_resolve))
         .route("/api/t/{token}", get(api::customer_ticket))
         .route("/api/t/{token}/status", get(api::customer_status))
@@ -251,6 +258,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/admin/tickets", get(pages::admin_tickets))
         .route("/admin/tickets/{id}", get(pages::admin_ticket))
         .route("/admin/tickets/{id}/resolve", post(pages::admin_resolve))
+        .route("/admin/tickets/{id}/{action}", post(desk::staff_form_post))
+        .route("/t/{token}/messages", post(desk::tracker_reply))
         .route("/admin/users", get(users::page).post(users::create))
         .route("/admin/users/{name}/{action}", post(users::change))
         .route("/assets/{file}", get(assets::serve))

@@ -160,7 +160,7 @@ pub async fn submit(
 }
 
 /// The ticket behind a tracking link, or the page to answer instead.
-async fn tracked(state: &SharedState, token: &str) -> Result<i64, Response> {
+pub(super) async fn tracked(state: &SharedState, token: &str) -> Result<i64, Response> {
     let t = token.to_string();
     match state.db(move |s| s.id_for_token(&t)).await {
         Ok(Some(id)) => Ok(id),
@@ -199,6 +199,17 @@ async fn tracker_page(state: &SharedState, token: String, error: Option<String>)
             error => error,
         },
     )
+}
+
+/// The tracker again, showing why a customer's action failed.
+pub(super) async fn tracker_error(state: &SharedState, token: String, e: ApiError) -> Response {
+    let retry_after = e.retry_after;
+    let status = e.status;
+    let mut resp = tracker_page(state, token, Some(e.message)).await;
+    if resp.status() == StatusCode::UNPROCESSABLE_ENTITY {
+        *resp.status_mut() = status;
+    }
+    with_retry_after(resp, retry_after)
 }
 
 pub async fn tracker(State(state): State<SharedState>, Path(token): Path<String>) -> Response {
@@ -501,9 +512,16 @@ pub async fn admin_tickets(
     let days = crate::clock::last_days(14);
     let since = days.first().cloned().unwrap_or_default();
     let data = state
-        .db(move |s| Ok((s.list(&q2)?, s.status_counts()?, s.dashboard(&since)?)))
+        .db(move |s| {
+            Ok((
+                s.list(&q2)?,
+                s.status_counts()?,
+                s.dashboard(&since)?,
+                s.users()?,
+            ))
+        })
         .await;
-    let ((tickets, total), counts, stats) = match data {
+    let ((tickets, total), counts, stats, users) = match data {
         Ok(d) => d,
         Err(e) => return api_error_page(&state, e),
     };
@@ -541,6 +559,9 @@ pub async fn admin_tickets(
             priority => q.priority.map(|p| p.as_str()),
             status => q.status.map(|s| s.as_str()),
             sort => q.sort.as_str(),
+            assignee => params.get("assignee").cloned().unwrap_or_default(),
+            me => admin.staff.user_id.map(|_| admin.staff.name.clone()),
+            staff => users.iter().filter(|u| u.active).map(|u| u.name.clone()).collect::<Vec<_>>(),
             categories => Category::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             priorities => Priority::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             statuses => Status::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
@@ -656,22 +677,44 @@ pub async fn admin_ticket(
     let Ok(id) = id.parse::<i64>() else {
         return error_page(&state, StatusCode::NOT_FOUND, "ticket not found");
     };
-    match state.db(move |s| s.get(id)).await {
-        Ok(rec) => {
-            let ticket = ticket_json(&rec, &state.config.public_url(), true);
-            render(
-                &state,
-                StatusCode::OK,
-                "admin_ticket.html",
-                context! {
-                    ticket => minijinja::Value::from(minijinja::value::Serde(&ticket)),
-                    csrf => admin.csrf,
-                    is_admin => admin.staff.is_admin(),
-                },
-            )
-        }
-        Err(e) => api_error_page(&state, e),
-    }
+    admin_ticket_page(&state, &admin, id, StatusCode::OK, None).await
+}
+
+/// The staff ticket page (with an error shown above the forms, when given).
+pub(super) async fn admin_ticket_page(
+    state: &SharedState,
+    admin: &AdminSession,
+    id: i64,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let data = state.db(move |s| Ok((s.get(id)?, s.users()?))).await;
+    let (rec, users) = match data {
+        Ok(d) => d,
+        Err(e) => return api_error_page(state, e),
+    };
+    let staff: Vec<String> = users
+        .into_iter()
+        .filter(|u| u.active)
+        .map(|u| u.name)
+        .collect();
+    let ticket = ticket_json(&rec, &state.config.public_url(), true);
+    render(
+        state,
+        status,
+        "admin_ticket.html",
+        context! {
+            ticket => minijinja::Value::from(minijinja::value::Serde(&ticket)),
+            csrf => admin.csrf.clone(),
+            is_admin => admin.staff.is_admin(),
+            me => admin.staff.user_id.map(|_| admin.staff.name.clone()),
+            staff => staff,
+            error => error,
+            categories => Category::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            priorities => Priority::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            statuses => Status::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        },
+    )
 }
 
 pub async fn admin_resolve(

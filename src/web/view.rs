@@ -53,7 +53,31 @@ pub fn ticket_json(rec: &TicketRecord, base_url: &str, admin: bool) -> Value {
             obj.insert("ai_status".into(), json!(a.status));
         }
     }
+    if let Some(obj) = v.as_object_mut() {
+        // The stored category and priority are the truth: a person may have
+        // corrected the AI (the AI's own values stay under `ai_*` for staff).
+        if admin {
+            let (cat, pri) = (obj.get("category").cloned(), obj.get("priority").cloned());
+            obj.insert("ai_category".into(), cat.unwrap_or(Value::Null));
+            obj.insert("ai_priority".into(), pri.unwrap_or(Value::Null));
+        }
+        if let Some(c) = rec.category {
+            obj.insert("category".into(), json!(c));
+        }
+        if let Some(p) = rec.priority {
+            obj.insert("priority".into(), json!(p));
+        }
+        // Customers never see an internal message, in any view.
+        let messages: Vec<_> = rec
+            .messages
+            .iter()
+            .filter(|m| admin || !m.internal)
+            .collect();
+        obj.insert("messages".into(), json!(messages));
+    }
     if admin && let Some(obj) = v.as_object_mut() {
+        obj.insert("assignee".into(), json!(rec.assignee));
+        obj.insert("history".into(), json!(rec.history));
         obj.insert("token".into(), json!(rec.token));
         obj.insert(
             "tracking_url".into(),
@@ -70,6 +94,7 @@ pub fn status_json(rec: &TicketStatus) -> Value {
     let steps = timeline::build(&rec.events);
     json!({
         "status": rec.status,
+        "messages": rec.public_messages,
         "processing": rec.processing,
         "updated_at": rec.updated_at,
         "progress": timeline::progress(&steps),

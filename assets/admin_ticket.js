@@ -1,0 +1,80 @@
+// Staff ticket page: "Use the draft" puts the AI's draft into the reply box
+// (the reply is then recorded as AI-assisted), and the conversation and the
+// work panel refresh in place when anything changes on this ticket (a
+// customer's reply, a colleague's note, assignment, changes), keeping what
+// is being typed. Without JavaScript the page works with reloads.
+(function () {
+  "use strict";
+  var conv = document.getElementById("conversation");
+  if (!conv) return;
+  var ticket = conv.getAttribute("data-ticket");
+
+  function wireDraft() {
+    var use = document.getElementById("use-draft");
+    var draft = document.getElementById("ai-draft");
+    var body = document.getElementById("staff-body");
+    var flag = document.getElementById("ai-assisted");
+    if (!use || !draft || !body) return;
+    use.addEventListener("click", function () {
+      body.value = draft.textContent.trim();
+      if (flag) flag.value = "1";
+      var internal = document.getElementById("internal");
+      if (internal) internal.checked = false;
+      body.focus();
+    });
+  }
+
+  function swap(ids) {
+    if (!window.fetch || !window.DOMParser) return;
+    fetch(window.location.href, { headers: { Accept: "text/html" }, cache: "no-store" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        ids.forEach(function (id) {
+          var old = document.getElementById(id);
+          var next = doc.getElementById(id);
+          if (!old || !next) return;
+          var fresh = document.importNode(next, true);
+          // Keep a reply being typed (and whether it came from the draft).
+          ["staff-body", "ai-assisted"].forEach(function (f) {
+            var a = old.querySelector("#" + f);
+            var b = fresh.querySelector("#" + f);
+            if (a && b) b.value = a.value;
+          });
+          var ai = old.querySelector("#internal");
+          var bi = fresh.querySelector("#internal");
+          if (ai && bi) bi.checked = ai.checked;
+          old.replaceWith(fresh);
+        });
+        conv = document.getElementById("conversation");
+        conv.setAttribute("data-live", "1");
+        wireDraft();
+      })
+      .catch(function () { /* try again on the next event */ });
+  }
+
+  wireDraft();
+  if (!window.EventSource) return;
+  var es = null;
+  var connect = function () {
+    var source = new EventSource("/api/admin/events");
+    source.addEventListener("hello", function () {
+      if (conv) conv.setAttribute("data-live", "1");
+    });
+    source.addEventListener("ticket", function (e) {
+      try {
+        var d = JSON.parse(e.data);
+        if (String(d.id) === ticket) swap(["conversation", "work"]);
+      } catch (err) { /* malformed: wait for the next one */ }
+    });
+    es = source;
+  };
+  window.addEventListener("pagehide", function () {
+    if (es) { es.close(); es = null; }
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted && !es) { connect(); swap(["conversation", "work"]); }
+  });
+  connect();
+})();

@@ -1,0 +1,321 @@
+//! The support desk's records: the conversation on a ticket (public and
+//! internal messages), the history of staff changes (who changed which field
+//! from what to what, when), and the assignee.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::{Store, StoreError};
+use crate::clock;
+use crate::ticket::{Category, EventKind, Priority, Status};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    Customer,
+    /// A staff user (or `api`, the API token).
+    Staff(String),
+    Ai,
+    System,
+}
+
+impl Author {
+    fn kind(&self) -> &'static str {
+        match self {
+            Author::Customer => "customer",
+            Author::Staff(_) => "staff",
+            Author::Ai => "ai",
+            Author::System => "system",
+        }
+    }
+
+    /// The `author` field: `customer`, `ai`, `system` or the staff user's name.
+    fn label(&self) -> String {
+        match self {
+            Author::Staff(name) => name.clone(),
+            other => other.kind().to_string(),
+        }
+    }
+}
+
+/// One message of a ticket's conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    pub id: i64,
+    /// `customer`, `ai`, `system` or the staff user's name.
+    pub author: String,
+    /// `customer`, `staff`, `ai` or `system`.
+    pub author_kind: String,
+    pub internal: bool,
+    pub ai_assisted: bool,
+    pub body: String,
+    pub created_at: String,
+}
+
+/// One change: `field` went `from` → `to`, by whom, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub field: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub by: String,
+    pub at: String,
+}
+
+/// What staff may change on a ticket; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TicketChanges {
+    pub category: Option<Category>,
+    pub priority: Option<Priority>,
+    pub status: Option<Status>,
+}
+
+/// A new message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub author: Author,
+    pub internal: bool,
+    pub ai_assisted: bool,
+    pub body: String,
+}
+
+fn record_change(
+    tx: &Transaction,
+    id: i64,
+    field: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    by: &str,
+    at: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO history (ticket_id, field, from_value, to_value, by, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, field, from, to, by, at],
+    )?;
+    Ok(())
+}
+
+/// A ticket's fields that desk changes read before they write.
+struct Current {
+    status: String,
+    category: Option<String>,
+    priority: Option<String>,
+    assignee: Option<String>,
+    updated_at: String,
+}
+
+fn current(tx: &Transaction, id: i64) -> Result<Current, StoreError> {
+    tx.query_row(
+        "SELECT status, category, priority, assignee, updated_at FROM tickets WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(Current {
+                status: r.get(0)?,
+                category: r.get(1)?,
+                priority: r.get(2)?,
+                assignee: r.get(3)?,
+                updated_at: r.get(4)?,
+            })
+        },
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound)
+}
+
+/// Days between two RFC 3339 times (0 when either does not parse).
+fn days_between(earlier: &str, later: &str) -> i64 {
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
+    match (parse(earlier), parse(later)) {
+        (Some(a), Some(b)) => (b - a).whole_days(),
+        _ => 0,
+    }
+}
+
+impl Store {
+    /// Adds a message. A customer's reply to a resolved ticket reopens it
+    /// when it was resolved at most `reopen_days` ago; later it is refused
+    /// (the customer is asked to open a new ticket). Returns the message and
+    /// the ticket's status after it.
+    pub fn add_message(
+        &self,
+        id: i64,
+        m: &NewMessage,
+        reopen_days: u32,
+    ) -> Result<(Message, Status), StoreError> {
+        let now = clock::now();
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Current {
+                status, updated_at, ..
+            } = current(&tx, id)?;
+            let mut status: Status = status.parse().unwrap_or(Status::Open);
+            if m.author == Author::Customer && status == Status::Resolved {
+                if days_between(&updated_at, &now) > i64::from(reopen_days) {
+                    return Err(StoreError::Conflict(format!(
+                        "this ticket was resolved more than {reopen_days} days ago; please open a new ticket"
+                    )));
+                }
+                tx.execute(
+                    "UPDATE tickets SET status = 'Open' WHERE id = ?1",
+                    [id],
+                )?;
+                record_change(&tx, id, "status", Some(Status::Resolved.as_str()), Some(Status::Open.as_str()), "customer", &now)?;
+                Self::add_event(&tx, id, EventKind::Reopened, "by the customer's reply", &now)?;
+                status = Status::Open;
+            }
+            tx.execute(
+                "INSERT INTO messages (ticket_id, author_kind, author_name, internal, ai_assisted, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, m.author.kind(), m.author.label(), m.internal, m.ai_assisted, m.body, now],
+            )?;
+            let msg_id = tx.last_insert_rowid();
+            tx.execute("UPDATE tickets SET updated_at = ?2 WHERE id = ?1", params![id, now])?;
+            tx.commit()?;
+            Ok((
+                Message {
+                    id: msg_id,
+                    author: m.author.label(),
+                    author_kind: m.author.kind().into(),
+                    internal: m.internal,
+                    ai_assisted: m.ai_assisted,
+                    body: m.body.clone(),
+                    created_at: now.clone(),
+                },
+                status,
+            ))
+        })
+    }
+
+    /// Applies staff changes to category, priority and status; each real
+    /// change is a history entry. Returns the status after the change.
+    pub fn change_ticket(
+        &self,
+        id: i64,
+        changes: &TicketChanges,
+        by: &str,
+    ) -> Result<Status, StoreError> {
+        let now = clock::now();
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Current {
+                status,
+                category,
+                priority,
+                ..
+            } = current(&tx, id)?;
+            let fields = [
+                ("category", category, changes.category.map(|c| c.as_str())),
+                ("priority", priority, changes.priority.map(|p| p.as_str())),
+                (
+                    "status",
+                    Some(status.clone()),
+                    changes.status.map(|s| s.as_str()),
+                ),
+            ];
+            for (field, from, to) in fields {
+                let Some(to) = to.filter(|to| from.as_deref() != Some(*to)) else {
+                    continue;
+                };
+                tx.execute(
+                    &format!("UPDATE tickets SET {field} = ?2, updated_at = ?3 WHERE id = ?1"),
+                    params![id, to, now],
+                )?;
+                record_change(&tx, id, field, from.as_deref(), Some(to), by, &now)?;
+                if field == "status" && to == Status::Resolved.as_str() {
+                    Self::add_event(&tx, id, EventKind::Resolved, &format!("by {by}"), &now)?;
+                } else if field == "status" && from.as_deref() == Some(Status::Resolved.as_str()) {
+                    Self::add_event(&tx, id, EventKind::Reopened, &format!("by {by}"), &now)?;
+                }
+            }
+            let status = current(&tx, id)?.status;
+            tx.commit()?;
+            Ok(status.parse().unwrap_or(Status::Open))
+        })
+    }
+
+    /// Assigns the ticket to an active user (or to nobody); a history entry
+    /// when it changes.
+    pub fn assign(
+        &self,
+        id: i64,
+        user: Option<&str>,
+        by: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let now = clock::now();
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let from = current(&tx, id)?.assignee;
+            let to = match user {
+                None => None,
+                Some(name) => Some(
+                    tx.query_row(
+                        "SELECT name FROM users WHERE name = ?1 AND active = 1",
+                        [name],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()?
+                    .ok_or(StoreError::UserNotFound)?,
+                ),
+            };
+            if from != to {
+                tx.execute(
+                    "UPDATE tickets SET assignee = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, to, now],
+                )?;
+                record_change(
+                    &tx,
+                    id,
+                    "assignee",
+                    from.as_deref(),
+                    to.as_deref(),
+                    by,
+                    &now,
+                )?;
+            }
+            tx.commit()?;
+            Ok(to)
+        })
+    }
+
+    pub(super) fn messages_of(conn: &Connection, id: i64) -> Result<Vec<Message>, StoreError> {
+        let mut st = conn.prepare_cached(
+            "SELECT id, author_name, author_kind, internal, ai_assisted, body, created_at
+             FROM messages WHERE ticket_id = ?1 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([id], |r| {
+                Ok(Message {
+                    id: r.get(0)?,
+                    author: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    author_kind: r.get(2)?,
+                    internal: r.get(3)?,
+                    ai_assisted: r.get(4)?,
+                    body: r.get(5)?,
+                    created_at: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub(super) fn history_of(conn: &Connection, id: i64) -> Result<Vec<Change>, StoreError> {
+        let mut st = conn.prepare_cached(
+            "SELECT field, from_value, to_value, by, at FROM history WHERE ticket_id = ?1 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([id], |r| {
+                Ok(Change {
+                    field: r.get(0)?,
+                    from: r.get(1)?,
+                    to: r.get(2)?,
+                    by: r.get(3)?,
+                    at: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,354 @@
+//! The support desk's conversation, assignment and changes: the API names
+//! outside checks rely on, the customer's view (never an internal message),
+//! the reopen window and the history of every change.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+use common::*;
+use serde_json::{Value, json};
+use smart_support::ticket::Role;
+use smart_support::web::auth;
+
+fn patch(uri: &str, body: &str) -> axum::http::Request<Body> {
+    req(Method::PATCH, uri)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+async fn staff_view(app: &TestApp, id: i64) -> Value {
+    send(&app.router, admin_get(&format!("/api/tickets/{id}")))
+        .await
+        .json()
+}
+
+#[tokio::test]
+async fn a_conversation_with_internal_notes_the_customer_never_sees() {
+    let app = start();
+    let (id, token) = submit(&app.router, "Parcel", "My parcel is late").await;
+    wait_processed(&app.state, id).await;
+    let post = |uri: String, body: Value| admin_json(&uri, &body.to_string());
+    let r = send(
+        &app.router,
+        post(
+            format!("/api/tickets/{id}/messages"),
+            json!({"body": "We are checking with the courier.", "internal": false}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let m = r.json();
+    for k in ["id", "author", "internal", "body", "created_at"] {
+        assert!(m.get(k).is_some(), "{k} in {m}");
+    }
+    assert_eq!(m["author"], "api");
+    assert_eq!(m["internal"], false);
+    let r = send(
+        &app.router,
+        post(
+            format!("/api/tickets/{id}/messages"),
+            json!({"body": "SECRET-NOTE courier owes us", "internal": true}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = send(
+        &app.router,
+        json_req(
+            Method::POST,
+            &format!("/api/t/{token}/messages"),
+            &json!({"body": "Thanks, any news?"}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.json()["author"], "customer");
+
+    let staff = staff_view(&app, id).await;
+    let bodies: Vec<_> = staff["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "We are checking with the courier.",
+            "SECRET-NOTE courier owes us",
+            "Thanks, any news?"
+        ],
+        "in time order"
+    );
+    let customer = send(&app.router, get(&format!("/api/t/{token}"))).await;
+    assert_eq!(
+        customer.json()["messages"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // Not in any of the customer's views: API, status, tracker page.
+    for uri in [
+        format!("/api/t/{token}"),
+        format!("/api/t/{token}/status"),
+        format!("/t/{token}"),
+    ] {
+        let r = send(&app.router, get(&uri)).await;
+        assert!(!r.body.contains("SECRET-NOTE"), "{uri}");
+    }
+    let page = send(&app.router, get(&format!("/t/{token}"))).await;
+    assert!(
+        page.body.contains("We are checking with the courier.")
+            && page.body.contains("Thanks, any news?")
+    );
+    assert_eq!(
+        send(&app.router, get(&format!("/api/t/{token}/status")))
+            .await
+            .json()["messages"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn bad_messages_get_clear_errors() {
+    let app = start();
+    let (id, token) = submit(&app.router, "Login", "Cannot log in").await;
+    let staff = |body: &str| admin_json(&format!("/api/tickets/{id}/messages"), body);
+    assert_eq!(
+        send(&app.router, staff(r#"{"body": "   "}"#)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let long = json!({"body": "x".repeat(5001)}).to_string();
+    let r = send(&app.router, staff(&long)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("5000"), "{}", r.body);
+    assert_eq!(
+        send(&app.router, staff("{not json")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        send(&app.router, staff(r#"{"body": "hi", "extra": 1}"#))
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        send(
+            &app.router,
+            admin_json("/api/tickets/999/messages", r#"{"body": "hi"}"#)
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = send(
+        &app.router,
+        json_req(
+            Method::POST,
+            &format!("/api/tickets/{id}/messages"),
+            r#"{"body": "hi"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // A customer cannot write an internal note.
+    let r = send(
+        &app.router,
+        json_req(
+            Method::POST,
+            &format!("/api/t/{token}/messages"),
+            r#"{"body": "hi", "internal": true}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = send(
+        &app.router,
+        json_req(
+            Method::POST,
+            "/api/t/not-a-token-at-all/messages",
+            r#"{"body": "hi"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_customer_reply_reopens_a_resolved_ticket_within_the_window() {
+    let app = start();
+    let (id, token) = submit(&app.router, "Refund", "Where is my refund").await;
+    wait_processed(&app.state, id).await;
+    app.state
+        .store
+        .resolve(id, "by support staff")
+        .expect("resolve");
+    let reply = |body: &str| {
+        json_req(
+            Method::POST,
+            &format!("/api/t/{token}/messages"),
+            &json!({"body": body}).to_string(),
+        )
+    };
+    assert_eq!(
+        send(&app.router, reply("It still has not arrived"))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let v = staff_view(&app, id).await;
+    assert_eq!(v["status"], "Open");
+    let h = &v["history"].as_array().expect("history")[0];
+    assert_eq!(
+        (
+            h["field"].as_str(),
+            h["from"].as_str(),
+            h["to"].as_str(),
+            h["by"].as_str()
+        ),
+        (
+            Some("status"),
+            Some("Resolved"),
+            Some("Open"),
+            Some("customer")
+        )
+    );
+    let timeline = send(&app.router, get(&format!("/api/t/{token}")))
+        .await
+        .json()["timeline"]
+        .clone();
+    assert_eq!(
+        timeline[2]["state"], "pending",
+        "the resolution is undone: {timeline}"
+    );
+    // Resolved long ago: the reply is refused with a clear message.
+    app.state
+        .store
+        .resolve(id, "by support staff")
+        .expect("resolve");
+    let conn = rusqlite::Connection::open(&app.state.config.db).expect("open");
+    conn.execute(
+        "UPDATE tickets SET updated_at = '2020-01-01T00:00:00.000Z' WHERE id = ?1",
+        [id],
+    )
+    .expect("age");
+    let r = send(&app.router, reply("Hello again")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("open a new ticket"), "{}", r.body);
+    assert_eq!(staff_view(&app, id).await["status"], "Resolved");
+}
+
+#[tokio::test]
+async fn assignment_and_changes_are_recorded_in_the_history() {
+    let app = start();
+    let hash = auth::hash_password("maria-password-1").expect("hash");
+    app.state
+        .store
+        .create_user("maria", Role::Agent, &hash)
+        .expect("user");
+    let (id, _) = submit(&app.router, "Invoice", "The invoice amount is wrong").await;
+    wait_processed(&app.state, id).await;
+    let r = send(
+        &app.router,
+        admin_json(&format!("/api/tickets/{id}/assign"), r#"{"user": "maria"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["assignee"], "maria");
+    let r = send(
+        &app.router,
+        admin_json(
+            &format!("/api/tickets/{id}/assign"),
+            r#"{"user": "nobody"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = send(
+        &app.router,
+        admin_json(&format!("/api/tickets/{id}/assign"), r#"{"user": null}"#),
+    )
+    .await;
+    assert_eq!(r.json()["assignee"], Value::Null);
+    let ai = staff_view(&app, id).await;
+    let r = send(
+        &app.router,
+        patch(
+            &format!("/api/tickets/{id}"),
+            r#"{"category": "Refund", "priority": "High", "status": "Open"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        (
+            v["category"].as_str(),
+            v["priority"].as_str(),
+            v["status"].as_str()
+        ),
+        (Some("Refund"), Some("High"), Some("Open"))
+    );
+    assert_eq!(
+        v["ai_category"], ai["category"],
+        "the AI's own value stays visible to staff"
+    );
+    let history = v["history"].as_array().expect("history").clone();
+    let fields: Vec<_> = history
+        .iter()
+        .map(|h| h["field"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        fields,
+        ["assignee", "assignee", "category", "priority", "status"]
+    );
+    for h in &history {
+        assert_eq!(h["by"], "api");
+        assert!(h["at"].is_string() && h.get("from").is_some() && h.get("to").is_some());
+    }
+    assert_eq!(history[2]["from"], ai["category"]);
+    // The customer sees the corrected category; a no-op change adds nothing.
+    let r = send(
+        &app.router,
+        patch(&format!("/api/tickets/{id}"), r#"{"category": "Refund"}"#),
+    )
+    .await;
+    assert_eq!(r.json()["history"].as_array().map(Vec::len), Some(5));
+    assert_eq!(
+        send(
+            &app.router,
+            patch(
+                &format!("/api/tickets/{id}"),
+                r#"{"priority": "Urgentest"}"#
+            )
+        )
+        .await
+        .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        send(
+            &app.router,
+            patch("/api/tickets/4242", r#"{"priority": "Low"}"#)
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    // Filter by assignee.
+    send(
+        &app.router,
+        admin_json(&format!("/api/tickets/{id}/assign"), r#"{"user": "maria"}"#),
+    )
+    .await;
+    let mine = send(&app.router, admin_get("/api/tickets?assignee=maria"))
+        .await
+        .json();
+    assert_eq!(mine["total"], 1);
+    assert_eq!(mine["tickets"][0]["assignee"], "maria");
+    let unassigned = send(&app.router, admin_get("/api/tickets?assignee=-"))
+        .await
+        .json();
+    assert_eq!(unassigned["total"], 0);
+}

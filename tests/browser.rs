@@ -531,3 +531,171 @@ fn reqwest_like(
         })
     }
 }
+
+/// Waits until `needle` shows in the element `css` (read by script).
+async fn wait_text(c: &Client, css: &str, needle: &str, what: &str) {
+    let script = format!(
+        "var e = document.querySelector({}); return !!e && e.textContent.indexOf({}) >= 0;",
+        json!(css),
+        json!(needle)
+    );
+    wait_js(c, &script, what).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_and_agent_talk_live_and_internal_notes_stay_internal() {
+    if !browser_available() {
+        return;
+    }
+    let (addr, _dir, state) = serve(false).await;
+    let base = format!("http://{addr}");
+    let (_d1, customer) = browser().await;
+    let (_d2, agent) = browser().await;
+
+    customer.goto(&format!("{base}/")).await.expect("home");
+    type_into(&customer, "#subject", "Parcel never arrived").await;
+    type_into(
+        &customer,
+        "#description",
+        "Order 1234 was due last week and never came.",
+    )
+    .await;
+    click(&customer, "form button[type=submit]").await;
+    wait_js(
+        &customer,
+        "return location.pathname.startsWith('/t/');",
+        "the tracker",
+    )
+    .await;
+    wait_js(
+        &customer,
+        "return !!document.getElementById('solution');",
+        "the AI answer",
+    )
+    .await;
+    let (tickets, _) = state.store.list(&Default::default()).expect("list");
+    let id = tickets[0].id;
+
+    agent
+        .goto(&format!("{base}/admin/login"))
+        .await
+        .expect("login");
+    type_into(&agent, "#name", "admin").await;
+    type_into(&agent, "#password", PASSWORD).await;
+    click(&agent, "form button[type=submit]").await;
+    wait_js(
+        &agent,
+        "return location.pathname === '/admin/tickets';",
+        "the dashboard",
+    )
+    .await;
+    agent
+        .goto(&format!("{base}/admin/tickets/{id}"))
+        .await
+        .expect("ticket");
+
+    // The agent starts from the AI draft, edits it and sends it.
+    js(&customer, "window.__noReload = 1; return true;").await;
+    click(&agent, "#use-draft").await;
+    type_into(
+        &agent,
+        "#staff-body",
+        "\nI have also asked the courier. — Admin",
+    )
+    .await;
+    click(&agent, "#send-staff").await;
+    wait_text(
+        &customer,
+        "#conversation",
+        "I have also asked the courier",
+        "the agent's first reply on the tracker",
+    )
+    .await;
+    // An internal note: never on the tracker.
+    wait_js(
+        &agent,
+        "return !!document.getElementById('staff-body');",
+        "the ticket page",
+    )
+    .await;
+    type_into(
+        &agent,
+        "#staff-body",
+        "INTERNAL: courier says lost, refund likely",
+    )
+    .await;
+    click(&agent, "#internal").await;
+    click(&agent, "#send-staff").await;
+    wait_text(
+        &agent,
+        "#conversation",
+        "INTERNAL: courier says lost",
+        "the note on the staff page",
+    )
+    .await;
+    // The customer answers; the agent's page shows it without a reload.
+    js(&agent, "window.__noReload = 2; return true;").await;
+    type_into(&customer, "#reply-body", "Thanks! Any tracking number?").await;
+    click(&customer, "#send-reply").await;
+    wait_text(
+        &agent,
+        "#conversation",
+        "Any tracking number?",
+        "the customer's reply on the staff page",
+    )
+    .await;
+    // Second round, each side live.
+    js(&customer, "window.__noReload = 1; return true;").await;
+    type_into(&agent, "#staff-body", "Tracking number is ZX-42.").await;
+    click(&agent, "#send-staff").await;
+    wait_text(
+        &customer,
+        "#conversation",
+        "ZX-42",
+        "the agent's second reply on the tracker",
+    )
+    .await;
+    assert_eq!(
+        js(&customer, "return window.__noReload === 1;").await,
+        json!(true),
+        "no reload"
+    );
+    wait_js(
+        &agent,
+        "return !!document.getElementById('staff-body');",
+        "the ticket page",
+    )
+    .await;
+    js(&agent, "window.__noReload = 2; return true;").await;
+    type_into(&customer, "#reply-body", "Got it, thank you.").await;
+    click(&customer, "#send-reply").await;
+    wait_text(
+        &agent,
+        "#conversation",
+        "Got it, thank you.",
+        "the customer's second reply",
+    )
+    .await;
+    assert_eq!(
+        js(&agent, "return window.__noReload === 2;").await,
+        json!(true),
+        "no reload"
+    );
+
+    let page = customer.source().await.expect("source");
+    assert!(
+        !page.contains("INTERNAL: courier"),
+        "the note is not on the tracker"
+    );
+    let rec = state.store.get(id).expect("ticket");
+    let first = rec
+        .messages
+        .iter()
+        .find(|m| m.author == "admin")
+        .expect("the agent's reply");
+    assert!(first.ai_assisted && first.body.contains("I have also asked the courier"));
+    let png = customer.screenshot().await.expect("screenshot");
+    std::fs::write(e2e_dir().join("conversation-tracker.png"), png).expect("write");
+    let png = agent.screenshot().await.expect("screenshot");
+    std::fs::write(e2e_dir().join("conversation-agent.png"), png).expect("write");
+}

@@ -180,10 +180,7 @@ async fn a_customer_reply_reopens_a_resolved_ticket_within_the_window() {
     let app = start();
     let (id, token) = submit(&app.router, "Refund", "Where is my refund").await;
     wait_processed(&app.state, id).await;
-    app.state
-        .store
-        .resolve(id, "by support staff")
-        .expect("resolve");
+    app.state.store.resolve(id, "admin").expect("resolve");
     let reply = |body: &str| {
         json_req(
             Method::POST,
@@ -199,7 +196,15 @@ async fn a_customer_reply_reopens_a_resolved_ticket_within_the_window() {
     );
     let v = staff_view(&app, id).await;
     assert_eq!(v["status"], "Open");
-    let h = &v["history"].as_array().expect("history")[0];
+    let history = v["history"].as_array().expect("history");
+    // The AI's decisions come first, then the staff's resolution, then the reopening.
+    let by: Vec<_> = history
+        .iter()
+        .map(|h| h["by"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(&by[..2], ["ai", "ai"], "{history:?}");
+    assert_eq!(by[by.len() - 2], "admin");
+    let h = history.last().expect("an entry");
     assert_eq!(
         (
             h["field"].as_str(),
@@ -223,10 +228,7 @@ async fn a_customer_reply_reopens_a_resolved_ticket_within_the_window() {
         "the resolution is undone: {timeline}"
     );
     // Resolved long ago: the reply is refused with a clear message.
-    app.state
-        .store
-        .resolve(id, "by support staff")
-        .expect("resolve");
+    app.state.store.resolve(id, "admin").expect("resolve");
     let conn = rusqlite::Connection::open(&app.state.config.db).expect("open");
     conn.execute(
         "UPDATE tickets SET updated_at = '2020-01-01T00:00:00.000Z' WHERE id = ?1",
@@ -294,7 +296,13 @@ async fn assignment_and_changes_are_recorded_in_the_history() {
         v["ai_category"], ai["category"],
         "the AI's own value stays visible to staff"
     );
-    let history = v["history"].as_array().expect("history").clone();
+    let all = v["history"].as_array().expect("history").clone();
+    assert!(
+        all.iter()
+            .any(|h| h["by"] == "ai" && h["field"] == "category"),
+        "the AI's decisions are in the history"
+    );
+    let history: Vec<Value> = all.into_iter().filter(|h| h["by"] != "ai").collect();
     let fields: Vec<_> = history
         .iter()
         .map(|h| h["field"].as_str().unwrap_or(""))
@@ -308,13 +316,15 @@ async fn assignment_and_changes_are_recorded_in_the_history() {
         assert!(h["at"].is_string() && h.get("from").is_some() && h.get("to").is_some());
     }
     assert_eq!(history[2]["from"], ai["category"]);
+    let count = |v: &Value| v["history"].as_array().map(Vec::len);
+    let before = count(&v);
     // The customer sees the corrected category; a no-op change adds nothing.
     let r = send(
         &app.router,
         patch(&format!("/api/tickets/{id}"), r#"{"category": "Refund"}"#),
     )
     .await;
-    assert_eq!(r.json()["history"].as_array().map(Vec::len), Some(5));
+    assert_eq!(count(&r.json()), before);
     assert_eq!(
         send(
             &app.router,

@@ -372,10 +372,7 @@ async fn re_rating_replaces_the_rating_event() {
     let app = start();
     let (id, token) = submit(&app.router, "Thanks", "All good now").await;
     wait_processed(&app.state, id).await;
-    app.state
-        .store
-        .resolve(id, "by the customer")
-        .expect("resolve");
+    app.state.store.resolve(id, "customer").expect("resolve");
     for stars in [1, 2, 3, 4, 5, 4, 3, 2, 1, 5] {
         let r = send(
             &app.router,
@@ -726,10 +723,7 @@ async fn every_free_text_field_follows_the_same_rules() {
     }
     let (id, token) = submit(&app.router, "Thanks", "Works now").await;
     wait_processed(&app.state, id).await;
-    app.state
-        .store
-        .resolve(id, "by the customer")
-        .expect("resolve");
+    app.state.store.resolve(id, "customer").expect("resolve");
     for comment in ["nul \u{0} here", "esc \u{1b}[31m", "rlo \u{202E}"] {
         let r = send(
             &app.router,
@@ -839,7 +833,7 @@ fn retention_deletes_or_anonymises_old_resolved_tickets() {
     let (open_old, _) = store.create_ticket(&t("old but open")).expect("create");
     let (recent, _) = store.create_ticket(&t("recent")).expect("create");
     for id in [old_a, old_b, recent] {
-        store.resolve(id, "by support staff").expect("resolve");
+        store.resolve(id, "admin").expect("resolve");
     }
     let conn = rusqlite::Connection::open(dir.path().join("r.db")).expect("open");
     conn.execute(
@@ -874,7 +868,7 @@ fn retention_deletes_or_anonymises_old_resolved_tickets() {
         0
     );
     let (old_c, _) = store.create_ticket(&t("old three")).expect("create");
-    store.resolve(old_c, "by support staff").expect("resolve");
+    store.resolve(old_c, "admin").expect("resolve");
     conn.execute(
         "UPDATE tickets SET updated_at = '2020-01-01T00:00:00.000Z' WHERE id = ?1",
         [old_c],

@@ -22,7 +22,7 @@ async fn restart_processes_the_backlog_exactly_once() {
         store.claim(done).expect("claim").expect("claimed");
         let analysis = smart_support::pipeline::Pipeline::rules_only().run(&t("done"));
         store.complete(done, &analysis).expect("complete");
-        store.resolve(done, "by the customer").expect("resolve");
+        store.resolve(done, "customer").expect("resolve");
         let (accepted, _) = store.create_ticket(&t("accepted")).expect("create");
         let (interrupted, _) = store.create_ticket(&t("interrupted")).expect("create");
         store.claim(interrupted).expect("claim").expect("claimed");

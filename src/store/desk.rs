@@ -79,7 +79,7 @@ pub struct NewMessage {
     pub body: String,
 }
 
-fn record_change(
+pub(super) fn record_change(
     tx: &Transaction,
     id: i64,
     field: &str,

@@ -675,6 +675,12 @@ impl Store {
             )?;
             let detail = format!("{} · {} priority", analysis.category, analysis.priority);
             Self::add_event(&tx, id, EventKind::AiCompleted, &detail, &now)?;
+            // The AI's decisions are changes too, recorded like a person's.
+            desk::record_change(&tx, id, "category", None, Some(analysis.category.as_str()), "ai", &now)?;
+            desk::record_change(&tx, id, "priority", None, Some(analysis.priority.as_str()), "ai", &now)?;
+            if status.as_str() != current {
+                desk::record_change(&tx, id, "status", Some(&current), Some(status.as_str()), "ai", &now)?;
+            }
             if let Some(e) = &analysis.escalation {
                 Self::add_event(&tx, id, EventKind::Escalated, &e.reasons.join("; "), &now)?;
             }
@@ -686,7 +692,8 @@ impl Store {
         })
     }
 
-    /// Marks a ticket resolved by a person. Resolving twice is a no-op.
+    /// Marks a ticket resolved by `by` (`customer`, a staff user's name or
+    /// `api`). Resolving twice is a no-op.
     pub fn resolve(&self, id: i64, by: &str) -> Result<(), StoreError> {
         let now = clock::now();
         self.write(|conn| {
@@ -701,11 +708,26 @@ impl Store {
                 Some(s) if s == Status::Resolved.as_str() => return Ok(()),
                 Some(_) => {}
             }
+            let s_from = status.unwrap_or_default();
             tx.execute(
                 "UPDATE tickets SET status = 'Resolved', updated_at = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
-            Self::add_event(&tx, id, EventKind::Resolved, by, &now)?;
+            let detail = if by == "customer" {
+                "by the customer".to_string()
+            } else {
+                format!("by {by}")
+            };
+            Self::add_event(&tx, id, EventKind::Resolved, &detail, &now)?;
+            desk::record_change(
+                &tx,
+                id,
+                "status",
+                Some(&s_from),
+                Some(Status::Resolved.as_str()),
+                by,
+                &now,
+            )?;
             tx.commit()?;
             Ok(())
         })

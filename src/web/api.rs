@@ -228,9 +228,11 @@ pub async fn customer_status(
     Ok(axum::Json(status_json(&st)))
 }
 
-/// Resolves a ticket and tells listeners.
-pub async fn resolve(state: &SharedState, id: i64, by: &'static str) -> Result<(), ApiError> {
-    state.db(move |s| s.resolve(id, by)).await?;
+/// Resolves a ticket and tells listeners; `by` is who (`customer`, a staff
+/// user's name, `api`).
+pub async fn resolve(state: &SharedState, id: i64, by: &str) -> Result<(), ApiError> {
+    let by = by.to_string();
+    state.db(move |s| s.resolve(id, &by)).await?;
     state.worker.publish(crate::worker::TicketUpdate {
         id,
         kind: EventKind::Resolved,
@@ -246,7 +248,7 @@ pub async fn customer_resolve(
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = id_for_token(&state, token).await?;
     check_write_limit(&state, client)?;
-    resolve(&state, id, "by the customer").await?;
+    resolve(&state, id, "customer").await?;
     let rec = state.db(move |s| s.get(id)).await?;
     Ok(axum::Json(ticket_json(
         &rec,
@@ -392,12 +394,12 @@ pub async fn admin_ticket(
 }
 
 pub async fn admin_resolve(
-    _admin: AdminApi,
+    AdminApi(staff): AdminApi,
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    resolve(&state, id, "by support staff").await?;
+    resolve(&state, id, &staff.name).await?;
     let rec = state.db(move |s| s.get(id)).await?;
     Ok(axum::Json(ticket_json(
         &rec,

@@ -228,7 +228,7 @@ pub async fn tracker_resolve(
     if let Err(e) = api::check_write_limit(&state, client) {
         return api_error_page(&state, e);
     }
-    match api::resolve(&state, id, "by the customer").await {
+    match api::resolve(&state, id, "customer").await {
         Ok(()) => see_other(&format!("/t/{token}")),
         Err(e) => api_error_page(&state, e),
     }
@@ -737,7 +737,10 @@ pub async fn admin_resolve(
     let Ok(id) = id.parse::<i64>() else {
         return error_page(&state, StatusCode::NOT_FOUND, "ticket not found");
     };
-    match api::resolve(&state, id, "by support staff").await {
+    let by = admin
+        .as_ref()
+        .map_or("staff".to_string(), |a| a.staff.name.clone());
+    match api::resolve(&state, id, &by).await {
         Ok(()) => see_other(&format!("/admin/tickets/{id}")),
         Err(e) => api_error_page(&state, e),
     }

@@ -70,6 +70,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: Limits,
 
+    /// Assign new tickets to active agents in turn (round-robin by name).
+    #[arg(long, env = "SMART_SUPPORT_AUTO_ASSIGN", default_value_t = false)]
+    pub auto_assign: bool,
+
     /// Days after which a customer's reply no longer reopens a resolved
     /// ticket (they are asked to open a new one).
     #[arg(long, env = "SMART_SUPPORT_REOPEN_DAYS", default_value_t = 14)]

@@ -362,3 +362,60 @@ async fn assignment_and_changes_are_recorded_in_the_history() {
         .json();
     assert_eq!(unassigned["total"], 0);
 }
+
+#[tokio::test]
+async fn new_tickets_go_to_active_agents_in_turn_when_auto_assign_is_on() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut cfg = config(&dir);
+    cfg.auto_assign = true;
+    let app = start_with(dir, cfg);
+    let hash = auth::hash_password("agent-password-1").expect("hash");
+    for (name, role) in [
+        ("carol", Role::Agent),
+        ("alice", Role::Agent),
+        ("bob", Role::Agent),
+        ("root", Role::Admin),
+    ] {
+        app.state
+            .store
+            .create_user(name, role, &hash)
+            .expect("user");
+    }
+    app.state
+        .store
+        .update_user("bob", smart_support::store::UserChange::Active(false))
+        .expect("disable bob");
+    let mut got = Vec::new();
+    for n in 0..4 {
+        let (id, _) = submit(&app.router, &format!("Ticket {n}"), "Please help").await;
+        got.push(
+            staff_view(&app, id).await["assignee"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    // Agents only (not the admin), active only (not bob), in name order, in turn.
+    assert_eq!(got, ["alice", "carol", "alice", "carol"]);
+    let v = staff_view(&app, 1).await;
+    let h = v["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .find(|h| h["field"] == "assignee")
+        .cloned()
+        .expect("entry");
+    assert_eq!(h["by"], "system");
+}
+
+#[tokio::test]
+async fn automatic_assignment_is_off_by_default() {
+    let app = start();
+    let hash = auth::hash_password("agent-password-1").expect("hash");
+    app.state
+        .store
+        .create_user("alice", Role::Agent, &hash)
+        .expect("user");
+    let (id, _) = submit(&app.router, "Ticket", "Please help").await;
+    assert_eq!(staff_view(&app, id).await["assignee"], Value::Null);
+}

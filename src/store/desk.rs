@@ -280,6 +280,48 @@ impl Store {
         })
     }
 
+    /// Assigns the ticket to the next active agent after the one who got
+    /// the last automatic assignment, in name order (round-robin); `None`
+    /// when there is no active agent. Recorded as a change by `system`.
+    pub fn assign_round_robin(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let now = clock::now();
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let agents: Vec<String> = tx
+                .prepare(
+                    "SELECT name FROM users WHERE role = 'agent' AND active = 1 ORDER BY name COLLATE NOCASE",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let last: Option<String> = tx
+                .query_row("SELECT value FROM settings WHERE key = 'round_robin_last'", [], |r| r.get(0))
+                .optional()?;
+            let next = match last {
+                Some(last) => agents
+                    .iter()
+                    .find(|a| a.to_lowercase() > last.to_lowercase())
+                    .or(agents.first()),
+                None => agents.first(),
+            };
+            let Some(next) = next.cloned() else {
+                return Ok(None);
+            };
+            let from = current(&tx, id)?.assignee;
+            tx.execute(
+                "UPDATE tickets SET assignee = ?2 WHERE id = ?1",
+                params![id, next],
+            )?;
+            record_change(&tx, id, "assignee", from.as_deref(), Some(&next), "system", &now)?;
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('round_robin_last', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [&next],
+            )?;
+            tx.commit()?;
+            Ok(Some(next))
+        })
+    }
+
     pub(super) fn messages_of(conn: &Connection, id: i64) -> Result<Vec<Message>, StoreError> {
         let mut st = conn.prepare_cached(
             "SELECT id, author_name, author_kind, internal, ai_assisted, body, created_at

@@ -120,6 +120,13 @@ pub async fn intake(
     }
     tracing::info!(ticket = created.id, "ticket accepted");
     crate::observe::record_intake();
+    if state.config.auto_assign {
+        let id = created.id;
+        // The ticket is stored either way; a failed assignment is only logged.
+        if let Err(e) = state.db(move |s| s.assign_round_robin(id)).await {
+            tracing::warn!(ticket = id, error = %e.message, "automatic assignment failed");
+        }
+    }
     state.worker.publish(crate::worker::TicketUpdate {
         id: created.id,
         kind: EventKind::Submitted,

@@ -419,3 +419,46 @@ async fn automatic_assignment_is_off_by_default() {
     let (id, _) = submit(&app.router, "Ticket", "Please help").await;
     assert_eq!(staff_view(&app, id).await["assignee"], Value::Null);
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_ai_agreement_and_corrections_export_as_labelled_data() {
+    let app = start();
+    let hash = auth::hash_password("admin-password-1").expect("hash");
+    app.state
+        .store
+        .create_user("admin", Role::Admin, &hash)
+        .expect("user");
+    let (a, _) = submit(&app.router, "Refund please", "Please refund order 7").await;
+    let (b, _) = submit(&app.router, "Refund again", "Refund my second order").await;
+    wait_processed(&app.state, a).await;
+    wait_processed(&app.state, b).await;
+    let r = send(
+        &app.router,
+        patch(&format!("/api/tickets/{a}"), r#"{"category": "Billing"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let agreement = app.state.store.ai_agreement().expect("agreement");
+    let refund = agreement
+        .iter()
+        .find(|g| g.category == "Refund")
+        .expect("Refund row");
+    assert_eq!(
+        (refund.tickets, refund.category_kept, refund.priority_kept),
+        (2, 1, 2)
+    );
+    let rows = app.state.store.overrides(100).expect("overrides");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].ai_value.as_deref(),
+            rows[0].staff_value.as_deref(),
+            rows[0].by.as_str()
+        ),
+        (Some("Refund"), Some("Billing"), "api")
+    );
+    assert!(rows[0].description.contains("order 7"));
+    // The export needs a staff session.
+    let r = send(&app.router, get("/admin/overrides.csv")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}

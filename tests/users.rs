@@ -329,3 +329,44 @@ fn the_users_command_adds_lists_disables_and_sets_passwords() {
     assert!(!last.status.success(), "the last admin stays");
     assert!(String::from_utf8_lossy(&last.stderr).contains("no active admin"));
 }
+
+#[tokio::test]
+async fn staff_download_the_corrections_and_see_the_agreement_table() {
+    let app = start();
+    add_user(&app, "boss", Role::Admin, "boss-password-1");
+    let (id, _) = submit(&app.router, "Refund please", "Please refund order =SUM(A1)").await;
+    wait_processed(&app.state, id).await;
+    let patch = req(axum::http::Method::PATCH, &format!("/api/tickets/{id}"))
+        .header(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {ADMIN_TOKEN}"),
+        )
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(r#"{"priority": "Critical"}"#))
+        .expect("request");
+    assert_eq!(send(&app.router, patch).await.status, StatusCode::OK);
+    let (session, _) = sign_in(&app, "boss", "boss-password-1")
+        .await
+        .expect("admin");
+    let csv = send(&app.router, with_cookie("/admin/overrides.csv", &session)).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    let mut lines = csv.body.lines();
+    assert_eq!(
+        lines.next(),
+        Some("ticket_id,field,ai_value,staff_value,by,at,subject,description")
+    );
+    let row = lines.next().expect("one correction");
+    assert!(
+        row.starts_with(&format!("{id},priority,")) && row.contains(",Critical,api,"),
+        "{row}"
+    );
+    assert!(
+        row.contains("Please refund order =SUM(A1)"),
+        "text kept (only cells that start with = are guarded): {row}"
+    );
+    let page = send(&app.router, with_cookie("/admin/tickets", &session)).await;
+    assert!(
+        page.body.contains("AI agreement") && page.body.contains("Refund"),
+        "agreement table"
+    );
+}

@@ -62,6 +62,28 @@ pub struct Change {
     pub at: String,
 }
 
+/// How often staff kept the AI's decisions, for one AI category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Agreement {
+    pub category: String,
+    pub tickets: i64,
+    pub category_kept: i64,
+    pub priority_kept: i64,
+}
+
+/// One staff correction of the AI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Override {
+    pub ticket_id: i64,
+    pub subject: String,
+    pub description: String,
+    pub field: String,
+    pub ai_value: Option<String>,
+    pub staff_value: Option<String>,
+    pub by: String,
+    pub at: String,
+}
+
 /// What staff may change on a ticket; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct TicketChanges {
@@ -320,6 +342,62 @@ impl Store {
             tx.commit()?;
             Ok(Some(next))
         })
+    }
+
+    /// Per AI category: processed tickets, and how many still have the AI's
+    /// category and priority (staff kept them).
+    pub fn ai_agreement(&self) -> Result<Vec<Agreement>, StoreError> {
+        let conn = self.reader();
+        let mut st = conn.prepare_cached(
+            "SELECT c.to_value, COUNT(*),
+                    SUM(t.category = c.to_value),
+                    SUM(t.priority = p.to_value)
+             FROM history c
+             JOIN history p ON p.ticket_id = c.ticket_id AND p.field = 'priority' AND p.by = 'ai'
+             JOIN tickets t ON t.id = c.ticket_id
+             WHERE c.field = 'category' AND c.by = 'ai'
+             GROUP BY c.to_value ORDER BY c.to_value",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Agreement {
+                    category: r.get(0)?,
+                    tickets: r.get(1)?,
+                    category_kept: r.get(2)?,
+                    priority_kept: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Staff corrections of the AI's category and priority, with the
+    /// ticket's text: labelled data for tuning models. Oldest first.
+    pub fn overrides(&self, limit: usize) -> Result<Vec<Override>, StoreError> {
+        let conn = self.reader();
+        let mut st = conn.prepare_cached(
+            "SELECT h.ticket_id, t.subject, t.description, h.field, a.to_value, h.to_value, h.by, h.at
+             FROM history h
+             JOIN tickets t ON t.id = h.ticket_id
+             JOIN history a ON a.ticket_id = h.ticket_id AND a.field = h.field AND a.by = 'ai'
+             WHERE h.field IN ('category', 'priority') AND h.by != 'ai'
+             ORDER BY h.id LIMIT ?1",
+        )?;
+        let rows = st
+            .query_map([limit as i64], |r| {
+                Ok(Override {
+                    ticket_id: r.get(0)?,
+                    subject: r.get(1)?,
+                    description: r.get(2)?,
+                    field: r.get(3)?,
+                    ai_value: r.get(4)?,
+                    staff_value: r.get(5)?,
+                    by: r.get(6)?,
+                    at: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     pub(super) fn messages_of(conn: &Connection, id: i64) -> Result<Vec<Message>, StoreError> {

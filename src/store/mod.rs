@@ -11,7 +11,7 @@ pub mod desk;
 pub mod migrations;
 pub mod users;
 
-pub use desk::{Author, Change, Message, NewMessage, TicketChanges};
+pub use desk::{Agreement, Author, Change, Message, NewMessage, Override, TicketChanges};
 pub use users::{User, UserChange};
 
 use std::path::Path;

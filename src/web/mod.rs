@@ -253,6 +253,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/t/{token}/rating", post(pages::tracker_rating))
         .route("/admin", get(pages::admin_tickets))
         .route("/admin/tickets.csv", get(pages::admin_tickets_csv))
+        .route("/admin/overrides.csv", get(pages::admin_overrides_csv))
         .route("/admin/login", get(pages::login_form).post(pages::login))
         .route("/admin/logout", post(pages::logout))
         .route("/admin/tickets", get(pages::admin_tickets))

@@ -518,10 +518,11 @@ pub async fn admin_tickets(
                 s.status_counts()?,
                 s.dashboard(&since)?,
                 s.users()?,
+                s.ai_agreement()?,
             ))
         })
         .await;
-    let ((tickets, total), counts, stats, users) = match data {
+    let ((tickets, total), counts, stats, users, agreement) = match data {
         Ok(d) => d,
         Err(e) => return api_error_page(&state, e),
     };
@@ -559,6 +560,7 @@ pub async fn admin_tickets(
             priority => q.priority.map(|p| p.as_str()),
             status => q.status.map(|s| s.as_str()),
             sort => q.sort.as_str(),
+            agreement => minijinja::Value::from(minijinja::value::Serde(&agreement)),
             assignee => params.get("assignee").cloned().unwrap_or_default(),
             me => admin.staff.user_id.map(|_| admin.staff.name.clone()),
             staff => users.iter().filter(|u| u.active).map(|u| u.name.clone()).collect::<Vec<_>>(),
@@ -620,6 +622,61 @@ pub async fn admin_tickets_csv(
 }
 
 const CSV_MAX_ROWS: usize = 100_000;
+
+/// `GET /admin/overrides.csv`: every staff correction of the AI's category
+/// or priority with the ticket's text (labelled data for tuning models).
+pub async fn admin_overrides_csv(
+    State(state): State<SharedState>,
+    MaybeAdmin(admin): MaybeAdmin,
+) -> Response {
+    if admin.is_none() {
+        return see_other("/admin/login");
+    }
+    let rows = match state.db(|s| s.overrides(CSV_MAX_ROWS)).await {
+        Ok(r) => r,
+        Err(e) => return api_error_page(&state, e),
+    };
+    let body = (|| -> Result<Vec<u8>, csv::Error> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "ticket_id",
+            "field",
+            "ai_value",
+            "staff_value",
+            "by",
+            "at",
+            "subject",
+            "description",
+        ])?;
+        for o in &rows {
+            w.write_record([
+                o.ticket_id.to_string(),
+                o.field.clone(),
+                o.ai_value.clone().unwrap_or_default(),
+                o.staff_value.clone().unwrap_or_default(),
+                csv_cell(&o.by),
+                o.at.clone(),
+                csv_cell(&o.subject),
+                csv_cell(&o.description),
+            ])?;
+        }
+        w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+    })();
+    match body {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"overrides.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => api_error_page(&state, ApiError::internal(format!("csv: {e}"))),
+    }
+}
 
 /// Spreadsheet programs run cells that start with = + - @ as formulas:
 /// such cells get a leading apostrophe.

@@ -24,6 +24,21 @@
     });
   }
 
+  // Canned replies: inserted at the cursor (or at the end), to edit before sending.
+  function wireCanned() {
+    var body = document.getElementById("staff-body");
+    Array.prototype.forEach.call(document.querySelectorAll(".insert-canned"), function (b) {
+      b.addEventListener("click", function () {
+        var src = document.getElementById("canned-" + b.getAttribute("data-reply"));
+        if (!src || !body) return;
+        var text = src.textContent.trim();
+        var at = typeof body.selectionStart === "number" ? body.selectionStart : body.value.length;
+        body.value = body.value.slice(0, at) + text + body.value.slice(at);
+        body.focus();
+      });
+    });
+  }
+
   function swap(ids) {
     if (!window.fetch || !window.DOMParser) return;
     fetch(window.location.href, { headers: { Accept: "text/html" }, cache: "no-store" })
@@ -50,11 +65,13 @@
         conv = document.getElementById("conversation");
         conv.setAttribute("data-live", "1");
         wireDraft();
+        wireCanned();
       })
       .catch(function () { /* try again on the next event */ });
   }
 
   wireDraft();
+  wireCanned();
   if (!window.EventSource) return;
   var es = null;
   var connect = function () {

@@ -370,3 +370,66 @@ async fn staff_download_the_corrections_and_see_the_agreement_table() {
         "agreement table"
     );
 }
+
+#[tokio::test]
+async fn admins_keep_canned_replies_and_agents_see_those_of_the_ticket_category() {
+    let app = start();
+    add_user(&app, "boss", Role::Admin, "boss-password-1");
+    add_user(&app, "maria", Role::Agent, "maria-password-1");
+    let (admin, csrf) = sign_in(&app, "boss", "boss-password-1")
+        .await
+        .expect("admin");
+    for (title, category, body) in [
+        (
+            "Refund timing",
+            "Refund",
+            "Refunds reach your card in 5-10 business days.",
+        ),
+        (
+            "Courier check",
+            "Order",
+            "We have asked the courier about your parcel.",
+        ),
+        ("Greeting", "", "Thanks for writing to us."),
+    ] {
+        let form = format!(
+            "csrf={csrf}&title={}&category={category}&body={}",
+            url_encode(title),
+            url_encode(body)
+        );
+        let r = send(&app.router, form_req("/admin/replies", &form, Some(&admin))).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    }
+    let bad = format!("csrf={csrf}&title=x&category=Nope&body=y");
+    let r = send(&app.router, form_req("/admin/replies", &bad, Some(&admin))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (agent, agent_csrf) = sign_in(&app, "maria", "maria-password-1")
+        .await
+        .expect("agent");
+    let r = send(
+        &app.router,
+        form_req(
+            "/admin/replies",
+            &format!("csrf={agent_csrf}&title=t&body=b"),
+            Some(&agent),
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "agents do not manage replies"
+    );
+    let (id, _) = submit(&app.router, "Refund please", "Please refund my order").await;
+    wait_processed(&app.state, id).await;
+    let page = send(
+        &app.router,
+        with_cookie(&format!("/admin/tickets/{id}"), &agent),
+    )
+    .await;
+    assert!(page.body.contains("Refund timing") && page.body.contains("Greeting"));
+    assert!(
+        !page.body.contains("Courier check"),
+        "another category's reply is not offered"
+    );
+}

@@ -84,6 +84,16 @@ pub struct Override {
     pub at: String,
 }
 
+/// A reply template staff insert into the editor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CannedReply {
+    pub id: i64,
+    /// `None`: offered on every ticket.
+    pub category: Option<Category>,
+    pub title: String,
+    pub body: String,
+}
+
 /// What staff may change on a ticket; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct TicketChanges {
@@ -398,6 +408,56 @@ impl Store {
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// Canned replies: those of `category` and those for every category
+    /// (all of them when `category` is `None`), by title.
+    pub fn canned_replies(
+        &self,
+        category: Option<Category>,
+    ) -> Result<Vec<CannedReply>, StoreError> {
+        let conn = self.reader();
+        let mut st = conn.prepare_cached(
+            "SELECT id, category, title, body FROM canned_replies
+             WHERE ?1 IS NULL OR category IS NULL OR category = ?1
+             ORDER BY title COLLATE NOCASE, id",
+        )?;
+        let rows = st
+            .query_map([category.map(|c| c.as_str())], |r| {
+                Ok(CannedReply {
+                    id: r.get(0)?,
+                    category: r.get::<_, Option<String>>(1)?.and_then(|c| c.parse().ok()),
+                    title: r.get(2)?,
+                    body: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn add_canned_reply(
+        &self,
+        category: Option<Category>,
+        title: &str,
+        body: &str,
+    ) -> Result<i64, StoreError> {
+        let now = clock::now();
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO canned_replies (category, title, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![category.map(|c| c.as_str()), title, body, now],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn delete_canned_reply(&self, id: i64) -> Result<(), StoreError> {
+        self.write(
+            |c| match c.execute("DELETE FROM canned_replies WHERE id = ?1", [id])? {
+                0 => Err(StoreError::Conflict("no such canned reply".into())),
+                _ => Ok(()),
+            },
+        )
     }
 
     pub(super) fn messages_of(conn: &Connection, id: i64) -> Result<Vec<Message>, StoreError> {

@@ -115,6 +115,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX history_ticket ON history(ticket_id, id);
     ALTER TABLE tickets ADD COLUMN assignee TEXT;
     CREATE INDEX tickets_assignee ON tickets(assignee);",
+    // 7: canned replies, per category (NULL: for every category).
+    "CREATE TABLE canned_replies (
+        id INTEGER PRIMARY KEY,
+        category TEXT,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX canned_replies_category ON canned_replies(category);",
 ];
 
 pub const LATEST: usize = MIGRATIONS.len();

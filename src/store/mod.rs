@@ -11,7 +11,9 @@ pub mod desk;
 pub mod migrations;
 pub mod users;
 
-pub use desk::{Agreement, Author, Change, Message, NewMessage, Override, TicketChanges};
+pub use desk::{
+    Agreement, Author, CannedReply, Change, Message, NewMessage, Override, TicketChanges,
+};
 pub use users::{User, UserChange};
 
 use std::path::Path;

@@ -28,6 +28,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin_users.html",
         include_str!("../../templates/admin_users.html"),
     ),
+    (
+        "admin_replies.html",
+        include_str!("../../templates/admin_replies.html"),
+    ),
     ("error.html", include_str!("../../templates/error.html")),
     ("macros.html", include_str!("../../templates/macros.html")),
 ];

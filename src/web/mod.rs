@@ -9,6 +9,7 @@ pub mod error;
 pub mod health;
 pub mod live;
 pub mod pages;
+pub mod replies;
 pub mod server;
 pub mod telemetry;
 pub mod users;
@@ -262,6 +263,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/admin/tickets/{id}/{action}", post(desk::staff_form_post))
         .route("/t/{token}/messages", post(desk::tracker_reply))
         .route("/admin/users", get(users::page).post(users::create))
+        .route("/admin/replies", get(replies::page).post(replies::create))
+        .route("/admin/replies/{id}/delete", post(replies::delete))
         .route("/admin/users/{name}/{action}", post(users::change))
         .route("/assets/{file}", get(assets::serve))
         .fallback(pages::not_found)

@@ -745,8 +745,14 @@ pub(super) async fn admin_ticket_page(
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    let data = state.db(move |s| Ok((s.get(id)?, s.users()?))).await;
-    let (rec, users) = match data {
+    let data = state
+        .db(move |s| {
+            let rec = s.get(id)?;
+            let replies = s.canned_replies(rec.category)?;
+            Ok((rec, s.users()?, replies))
+        })
+        .await;
+    let (rec, users, replies) = match data {
         Ok(d) => d,
         Err(e) => return api_error_page(state, e),
     };
@@ -766,6 +772,7 @@ pub(super) async fn admin_ticket_page(
             is_admin => admin.staff.is_admin(),
             me => admin.staff.user_id.map(|_| admin.staff.name.clone()),
             staff => staff,
+            replies => minijinja::Value::from(minijinja::value::Serde(&replies)),
             error => error,
             categories => Category::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             priorities => Priority::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),

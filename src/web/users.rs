@@ -17,7 +17,7 @@ use crate::store::UserChange;
 use crate::ticket::Role;
 
 /// The signed-in admin, or the page to answer instead (sign-in, 403).
-fn admin_only(
+pub(super) fn admin_only(
     admin: Option<AdminSession>,
     state: &SharedState,
 ) -> Result<AdminSession, Box<Response>> {

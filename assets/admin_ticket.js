@@ -70,6 +70,44 @@
       .catch(function () { /* try again on the next event */ });
   }
 
+  // The collision hint: this page says every 10 s (and when typing starts)
+  // that it has the ticket open; the hint names the others.
+  var hint = document.getElementById("collision");
+  var me = hint ? hint.getAttribute("data-me") : "";
+  var csrf = hint ? hint.getAttribute("data-csrf") : "";
+  var typingUntil = 0;
+  function showViewers(viewers) {
+    if (!hint) return;
+    var others = (viewers || []).filter(function (v) { return v.name !== me; });
+    if (!others.length) { hint.hidden = true; hint.textContent = ""; return; }
+    hint.textContent = others.map(function (v) {
+      return v.name + (v.typing ? " is typing a reply" : " also has this ticket open");
+    }).join("; ") + ".";
+    hint.hidden = false;
+  }
+  function beat(extra) {
+    if (!window.fetch || !me) return;
+    var body = { typing: Date.now() < typingUntil };
+    if (extra && extra.leave) body = { leave: true };
+    fetch("/api/tickets/" + ticket + "/presence", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body),
+      keepalive: !!(extra && extra.leave)
+    }).then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) { if (d && d.viewers) showViewers(d.viewers); })
+      .catch(function () { /* the next beat tries again */ });
+  }
+  document.addEventListener("input", function (e) {
+    if (!e.target || e.target.id !== "staff-body") return;
+    var was = Date.now() < typingUntil;
+    typingUntil = Date.now() + 8000;
+    if (!was) beat();
+  });
+  beat();
+  setInterval(beat, 10000);
+  window.addEventListener("pagehide", function () { beat({ leave: true }); });
+
   wireDraft();
   wireCanned();
   if (!window.EventSource) return;
@@ -78,6 +116,12 @@
     var source = new EventSource("/api/admin/events");
     source.addEventListener("hello", function () {
       if (conv) conv.setAttribute("data-live", "1");
+    });
+    source.addEventListener("presence", function (e) {
+      try {
+        var d = JSON.parse(e.data);
+        if (String(d.id) === ticket) showViewers(d.viewers);
+      } catch (err) { /* malformed: wait for the next one */ }
     });
     source.addEventListener("ticket", function (e) {
       try {

@@ -699,3 +699,79 @@ async fn customer_and_agent_talk_live_and_internal_notes_stay_internal() {
     let png = agent.screenshot().await.expect("screenshot");
     std::fs::write(e2e_dir().join("conversation-agent.png"), png).expect("write");
 }
+
+async fn sign_in_as(c: &Client, base: &str, name: &str, password: &str) {
+    c.goto(&format!("{base}/admin/login")).await.expect("login");
+    type_into(c, "#name", name).await;
+    type_into(c, "#password", password).await;
+    click(c, "form button[type=submit]").await;
+    wait_js(
+        c,
+        "return location.pathname === '/admin/tickets';",
+        "the dashboard",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_sees_who_has_the_ticket_open_and_who_is_typing() {
+    if !browser_available() {
+        return;
+    }
+    let (addr, _dir, state) = serve(false).await;
+    let base = format!("http://{addr}");
+    let hash = smart_support::web::auth::hash_password("maria-password-1").expect("hash");
+    state
+        .store
+        .create_user("maria", smart_support::ticket::Role::Agent, &hash)
+        .expect("user");
+    let (id, _) = state
+        .store
+        .create_ticket(&smart_support::ticket::TicketInput {
+            subject: "Two agents".into(),
+            description: "Who answers?".into(),
+        })
+        .expect("ticket");
+    let (_d1, first) = browser().await;
+    let (_d2, second) = browser().await;
+    sign_in_as(&first, &base, "admin", PASSWORD).await;
+    sign_in_as(&second, &base, "maria", "maria-password-1").await;
+    first
+        .goto(&format!("{base}/admin/tickets/{id}"))
+        .await
+        .expect("ticket");
+    wait_js(
+        &first,
+        "return !!document.getElementById('staff-body');",
+        "the page",
+    )
+    .await;
+    second
+        .goto(&format!("{base}/admin/tickets/{id}"))
+        .await
+        .expect("ticket");
+    wait_text(
+        &second,
+        "#collision",
+        "admin also has this ticket open",
+        "the hint for the second agent",
+    )
+    .await;
+    wait_text(
+        &first,
+        "#collision",
+        "maria also has this ticket open",
+        "the hint for the first agent",
+    )
+    .await;
+    type_into(&second, "#staff-body", "I'll take this one").await;
+    wait_text(
+        &first,
+        "#collision",
+        "maria is typing a reply",
+        "the typing hint",
+    )
+    .await;
+    let png = first.screenshot().await.expect("screenshot");
+    std::fs::write(e2e_dir().join("collision.png"), png).expect("write");
+}

@@ -462,3 +462,45 @@ async fn the_dashboard_shows_ai_agreement_and_corrections_export_as_labelled_dat
     let r = send(&app.router, get("/admin/overrides.csv")).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn staff_see_who_else_has_a_ticket_open_and_who_is_typing() {
+    let app = start();
+    let (id, _) = submit(&app.router, "Login", "Cannot log in").await;
+    // The API token acts as `api`; a second viewer is recorded directly.
+    app.state.presence.heartbeat(id, "maria", true);
+    let r = send(
+        &app.router,
+        admin_json(
+            &format!("/api/tickets/{id}/presence"),
+            r#"{"typing": false}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["me"], "api");
+    assert_eq!(
+        v["viewers"],
+        json!([{"name": "api", "typing": false}, {"name": "maria", "typing": true}])
+    );
+    let r = send(&app.router, admin_json("/api/tickets/999/presence", "{}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = send(
+        &app.router,
+        json_req(Method::POST, &format!("/api/tickets/{id}/presence"), "{}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "staff only");
+    let r = send(
+        &app.router,
+        admin_json(&format!("/api/tickets/{id}/presence"), r#"{"leave": true}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        app.state.presence.heartbeat(id, "maria", false).len(),
+        1,
+        "api left"
+    );
+}

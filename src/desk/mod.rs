@@ -1,5 +1,9 @@
-//! The support desk: the people who work the tickets. Today: staff accounts
-//! (names, roles); the conversation, drafts and assignment build on them.
+//! The support desk: the people who work the tickets. Staff accounts live
+//! in `store::users`, the conversation, history and assignment in
+//! `store::desk`; here are the rules for user names and the presence of
+//! staff on a ticket (the collision hint).
+
+pub mod presence;
 
 /// Longest user name.
 pub const MAX_NAME_CHARS: usize = 64;

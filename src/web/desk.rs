@@ -218,6 +218,37 @@ pub async fn patch(
     staff_view(&state, id).await
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceBeat {
+    /// The staff member is typing a reply.
+    #[serde(default)]
+    pub typing: bool,
+    /// The page is being closed.
+    #[serde(default)]
+    pub leave: bool,
+}
+
+/// `POST /api/tickets/{id}/presence` (staff): the ticket page's heartbeat;
+/// answers with everyone who has the ticket open, and tells the other
+/// staff pages through `presence` events on `/api/admin/events`.
+pub async fn presence(
+    AdminApi(staff): AdminApi,
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    ApiJson(beat): ApiJson<PresenceBeat>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    // Only for tickets that exist.
+    state.db(move |s| s.status(id)).await?;
+    if beat.leave {
+        state.presence.leave(id, &staff.name);
+        return Ok(axum::Json(json!({"viewers": []})));
+    }
+    let viewers = state.presence.heartbeat(id, &staff.name, beat.typing);
+    Ok(axum::Json(json!({"viewers": viewers, "me": staff.name})))
+}
+
 // The pages' forms: the same operations, answered with a redirect back to
 // the page (or the page again with the error).
 

@@ -28,6 +28,7 @@ use super::api::id_for_token;
 use super::auth::AdminApi;
 use super::error::ApiError;
 use super::view::status_json;
+use crate::desk::presence::PresenceUpdate;
 use crate::guard::LogEvery;
 use crate::shutdown::Shutdown;
 use crate::worker::{TicketSubscription, TicketUpdate};
@@ -223,6 +224,7 @@ pub async fn customer_events(
 struct AdminStream {
     state: SharedState,
     rx: broadcast::Receiver<TicketUpdate>,
+    presence: broadcast::Receiver<PresenceUpdate>,
     seq: u64,
     first: bool,
     done: bool,
@@ -244,9 +246,11 @@ pub async fn admin_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let slot = state.streams.acquire(None)?;
     let rx = state.worker.updates.subscribe();
+    let presence = state.presence.updates.subscribe();
     let init = AdminStream {
         state,
         rx,
+        presence,
         seq: 0,
         first: true,
         done: false,
@@ -260,7 +264,18 @@ pub async fn admin_events(
             st.first = false;
             ("hello", json!({}))
         } else {
-            match next_update(&mut st.rx, &st.state.shutdown).await {
+            // Who has which ticket open: sent as it is, without counts.
+            let update = tokio::select! {
+                p = st.presence.recv() => match p {
+                    Ok(p) => {
+                        st.seq += 1;
+                        return Some((Ok(event("presence", st.seq, &json!(p))), st));
+                    }
+                    Err(_) => Next::Lagged(0),
+                },
+                u = next_update(&mut st.rx, &st.state.shutdown) => u,
+            };
+            match update {
                 Next::Update(u) => (
                     "ticket",
                     json!({"id": u.id, "kind": u.kind, "status": u.status}),

@@ -94,6 +94,8 @@ pub struct AppState {
     /// Customers' other writes (ratings, resolve), per address.
     pub writes_by_addr: KeyedLimiter,
     pub streams: live::StreamSlots,
+    /// Which staff have which ticket open (the collision hint).
+    pub presence: crate::desk::presence::Presence,
     pub trusted_proxies: TrustedProxies,
     pub shutdown: Shutdown,
     pub health: health::HealthCache,
@@ -143,6 +145,7 @@ impl AppState {
             intake_all: KeyedLimiter::new(l.intake_per_minute, l.intake_per_minute),
             writes_by_addr: KeyedLimiter::new(l.writes_per_address, l.writes_per_address),
             streams: live::StreamSlots::new(l.max_streams, l.max_streams_per_ticket),
+            presence: Default::default(),
             trusted_proxies: TrustedProxies(config.trusted_proxies.clone()),
             shutdown: p.shutdown,
             health: health::HealthCache::new(p.integrity),
@@ -238,6 +241,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/api/tickets/{id}/messages", post(desk::staff_message))
         .route("/api/tickets/{id}/assign", post(desk::assign))
+        .route("/api/tickets/{id}/presence", post(desk::presence))
         .route("/api/t/{token}/messages", post(desk::customer_message))
         .route("/api/tickets/{id}/resolve", post(api::admin_resolve))
         .route("/api/t/{token}", get(api::customer_ticket))

@@ -70,6 +70,11 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: Limits,
 
+    /// Whether customers see the AI's answer at once (`show`) or only what
+    /// staff send them (`draft`: the answer waits on the staff ticket page).
+    #[arg(long, env = "SMART_SUPPORT_AI_ANSWERS", value_enum, default_value_t = AiAnswers::Show)]
+    pub ai_answers: AiAnswers,
+
     /// Assign new tickets to active agents in turn (round-robin by name).
     #[arg(long, env = "SMART_SUPPORT_AUTO_ASSIGN", default_value_t = false)]
     pub auto_assign: bool,
@@ -105,6 +110,15 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub models: ModelArgs,
+}
+
+/// Who sees the AI's answer first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AiAnswers {
+    /// The customer sees it on the tracker as soon as it is ready.
+    Show,
+    /// Staff review it first: it is a draft on the staff ticket page.
+    Draft,
 }
 
 /// What happens to a ticket past the retention period.

@@ -504,3 +504,50 @@ async fn staff_see_who_else_has_a_ticket_open_and_who_is_typing() {
         "api left"
     );
 }
+
+#[tokio::test]
+async fn with_ai_answers_as_drafts_the_customer_sees_only_what_staff_send() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut cfg = config(&dir);
+    cfg.ai_answers = smart_support::config::AiAnswers::Draft;
+    let app = start_with(dir, cfg);
+    let (id, token) = submit(
+        &app.router,
+        "Charged twice",
+        "I was charged twice this month",
+    )
+    .await;
+    wait_processed(&app.state, id).await;
+    let staff = staff_view(&app, id).await;
+    let first_step = staff["solution"]["steps"][0]
+        .as_str()
+        .expect("a drafted step")
+        .to_string();
+    let customer = send(&app.router, get(&format!("/api/t/{token}")))
+        .await
+        .json();
+    assert_eq!(customer["solution"], Value::Null);
+    assert_eq!(customer["ai_answer_held"], true);
+    let page = send(&app.router, get(&format!("/t/{token}"))).await;
+    assert!(
+        !page.body.contains(&first_step),
+        "the draft is not on the tracker"
+    );
+    assert!(page.body.contains("a support agent will reply"));
+    // What staff send from the draft reaches the customer as a message.
+    let body = json!({"body": first_step, "ai_assisted": true}).to_string();
+    assert_eq!(
+        send(
+            &app.router,
+            admin_json(&format!("/api/tickets/{id}/messages"), &body)
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let customer = send(&app.router, get(&format!("/api/t/{token}")))
+        .await
+        .json();
+    assert_eq!(customer["messages"][0]["body"], first_step.as_str());
+    assert_eq!(customer["messages"][0]["ai_assisted"], true);
+}

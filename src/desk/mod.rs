@@ -5,6 +5,15 @@
 
 pub mod presence;
 
+use crate::config::AiAnswers;
+use crate::store::TicketRecord;
+
+/// Whether the customer sees the AI's answer on this ticket: the one place
+/// that decides (per-category policies will join it here).
+pub fn customer_sees_ai_answer(policy: AiAnswers, _ticket: &TicketRecord) -> bool {
+    policy == AiAnswers::Show
+}
+
 /// Longest user name.
 pub const MAX_NAME_CHARS: usize = 64;
 

@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::auth::AdminApi;
 use super::error::ApiError;
-use super::view::{status_json, ticket_json, tracking_url};
+use super::view::{status_json, tracking_url};
 use super::{ApiJson, SharedState};
 use crate::config::ServeConfig;
 use crate::guard::{ClientIp, LogEvery};
@@ -193,7 +193,7 @@ pub async fn create_ticket(
     }
     let rec = state.db(move |s| s.get(id)).await?;
     let done = rec.analysis.is_some();
-    let mut v = ticket_json(&rec, &state.config.public_url(), false);
+    let mut v = state.customer_view(&rec);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("token".into(), json!(token));
         obj.insert("tracking_url".into(), json!(url));
@@ -219,11 +219,7 @@ pub async fn customer_ticket(
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = id_for_token(&state, token).await?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(
-        &rec,
-        &state.config.public_url(),
-        false,
-    )))
+    Ok(axum::Json(state.customer_view(&rec)))
 }
 
 pub async fn customer_status(
@@ -257,11 +253,7 @@ pub async fn customer_resolve(
     check_write_limit(&state, client)?;
     resolve(&state, id, "customer").await?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(
-        &rec,
-        &state.config.public_url(),
-        false,
-    )))
+    Ok(axum::Json(state.customer_view(&rec)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,11 +313,7 @@ pub async fn customer_rating(
     check_write_limit(&state, client)?;
     rate(&state, id, stars, comment).await?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(
-        &rec,
-        &state.config.public_url(),
-        false,
-    )))
+    Ok(axum::Json(state.customer_view(&rec)))
 }
 
 /// Parses the admin list's query string, with a clear error for each bad value.
@@ -393,11 +381,7 @@ pub async fn admin_ticket(
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(
-        &rec,
-        &state.config.public_url(),
-        true,
-    )))
+    Ok(axum::Json(state.staff_view(&rec)))
 }
 
 pub async fn admin_resolve(
@@ -408,11 +392,7 @@ pub async fn admin_resolve(
     let id = parse_id(&id)?;
     resolve(&state, id, &staff.name).await?;
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(
-        &rec,
-        &state.config.public_url(),
-        true,
-    )))
+    Ok(axum::Json(state.staff_view(&rec)))
 }
 
 #[derive(Debug, Deserialize)]

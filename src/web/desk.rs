@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use super::api::{check_write_limit, id_for_token};
 use super::auth::{AdminApi, Staff};
 use super::error::ApiError;
-use super::view::ticket_json;
 use super::{ApiJson, SharedState};
 use crate::guard::ClientIp;
 use crate::store::{Author, Message, NewMessage, TicketChanges};
@@ -111,11 +110,7 @@ pub async fn customer_message(
 
 async fn staff_view(state: &SharedState, id: i64) -> Result<axum::Json<Value>, ApiError> {
     let rec = state.db(move |s| s.get(id)).await?;
-    Ok(axum::Json(ticket_json(
-        &rec,
-        &state.config.public_url(),
-        true,
-    )))
+    Ok(axum::Json(state.staff_view(&rec)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -155,6 +155,21 @@ impl AppState {
         }
     }
 
+    /// A ticket as its customer sees it.
+    pub fn customer_view(&self, rec: &crate::store::TicketRecord) -> serde_json::Value {
+        let ai_answer = crate::desk::customer_sees_ai_answer(self.config.ai_answers, rec);
+        view::ticket_json(
+            rec,
+            &self.config.public_url(),
+            view::Audience::Customer { ai_answer },
+        )
+    }
+
+    /// A ticket as staff see it.
+    pub fn staff_view(&self, rec: &crate::store::TicketRecord) -> serde_json::Value {
+        view::ticket_json(rec, &self.config.public_url(), view::Audience::Staff)
+    }
+
     /// Runs a store call off the async threads.
     pub async fn db<T: Send + 'static>(
         &self,

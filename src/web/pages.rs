@@ -14,7 +14,7 @@ use super::SharedState;
 use super::api::{self, list_query, validate, validate_rating};
 use super::auth::{self, AdminSession, LOGIN_CSRF_COOKIE, MaybeAdmin, SESSION_COOKIE};
 use super::error::ApiError;
-use super::view::{ticket_json, tracking_url};
+use super::view::tracking_url;
 use crate::guard::{ClientIp, Refusal};
 use crate::ticket::{Category, Priority, Status};
 
@@ -187,7 +187,7 @@ async fn tracker_page(state: &SharedState, token: String, error: Option<String>)
     } else {
         StatusCode::OK
     };
-    let ticket = ticket_json(&rec, &state.config.public_url(), false);
+    let ticket = state.customer_view(&rec);
     render(
         state,
         status,
@@ -761,7 +761,7 @@ pub(super) async fn admin_ticket_page(
         .filter(|u| u.active)
         .map(|u| u.name)
         .collect();
-    let ticket = ticket_json(&rec, &state.config.public_url(), true);
+    let ticket = state.staff_view(&rec);
     render(
         state,
         status,

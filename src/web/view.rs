@@ -10,8 +10,18 @@ pub fn tracking_url(base: &str, token: &str) -> String {
     format!("{base}/t/{token}")
 }
 
-/// The ticket as its customer sees it; `admin` adds what only staff see.
-pub fn ticket_json(rec: &TicketRecord, base_url: &str, admin: bool) -> Value {
+/// Who a ticket's JSON is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Everything, the AI's raw output and internal notes included.
+    Staff,
+    /// What the customer may see; the AI's answer only when `ai_answer`.
+    Customer { ai_answer: bool },
+}
+
+/// The ticket as `audience` sees it.
+pub fn ticket_json(rec: &TicketRecord, base_url: &str, audience: Audience) -> Value {
+    let admin = audience == Audience::Staff;
     let steps = timeline::build(&rec.events);
     let progress = timeline::progress(&steps);
     let mut v = json!({
@@ -74,6 +84,14 @@ pub fn ticket_json(rec: &TicketRecord, base_url: &str, admin: bool) -> Value {
             .filter(|m| admin || !m.internal)
             .collect();
         obj.insert("messages".into(), json!(messages));
+    }
+    if audience == (Audience::Customer { ai_answer: false })
+        && let Some(obj) = v.as_object_mut()
+        && obj.get("solution").is_some_and(|s| !s.is_null())
+    {
+        // Held for staff: the customer is told a person will answer.
+        obj.insert("solution".into(), Value::Null);
+        obj.insert("ai_answer_held".into(), json!(true));
     }
     if admin && let Some(obj) = v.as_object_mut() {
         obj.insert("assignee".into(), json!(rec.assignee));

@@ -108,6 +108,26 @@ async fn a_conversation_with_internal_notes_the_customer_never_sees() {
             .json()["messages"],
         2
     );
+
+    // Nor in the customer's live stream (its first event is a full snapshot).
+    let stream = {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let resp = app
+            .router
+            .clone()
+            .oneshot(get(&format!("/api/t/{token}/events")))
+            .await
+            .expect("stream");
+        let mut body = resp.into_body();
+        let frame = body.frame().await.expect("a frame").expect("ok");
+        String::from_utf8_lossy(&frame.into_data().unwrap_or_default()).to_string()
+    };
+    assert!(
+        stream.contains("event: status") && stream.contains("\"messages\":2"),
+        "{stream}"
+    );
+    assert!(!stream.contains("SECRET-NOTE"));
 }
 
 #[tokio::test]

@@ -145,6 +145,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         handle.clone(),
         WorkerConfig {
             concurrency: config.workers,
+            ai_answers: config.ai_answers,
             grace: Duration::from_secs(config.shutdown_grace_secs),
         },
         shutdown.clone(),

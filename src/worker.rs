@@ -148,11 +148,12 @@ async fn store_result(
     shutdown: &Shutdown,
     id: i64,
     analysis: Arc<Analysis>,
+    ai_message: bool,
 ) -> Option<Status> {
     let mut wait = STORE_RETRY_FIRST;
     loop {
         let (s, a) = (store.clone(), analysis.clone());
-        match blocking(move || s.complete(id, &a)).await {
+        match blocking(move || s.complete_with(id, &a, ai_message)).await {
             Ok(status) => return Some(status),
             // Not ours any more (requeued at shutdown): nothing to store.
             Err(StoreError::Conflict(m)) => {
@@ -198,7 +199,16 @@ async fn process(ctx: Ctx, id: i64, input: TicketInput) {
     };
     let escalated = analysis.escalation.is_some();
     crate::observe::record_analysis(&analysis);
-    let Some(status) = store_result(&ctx.store, &ctx.shutdown, id, Arc::new(analysis)).await else {
+    let ai_message = crate::desk::customer_sees_ai_answer(ctx.ai_answers, Some(analysis.category));
+    let Some(status) = store_result(
+        &ctx.store,
+        &ctx.shutdown,
+        id,
+        Arc::new(analysis),
+        ai_message,
+    )
+    .await
+    else {
         return;
     };
     tracing::info!(ticket = id, status = %status, "ticket processed");
@@ -223,6 +233,7 @@ struct Ctx {
     pipeline: Arc<Pipeline>,
     handle: WorkerHandle,
     shutdown: Shutdown,
+    ai_answers: crate::config::AiAnswers,
 }
 
 /// How the worker runs.
@@ -230,6 +241,8 @@ struct Ctx {
 pub struct WorkerConfig {
     /// Tickets in the pipeline at once.
     pub concurrency: usize,
+    /// Who sees the AI's answer first (see `desk::customer_sees_ai_answer`).
+    pub ai_answers: crate::config::AiAnswers,
     /// How long a shutdown waits for running tickets.
     pub grace: Duration,
 }
@@ -249,6 +262,7 @@ pub fn spawn(
         pipeline,
         handle,
         shutdown,
+        ai_answers: config.ai_answers,
     };
     tokio::spawn(async move {
         let s = ctx.store.clone();

@@ -68,9 +68,17 @@ async fn a_conversation_with_internal_notes_the_customer_never_sees() {
     assert_eq!(r.json()["author"], "customer");
 
     let staff = staff_view(&app, id).await;
-    let bodies: Vec<_> = staff["messages"]
-        .as_array()
-        .expect("messages")
+    let messages = staff["messages"].as_array().expect("messages").clone();
+    // The AI's answer reached the customer at once, so it is the first message, by `ai`.
+    assert_eq!(messages[0]["author"], "ai");
+    let steps = staff["solution"]["steps"].as_array().expect("steps");
+    let first_step = steps[0].as_str().unwrap_or("-");
+    assert!(
+        messages[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains(first_step))
+    );
+    let bodies: Vec<_> = messages[1..]
         .iter()
         .map(|m| m["body"].as_str().unwrap_or("").to_string())
         .collect();
@@ -86,7 +94,7 @@ async fn a_conversation_with_internal_notes_the_customer_never_sees() {
     let customer = send(&app.router, get(&format!("/api/t/{token}"))).await;
     assert_eq!(
         customer.json()["messages"].as_array().map(Vec::len),
-        Some(2)
+        Some(3)
     );
     // Not in any of the customer's views: API, status, tracker page.
     for uri in [
@@ -106,7 +114,7 @@ async fn a_conversation_with_internal_notes_the_customer_never_sees() {
         send(&app.router, get(&format!("/api/t/{token}/status")))
             .await
             .json()["messages"],
-        2
+        3
     );
 
     // Nor in the customer's live stream (its first event is a full snapshot).
@@ -124,7 +132,7 @@ async fn a_conversation_with_internal_notes_the_customer_never_sees() {
         String::from_utf8_lossy(&frame.into_data().unwrap_or_default()).to_string()
     };
     assert!(
-        stream.contains("event: status") && stream.contains("\"messages\":2"),
+        stream.contains("event: status") && stream.contains("\"messages\":3"),
         "{stream}"
     );
     assert!(!stream.contains("SECRET-NOTE"));
@@ -568,6 +576,11 @@ async fn with_ai_answers_as_drafts_the_customer_sees_only_what_staff_send() {
     let customer = send(&app.router, get(&format!("/api/t/{token}")))
         .await
         .json();
+    assert_eq!(
+        customer["messages"].as_array().map(Vec::len),
+        Some(1),
+        "no message by `ai`: the draft did not reach the customer by itself"
+    );
     assert_eq!(customer["messages"][0]["body"], first_step.as_str());
     assert_eq!(customer["messages"][0]["ai_assisted"], true);
 }

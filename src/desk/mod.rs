@@ -6,11 +6,12 @@
 pub mod presence;
 
 use crate::config::AiAnswers;
-use crate::store::TicketRecord;
+use crate::ticket::Category;
 
-/// Whether the customer sees the AI's answer on this ticket: the one place
-/// that decides (per-category policies will join it here).
-pub fn customer_sees_ai_answer(policy: AiAnswers, _ticket: &TicketRecord) -> bool {
+/// Whether the customer sees the AI's answer on a ticket of `category`: the
+/// one place that decides (per-category policies will join it here). When
+/// they do, the answer is also recorded as a message by `ai`.
+pub fn customer_sees_ai_answer(policy: AiAnswers, _category: Option<Category>) -> bool {
     policy == AiAnswers::Show
 }
 

@@ -155,6 +155,36 @@ fn current(tx: &Transaction, id: i64) -> Result<Current, StoreError> {
     .ok_or(StoreError::NotFound)
 }
 
+/// The AI's answer as one message: the text, then the numbered steps.
+pub fn answer_text(s: &crate::ticket::Solution) -> String {
+    let steps: Vec<String> = s
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| format!("{}. {step}", i + 1))
+        .collect();
+    if steps.is_empty() {
+        s.message.clone()
+    } else {
+        format!("{}\n\n{}", s.message, steps.join("\n"))
+    }
+}
+
+/// Records the AI's answer as a public message by `ai`.
+pub(super) fn add_ai_message(
+    tx: &Transaction,
+    id: i64,
+    body: &str,
+    at: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO messages (ticket_id, author_kind, author_name, internal, ai_assisted, body, created_at)
+         VALUES (?1, 'ai', 'ai', 0, 0, ?2, ?3)",
+        params![id, body, at],
+    )?;
+    Ok(())
+}
+
 /// Days between two RFC 3339 times (0 when either does not parse).
 fn days_between(earlier: &str, later: &str) -> i64 {
     let parse = |s: &str| {

@@ -639,6 +639,18 @@ impl Store {
     /// Stores the pipeline's whole result and the status it calls for, in one
     /// transaction. A ticket resolved by hand meanwhile stays resolved.
     pub fn complete(&self, id: i64, analysis: &Analysis) -> Result<Status, StoreError> {
+        self.complete_with(id, analysis, false)
+    }
+
+    /// Like `complete`; with `ai_message` the AI's answer is also recorded
+    /// as a public message by `ai` (it reaches the customer at once), in
+    /// the same transaction.
+    pub fn complete_with(
+        &self,
+        id: i64,
+        analysis: &Analysis,
+        ai_message: bool,
+    ) -> Result<Status, StoreError> {
         let now = clock::now();
         let json = serde_json::to_string(analysis)?;
         self.write(|conn| {
@@ -685,6 +697,9 @@ impl Store {
             }
             if let Some(e) = &analysis.escalation {
                 Self::add_event(&tx, id, EventKind::Escalated, &e.reasons.join("; "), &now)?;
+            }
+            if ai_message {
+                desk::add_ai_message(&tx, id, &desk::answer_text(&analysis.solution), &now)?;
             }
             if analysis.status == Status::Resolved && current != Status::Resolved.as_str() {
                 Self::add_event(&tx, id, EventKind::Resolved, "by the AI assistant", &now)?;

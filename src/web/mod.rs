@@ -157,7 +157,7 @@ impl AppState {
 
     /// A ticket as its customer sees it.
     pub fn customer_view(&self, rec: &crate::store::TicketRecord) -> serde_json::Value {
-        let ai_answer = crate::desk::customer_sees_ai_answer(self.config.ai_answers, rec);
+        let ai_answer = crate::desk::customer_sees_ai_answer(self.config.ai_answers, rec.category);
         view::ticket_json(
             rec,
             &self.config.public_url(),

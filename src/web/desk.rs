@@ -250,8 +250,10 @@ pub async fn presence(
 use axum::extract::Form;
 use axum::extract::rejection::FormRejection;
 
-use super::auth::{AdminSession, MaybeAdmin};
-use super::pages::{admin_ticket_page, api_error_page, error_page, see_other, tracked};
+use super::auth::MaybeAdmin;
+use super::pages::{
+    StaffForm, admin_ticket_page, api_error_page, error_page, see_other, staff_form, tracked,
+};
 
 #[derive(Debug, Deserialize)]
 pub struct DeskForm {
@@ -273,23 +275,9 @@ pub struct DeskForm {
     status: Option<String>,
 }
 
-/// A signed-in staff member whose form carries the session's CSRF token.
-fn staff_form(
-    admin: Option<AdminSession>,
-    state: &SharedState,
-    form: Result<Form<DeskForm>, FormRejection>,
-) -> Result<(AdminSession, DeskForm), Box<Response>> {
-    let Some(admin) = admin else {
-        return Err(Box::new(see_other("/admin/login")));
-    };
-    match form {
-        Ok(Form(f)) if super::auth::ct_eq(&f.csrf, &admin.csrf) => Ok((admin, f)),
-        Ok(_) => Err(Box::new(error_page(
-            state,
-            StatusCode::FORBIDDEN,
-            "The form expired. Reload the page and try again.",
-        ))),
-        Err(e) => Err(Box::new(error_page(state, e.status(), &e.body_text()))),
+impl StaffForm for DeskForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
     }
 }
 

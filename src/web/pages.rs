@@ -423,6 +423,32 @@ pub struct CsrfForm {
     pub(super) csrf: String,
 }
 
+/// A staff form: it carries the session's CSRF token.
+pub(super) trait StaffForm {
+    fn csrf(&self) -> &str;
+}
+
+/// The signed-in staff member and their form, when it carries their CSRF
+/// token; otherwise the page to answer (sign-in, 403, the form's error).
+pub(super) fn staff_form<F: StaffForm>(
+    admin: Option<AdminSession>,
+    state: &SharedState,
+    form: Result<Form<F>, FormRejection>,
+) -> Result<(AdminSession, F), Box<Response>> {
+    let Some(admin) = admin else {
+        return Err(Box::new(see_other("/admin/login")));
+    };
+    match form {
+        Ok(Form(f)) if auth::ct_eq(f.csrf(), &admin.csrf) => Ok((admin, f)),
+        Ok(_) => Err(Box::new(error_page(
+            state,
+            StatusCode::FORBIDDEN,
+            "The form expired. Reload the page and try again.",
+        ))),
+        Err(e) => Err(Box::new(error_page(state, e.status(), &e.body_text()))),
+    }
+}
+
 /// A signed-in admin whose form carries the session's CSRF token.
 pub(super) fn check_csrf(
     admin: &Option<AdminSession>,

@@ -9,10 +9,10 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::SharedState;
-use super::auth::{self, AdminSession, MaybeAdmin};
+use super::auth::{AdminSession, MaybeAdmin};
 use super::error::ApiError;
-use super::pages::{api_error_page, error_page, render, see_other};
-use super::users::admin_only;
+use super::pages::{StaffForm, api_error_page, error_page, render, see_other};
+use super::users::{admin_form, admin_only};
 use crate::text::{self, Lines};
 use crate::ticket::Category;
 
@@ -58,20 +58,9 @@ pub struct ReplyForm {
     body: String,
 }
 
-fn checked(
-    admin: Option<AdminSession>,
-    state: &SharedState,
-    form: Result<Form<ReplyForm>, FormRejection>,
-) -> Result<(AdminSession, ReplyForm), Box<Response>> {
-    let admin = admin_only(admin, state)?;
-    match form {
-        Ok(Form(f)) if auth::ct_eq(&f.csrf, &admin.csrf) => Ok((admin, f)),
-        Ok(_) => Err(Box::new(error_page(
-            state,
-            StatusCode::FORBIDDEN,
-            "The form expired. Reload the page and try again.",
-        ))),
-        Err(e) => Err(Box::new(error_page(state, e.status(), &e.body_text()))),
+impl StaffForm for ReplyForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
     }
 }
 
@@ -81,7 +70,7 @@ pub async fn create(
     MaybeAdmin(admin): MaybeAdmin,
     form: Result<Form<ReplyForm>, FormRejection>,
 ) -> Response {
-    let (admin, f) = match checked(admin, &state, form) {
+    let (admin, f) = match admin_form(admin, &state, form) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -118,7 +107,7 @@ pub async fn delete(
     Path(id): Path<String>,
     form: Result<Form<ReplyForm>, FormRejection>,
 ) -> Response {
-    let (admin, _) = match checked(admin, &state, form) {
+    let (admin, _) = match admin_form(admin, &state, form) {
         Ok(x) => x,
         Err(r) => return *r,
     };

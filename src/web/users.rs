@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::SharedState;
 use super::auth::{self, AdminSession, MaybeAdmin};
 use super::error::ApiError;
-use super::pages::{api_error_page, error_page, render, see_other};
+use super::pages::{StaffForm, api_error_page, error_page, render, see_other, staff_form};
 use crate::store::UserChange;
 use crate::ticket::Role;
 
@@ -77,22 +77,20 @@ pub struct UserForm {
     password: String,
 }
 
-/// The admin whose form carries their CSRF token, or the page to answer.
-fn checked(
+impl StaffForm for UserForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// An admin's form with their CSRF token, or the page to answer.
+pub(super) fn admin_form<F: StaffForm>(
     admin: Option<AdminSession>,
     state: &SharedState,
-    form: Result<Form<UserForm>, FormRejection>,
-) -> Result<(AdminSession, UserForm), Box<Response>> {
-    let admin = admin_only(admin, state)?;
-    match form {
-        Ok(Form(f)) if auth::ct_eq(&f.csrf, &admin.csrf) => Ok((admin, f)),
-        Ok(_) => Err(Box::new(error_page(
-            state,
-            StatusCode::FORBIDDEN,
-            "The form expired. Reload the page and try again.",
-        ))),
-        Err(e) => Err(Box::new(error_page(state, e.status(), &e.body_text()))),
-    }
+    form: Result<Form<F>, FormRejection>,
+) -> Result<(AdminSession, F), Box<Response>> {
+    let (admin, f) = staff_form(admin, state, form)?;
+    Ok((admin_only(Some(admin), state)?, f))
 }
 
 fn role(raw: &str) -> Result<Role, ApiError> {
@@ -117,7 +115,7 @@ pub async fn create(
     MaybeAdmin(admin): MaybeAdmin,
     form: Result<Form<UserForm>, FormRejection>,
 ) -> Response {
-    let (admin, f) = match checked(admin, &state, form) {
+    let (admin, f) = match admin_form(admin, &state, form) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -143,7 +141,7 @@ pub async fn change(
     Path((name, action)): Path<(String, String)>,
     form: Result<Form<UserForm>, FormRejection>,
 ) -> Response {
-    let (admin, f) = match checked(admin, &state, form) {
+    let (admin, f) = match admin_form(admin, &state, form) {
         Ok(x) => x,
         Err(r) => return *r,
     };

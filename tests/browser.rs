@@ -732,6 +732,14 @@ async fn a_second_agent_sees_who_has_the_ticket_open_and_who_is_typing() {
             description: "Who answers?".into(),
         })
         .expect("ticket");
+    // Processed before the pages open: the AI's result refreshes them in place,
+    // which would pull the reply box from under the typing below.
+    for _ in 0..600 {
+        if state.store.get(id).expect("ticket").analysis.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (_d1, first) = browser().await;
     let (_d2, second) = browser().await;
     sign_in_as(&first, &base, "admin", PASSWORD).await;

@@ -45,15 +45,14 @@ impl HealthCache {
 }
 
 async fn db_health(state: &SharedState) -> DbHealth {
-    if let Some((at, h)) = state
+    let cached = state
         .health
         .last
         .lock()
         .ok()
         .and_then(|g| g.clone())
-        .filter(|(at, _)| at.elapsed() < PROBE_EVERY)
-    {
-        let _ = at;
+        .filter(|(at, _)| at.elapsed() < PROBE_EVERY);
+    if let Some((_, h)) = cached {
         return h;
     }
     let probe = state

@@ -24,28 +24,12 @@ fn set_password(app: &TestApp) {
         .expect("set");
 }
 
-/// The login form's CSRF token (same value in cookie and form).
 async fn login_csrf(app: &TestApp) -> String {
-    let r = send(&app.router, get("/admin/login")).await;
-    let c = r
-        .cookies()
-        .into_iter()
-        .find(|c| c.starts_with(auth::LOGIN_CSRF_COOKIE))
-        .expect("csrf cookie");
-    c.split(';')
-        .next()
-        .and_then(|kv| kv.split_once('='))
-        .map(|(_, v)| v.to_string())
-        .expect("value")
+    common::login_csrf(&app.router).await
 }
 
 async fn try_login(app: &TestApp, csrf: &str, ip: &str, password: &str) -> Resp {
-    let req = form_req(
-        "/admin/login",
-        &format!("name=admin&password={}&csrf={csrf}", url_encode(password)),
-        Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
-    );
-    send(&app.router, from_ip(req, ip)).await
+    send(&app.router, from_ip(login_req("admin", password, csrf), ip)).await
 }
 
 fn retry_after(r: &Resp) -> u64 {
@@ -116,11 +100,7 @@ async fn behind_a_trusted_proxy_each_client_is_counted_on_its_own() {
     set_password(&app);
     let csrf = login_csrf(&app).await;
     let via_proxy = |client: &str, password: &str| {
-        let mut req = form_req(
-            "/admin/login",
-            &format!("name=admin&password={}&csrf={csrf}", url_encode(password)),
-            Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
-        );
+        let mut req = login_req("admin", password, &csrf);
         req.headers_mut()
             .insert("x-forwarded-for", client.parse().expect("header"));
         from_ip(req, "10.0.0.1")

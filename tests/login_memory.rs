@@ -28,18 +28,7 @@ async fn two_hundred_concurrent_wrong_logins_stay_within_bounded_memory() {
         .store
         .upsert_user_password("admin", smart_support::ticket::Role::Admin, &hash)
         .expect("set");
-    let r = send(&app.router, get("/admin/login")).await;
-    let csrf = r
-        .cookies()
-        .into_iter()
-        .find(|c| c.starts_with(auth::LOGIN_CSRF_COOKIE))
-        .and_then(|c| {
-            c.split(';')
-                .next()
-                .and_then(|kv| kv.split_once('='))
-                .map(|(_, v)| v.to_string())
-        })
-        .expect("csrf");
+    let csrf = login_csrf(&app.router).await;
     let before = peak_rss_mib();
     // 200 attempts at once, each from its own address (no per-address limit
     // applies), all in one network.
@@ -48,11 +37,7 @@ async fn two_hundred_concurrent_wrong_logins_stay_within_bounded_memory() {
             let router = app.router.clone();
             let csrf = csrf.clone();
             tokio::spawn(async move {
-                let req = form_req(
-                    "/admin/login",
-                    &format!("name=admin&password=wrong-guess-{i}&csrf={csrf}"),
-                    Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
-                );
+                let req = login_req("admin", &format!("wrong-guess-{i}"), &csrf);
                 send(&router, from_ip(req, &format!("10.0.0.{}", i + 1)))
                     .await
                     .status
@@ -77,11 +62,7 @@ async fn two_hundred_concurrent_wrong_logins_stay_within_bounded_memory() {
         "past the ceiling attempts are refused: {codes:?}"
     );
     // The right password still works from a fresh address afterwards.
-    let req = form_req(
-        "/admin/login",
-        &format!("name=admin&password=the-real-admin-password&csrf={csrf}"),
-        Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
-    );
+    let req = login_req("admin", "the-real-admin-password", &csrf);
     let r = send(&app.router, from_ip(req, "192.0.2.200")).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
 }

@@ -24,27 +24,8 @@ fn add_user(app: &TestApp, name: &str, role: Role, password: &str) {
 
 /// Signs in; the session cookie header and the session's CSRF token.
 async fn sign_in(app: &TestApp, name: &str, password: &str) -> Result<(String, String), Resp> {
-    let r = send(&app.router, get("/admin/login")).await;
-    let csrf = r
-        .cookies()
-        .into_iter()
-        .find(|c| c.starts_with(auth::LOGIN_CSRF_COOKIE))
-        .and_then(|c| {
-            c.split(';')
-                .next()
-                .and_then(|kv| kv.split_once('='))
-                .map(|(_, v)| v.to_string())
-        })
-        .expect("login csrf");
-    let r = send(
-        &app.router,
-        form_req(
-            "/admin/login",
-            &format!("name={name}&password={}&csrf={csrf}", url_encode(password)),
-            Some(&format!("{}={csrf}", auth::LOGIN_CSRF_COOKIE)),
-        ),
-    )
-    .await;
+    let csrf = login_csrf(&app.router).await;
+    let r = send(&app.router, login_req(name, password, &csrf)).await;
     if r.status != StatusCode::SEE_OTHER {
         return Err(r);
     }

@@ -205,3 +205,34 @@ pub fn from_ip(mut req: Request<Body>, ip: &str) -> Request<Body> {
         .insert(axum::extract::ConnectInfo(addr));
     req
 }
+
+/// The staff sign-in form's CSRF token (the same value goes in its cookie).
+pub async fn login_csrf(router: &Router) -> String {
+    let r = send(router, get("/admin/login")).await;
+    r.cookies()
+        .into_iter()
+        .find(|c| c.starts_with(smart_support::web::auth::LOGIN_CSRF_COOKIE))
+        .and_then(|c| {
+            c.split(';')
+                .next()
+                .and_then(|kv| kv.split_once('='))
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("login csrf cookie")
+}
+
+/// A sign-in form post with its CSRF cookie.
+pub fn login_req(name: &str, password: &str, csrf: &str) -> Request<Body> {
+    form_req(
+        "/admin/login",
+        &format!(
+            "name={}&password={}&csrf={csrf}",
+            url_encode(name),
+            url_encode(password)
+        ),
+        Some(&format!(
+            "{}={csrf}",
+            smart_support::web::auth::LOGIN_CSRF_COOKIE
+        )),
+    )
+}

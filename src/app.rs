@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 
+use crate::agents::policy::PolicyHandle;
 use crate::config::ServeConfig;
 use crate::models::LoadedModels;
 use crate::shutdown::Shutdown;
@@ -112,6 +113,32 @@ fn open_store(config: &ServeConfig) -> Result<(Store, Option<String>), AppError>
     Ok((store, integrity))
 }
 
+/// Imports the starter knowledge base into a new database, loads the
+/// delivery policy, and gives both to the troubleshooter.
+fn knowledge(
+    store: &Arc<Store>,
+    config: &ServeConfig,
+    pipeline: &mut crate::pipeline::Pipeline,
+) -> Result<PolicyHandle, AppError> {
+    let err = |source| AppError::Store {
+        path: config.db.display().to_string(),
+        source,
+    };
+    let starter = crate::kb::starter::articles().map_err(|e| AppError::Config(e.to_string()))?;
+    let seeded = store.kb_seed_once(&starter).map_err(err)?;
+    if seeded > 0 {
+        tracing::info!(articles = seeded, "imported the starter knowledge base");
+    }
+    let mut policy = crate::desk::load_policy(store).map_err(err)?;
+    policy.force_draft = config.ai_answers == crate::config::AiAnswers::Draft;
+    let policy: PolicyHandle = Arc::new(std::sync::RwLock::new(policy));
+    crate::kb::attach(pipeline, store.clone(), policy.clone());
+    let examples =
+        crate::desk::learning::retrain(store, &pipeline.classifier.learned()).map_err(err)?;
+    tracing::info!(examples, "classifier trained");
+    Ok(policy)
+}
+
 /// Opens the store, starts the worker and builds the router. Must run
 /// inside a tokio runtime.
 pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError> {
@@ -131,12 +158,14 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
     // Parse the VADER lexicon now rather than on the first ticket.
     crate::agents::vader::Vader::global();
     let LoadedModels {
-        pipeline,
+        mut pipeline,
         nli,
         generator,
         notes,
     } = models;
+    let policy = knowledge(&store, &config, &mut pipeline)?;
     let engines = Engines::from_pipeline(&pipeline, notes);
+    let learned = pipeline.classifier.learned();
     let handle = WorkerHandle::new();
     let shutdown = Shutdown::default();
     let worker = worker::spawn(
@@ -145,11 +174,11 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         handle.clone(),
         WorkerConfig {
             concurrency: config.workers,
-            ai_answers: config.ai_answers,
             grace: Duration::from_secs(config.shutdown_grace_secs),
         },
         shutdown.clone(),
     );
+    crate::desk::learning::spawn_retrainer(store.clone(), learned, shutdown.clone());
     let maintenance = worker::spawn_maintenance(
         store.clone(),
         config.retention_days.map(|d| (d, config.retention_mode)),
@@ -163,6 +192,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         generator,
         shutdown,
         integrity,
+        policy,
     };
     let state = Arc::new(AppState::new(config, parts));
     Ok(App {

@@ -33,8 +33,47 @@ enum Command {
         subject: String,
         #[arg(long)]
         description: String,
+        /// A folder of Markdown articles to retrieve from (default: the
+        /// embedded starter knowledge base).
+        #[arg(long)]
+        kb: Option<PathBuf>,
         #[command(flatten)]
         models: ModelArgs,
+    },
+    /// Run the pipeline over a labelled set (JSON lines) and print the
+    /// figures as one JSON object.
+    Eval {
+        /// Lines of {"subject", "description", "category", "articles": [slugs]}.
+        #[arg(long)]
+        set: PathBuf,
+        /// A folder of Markdown articles (default: the starter knowledge base).
+        #[arg(long)]
+        kb: Option<PathBuf>,
+        /// Only every N-th ticket of the set (1: all).
+        #[arg(long, default_value_t = 1)]
+        every: usize,
+        /// A JSON object of minimums (`max_*`: maximums); exit 1 when a
+        /// figure misses one.
+        #[arg(long)]
+        floors: Option<PathBuf>,
+        /// Write one JSON line per ticket here.
+        #[arg(long)]
+        details: Option<PathBuf>,
+        #[command(flatten)]
+        models: ModelArgs,
+    },
+    /// The knowledge base: import or export a folder of Markdown files.
+    Kb {
+        /// SQLite database file.
+        #[arg(
+            long,
+            env = "SMART_SUPPORT_DB",
+            default_value = "data/tickets.db",
+            global = true
+        )]
+        db: PathBuf,
+        #[command(subcommand)]
+        command: KbCommand,
     },
     /// Zero-shot classify texts; prints one JSON line per text, like transformers' pipeline.
     Classify {
@@ -139,6 +178,15 @@ enum ModelsCommand {
 }
 
 #[derive(Subcommand)]
+enum KbCommand {
+    /// Create or update articles from DIR/*.md (all or nothing; articles
+    /// not in DIR stay).
+    Import { dir: PathBuf },
+    /// Write every article to DIR/{slug}.md.
+    Export { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum UsersCommand {
     /// Add a user (password from SMART_SUPPORT_USER_PASSWORD, a prompt, or one line on stdin).
     Add {
@@ -182,20 +230,38 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Triage {
             subject,
             description,
+            kb,
             models,
         }) => {
             let input = TicketInput {
                 subject,
                 description,
             };
-            let loaded = smart_support::models::load(&models);
+            let mut loaded = smart_support::models::load(&models);
             for note in &loaded.notes {
                 tracing::warn!("{note}");
             }
+            smart_support::kb::standalone(&mut loaded.pipeline, kb.as_deref())?;
             let v = smart_support::triage::triage(&loaded.pipeline, &input);
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
+        Some(Command::Eval {
+            set,
+            kb,
+            every,
+            floors,
+            details,
+            models,
+        }) => eval(
+            &set,
+            kb.as_deref(),
+            every,
+            floors.as_deref(),
+            details.as_deref(),
+            &models,
+        ),
+        Some(Command::Kb { db, command }) => kb(db, command),
         Some(Command::Classify {
             labels,
             multi_label,
@@ -454,6 +520,81 @@ fn set_password(db: PathBuf) -> anyhow::Result<()> {
         auth::ADMIN_USER,
         db.display()
     )?;
+    Ok(())
+}
+
+fn eval(
+    set: &std::path::Path,
+    kb: Option<&std::path::Path>,
+    every: usize,
+    floors: Option<&std::path::Path>,
+    details: Option<&std::path::Path>,
+    models: &ModelArgs,
+) -> anyhow::Result<()> {
+    use smart_support::eval;
+    let items: Vec<eval::Item> = eval::read_set(set)?
+        .into_iter()
+        .step_by(every.max(1))
+        .collect();
+    let floors: Option<serde_json::Value> = match floors {
+        Some(f) => Some(
+            serde_json::from_str(&std::fs::read_to_string(f)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+        ),
+        None => None,
+    };
+    let mut loaded = smart_support::models::load(models);
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
+    }
+    let store = smart_support::kb::standalone(&mut loaded.pipeline, kb)?;
+    let knowledge = smart_support::kb::retrieve::StoreKnowledge::new(store);
+    let (report, per_ticket) = eval::run(&loaded.pipeline, &knowledge, &items);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(path) = details {
+        let lines: Vec<String> = per_ticket
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()?;
+        std::fs::write(path, lines.join("\n") + "\n")?;
+    }
+    if let Some(floors) = floors {
+        let failures = eval::check_floors(&report, &floors).map_err(anyhow::Error::msg)?;
+        if !failures.is_empty() {
+            bail!("evaluation below its floors:\n  {}", failures.join("\n  "));
+        }
+        eprintln!("every figure meets its floor");
+    }
+    Ok(())
+}
+
+fn kb(db: PathBuf, command: KbCommand) -> anyhow::Result<()> {
+    let store = Store::open(&db)?;
+    match command {
+        KbCommand::Import { dir } => {
+            let articles = smart_support::kb::read_dir(&dir)?;
+            if articles.is_empty() {
+                bail!("{}: no *.md articles in this folder", dir.display());
+            }
+            let r = store.kb_import(&articles, "import")?;
+            eprintln!(
+                "imported {} articles from {} ({} new, {} updated)",
+                articles.len(),
+                dir.display(),
+                r.created,
+                r.updated
+            );
+        }
+        KbCommand::Export { dir } => {
+            let articles: Vec<_> = store
+                .kb_articles(false)?
+                .into_iter()
+                .map(|r| r.article)
+                .collect();
+            let n = smart_support::kb::write_dir(&dir, &articles)?;
+            eprintln!("wrote {n} articles to {}", dir.display());
+        }
+    }
     Ok(())
 }
 

@@ -118,11 +118,7 @@ mod tests {
 
     #[test]
     fn status_flow_table() {
-        let open = Solution {
-            steps: vec!["a".into()],
-            message: "m".into(),
-            resolved: false,
-        };
+        let open = Solution::new(vec!["a".into()], "m".into(), false);
         let done = Solution {
             resolved: true,
             ..open.clone()

@@ -138,12 +138,91 @@ pub struct SentimentReport {
     pub compound: f64,
 }
 
-/// The troubleshooter's answer.
+labelled_enum!(Delivery {
+    Auto => "auto",
+    Draft => "draft",
+    Off => "off",
+});
+
+labelled_enum!(AnswerOrigin {
+    Model => "model",
+    Article => "article",
+    Playbook => "playbook",
+});
+
+/// A knowledge-base article an answer drew on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub slug: String,
+    pub title: String,
+    /// Retrieval score (BM25 with the category boost; higher is better).
+    pub score: f64,
+}
+
+/// Something the model wrote that the checks removed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub text: String,
+    pub reason: String,
+}
+
+/// The troubleshooter's answer, with what it rests on and who may see it.
+/// Records stored before the knowledge base existed read with empty
+/// sources, confidence 0 and `auto` (they were shown as they were).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Solution {
     pub steps: Vec<String>,
     pub message: String,
     pub resolved: bool,
+    /// The published articles the answer used, best first.
+    #[serde(default)]
+    pub sources: Vec<SourceRef>,
+    /// 0 to 1: retrieval strength, grounding and the checker together.
+    #[serde(default)]
+    pub confidence: f64,
+    /// What the customer sees: the answer at once, nothing until staff send
+    /// it, or no AI answer at all.
+    #[serde(default = "Delivery::auto")]
+    pub delivery: Delivery,
+    /// What the checks removed from the model's answer.
+    #[serde(default)]
+    pub dropped: Vec<Dropped>,
+    /// Where the steps came from.
+    #[serde(default = "AnswerOrigin::playbook")]
+    pub origin: AnswerOrigin,
+    /// Resolved tickets whose staff replies were shown to the model as
+    /// examples (staff only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<i64>,
+}
+
+impl Delivery {
+    fn auto() -> Self {
+        Delivery::Auto
+    }
+}
+
+impl AnswerOrigin {
+    fn playbook() -> Self {
+        AnswerOrigin::Playbook
+    }
+}
+
+impl Solution {
+    /// An answer with no sources yet (the agent fills them in).
+    pub fn new(steps: Vec<String>, message: String, resolved: bool) -> Self {
+        Solution {
+            steps,
+            message,
+            resolved,
+            sources: Vec::new(),
+            confidence: 0.0,
+            delivery: Delivery::Auto,
+            dropped: Vec::new(),
+            origin: AnswerOrigin::Playbook,
+            examples: Vec::new(),
+        }
+    }
 }
 
 /// A generator's raw answer and what it cost; stored with the ticket.

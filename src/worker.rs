@@ -199,7 +199,7 @@ async fn process(ctx: Ctx, id: i64, input: TicketInput) {
     };
     let escalated = analysis.escalation.is_some();
     crate::observe::record_analysis(&analysis);
-    let ai_message = crate::desk::customer_sees_ai_answer(ctx.ai_answers, Some(analysis.category));
+    let ai_message = crate::desk::customer_sees_ai_answer(&analysis.solution);
     let Some(status) = store_result(
         &ctx.store,
         &ctx.shutdown,
@@ -233,7 +233,6 @@ struct Ctx {
     pipeline: Arc<Pipeline>,
     handle: WorkerHandle,
     shutdown: Shutdown,
-    ai_answers: crate::config::AiAnswers,
 }
 
 /// How the worker runs.
@@ -241,8 +240,6 @@ struct Ctx {
 pub struct WorkerConfig {
     /// Tickets in the pipeline at once.
     pub concurrency: usize,
-    /// Who sees the AI's answer first (see `desk::customer_sees_ai_answer`).
-    pub ai_answers: crate::config::AiAnswers,
     /// How long a shutdown waits for running tickets.
     pub grace: Duration,
 }
@@ -262,7 +259,6 @@ pub fn spawn(
         pipeline,
         handle,
         shutdown,
-        ai_answers: config.ai_answers,
     };
     tokio::spawn(async move {
         let s = ctx.store.clone();

@@ -35,11 +35,23 @@ async fn intake_answers_at_once_and_the_worker_processes_once() {
     let t = r.json();
     assert_eq!(t["category"], "Refund");
     assert_eq!(t["status"], "In Progress");
-    assert_eq!(t["solution"]["resolved"], false);
+    // Refund answers are drafts by default: the customer sees none of it.
+    assert_eq!(t["solution"], serde_json::Value::Null, "{t}");
+    assert_eq!(t["ai_answer_held"], true);
+    assert!(!t.to_string().contains("Find the order or invoice number"));
+    let staff = app.state.staff_view(&rec);
+    assert_eq!(staff["solution"]["delivery"], "draft");
+    assert_eq!(staff["solution"]["resolved"], false);
     assert!(
-        t["solution"]["steps"]
+        staff["solution"]["steps"]
             .as_array()
             .is_some_and(|s| !s.is_empty())
+    );
+    assert!(
+        staff["solution"]["sources"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{staff}"
     );
     for key in [
         "neg",
@@ -74,10 +86,21 @@ async fn wait_true_returns_the_processed_ticket() {
     assert_eq!(v["priority"], "Critical");
     assert_eq!(v["status"], "Escalated");
     assert_eq!(v["sentiment"], "Urgent");
+    // Security answers are drafts: the customer's escalation box keeps its
+    // reasons only; the summary (for staff) says the steps were not sent.
     assert!(
-        v["escalation"]["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains("Security"))
+        v["escalation"]["reasons"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    );
+    assert!(v["escalation"].get("summary").is_none(), "{v}");
+    let id = v["id"].as_i64().expect("id");
+    let rec = app.state.store.get(id).expect("stored");
+    let staff = app.state.staff_view(&rec);
+    let summary = staff["escalation"]["summary"].as_str().expect("summary");
+    assert!(
+        summary.contains("Security") && summary.contains("not shown to the customer"),
+        "{summary}"
     );
     let steps: Vec<_> = v["timeline"]
         .as_array()
@@ -542,7 +565,7 @@ async fn health_reports_degraded_rules_only_mode() {
         v["db"]["schema_version"],
         smart_support::store::migrations::LATEST
     );
-    assert_eq!(v["engines"]["classifier"], "rules");
+    assert_eq!(v["engines"]["classifier"], "naive-bayes");
     assert_eq!(v["engines"]["troubleshooter"], "rules");
     assert_eq!(v["engines"]["sentiment"], "vader");
     assert!(

@@ -45,7 +45,7 @@ fn triage_prints_the_pipeline_json() {
     for k in ["neg", "neu", "pos", "compound"] {
         assert!(v[k].is_number(), "{k}");
     }
-    assert_eq!(v["agents"]["classifier"]["engine"], "rules");
+    assert_eq!(v["agents"]["classifier"]["engine"], "naive-bayes");
 
     let calm = Command::new(BIN)
         .args([

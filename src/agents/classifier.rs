@@ -4,10 +4,11 @@
 //! zero-shot model, when one is loaded, chooses the category instead of the
 //! keyword counts.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use super::EngineError;
 use super::keywords::{self, Phrases};
+use super::learned::NaiveBayes;
 use crate::ticket::{Category, Classification, LabelScore, Priority};
 
 /// Words that make a ticket a security incident whatever else it says.
@@ -249,35 +250,62 @@ pub struct ClassifierOutcome {
     pub error: Option<String>,
 }
 
+/// The learned classifier in use (None until trained), swapped whole when
+/// it is retrained.
+pub type LearnedHandle = Arc<RwLock<Option<Arc<NaiveBayes>>>>;
+
+/// The learned classifier's engine name.
+pub const LEARNED_ENGINE: &str = "naive-bayes";
+
 #[derive(Clone, Default)]
 pub struct Classifier {
     model: Option<Arc<dyn ZeroShotModel>>,
+    learned: LearnedHandle,
 }
 
 impl Classifier {
     pub fn rules_only() -> Self {
-        Classifier { model: None }
+        Classifier::default()
     }
 
     pub fn with_model(model: Arc<dyn ZeroShotModel>) -> Self {
-        Classifier { model: Some(model) }
+        Classifier {
+            model: Some(model),
+            learned: LearnedHandle::default(),
+        }
+    }
+
+    /// Keeps the zero-shot model (if any) and adds the learned classifier,
+    /// used when there is no zero-shot model.
+    pub fn with_learned(mut self, learned: LearnedHandle) -> Self {
+        self.learned = learned;
+        self
+    }
+
+    pub fn learned(&self) -> LearnedHandle {
+        self.learned.clone()
+    }
+
+    fn current_learned(&self) -> Option<Arc<NaiveBayes>> {
+        self.learned
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn engine_name(&self) -> String {
-        self.model
-            .as_ref()
-            .map_or_else(|| "rules".to_string(), |m| m.name())
+        match (&self.model, self.current_learned()) {
+            (Some(m), _) => m.name(),
+            (None, Some(_)) => LEARNED_ENGINE.to_string(),
+            (None, None) => "rules".to_string(),
+        }
     }
 
     pub fn classify(&self, text: &str) -> ClassifierOutcome {
         let words = keywords::words(text);
         let mut rules = classify_rules(&words);
         let Some(model) = &self.model else {
-            return ClassifierOutcome {
-                classification: rules,
-                engine: "rules".into(),
-                error: None,
-            };
+            return self.without_model(text, rules);
         };
         let labels: Vec<String> = Category::ALL.iter().map(|c| c.to_string()).collect();
         match model.classify(text, &labels) {
@@ -315,6 +343,37 @@ impl Classifier {
     }
 }
 
+impl Classifier {
+    /// Rules, and the learned classifier's category when it is trained.
+    /// The security override stands whatever it says.
+    fn without_model(&self, text: &str, mut rules: Classification) -> ClassifierOutcome {
+        let overridden = rules.category == Category::Security
+            && rules
+                .matched
+                .iter()
+                .any(|m| SECURITY_OVERRIDE.contains(&m.as_str()));
+        match self.current_learned() {
+            Some(nb) if !overridden => {
+                let scores = nb.scores(text);
+                if let Some(best) = scores.first().and_then(|s| s.label.parse().ok()) {
+                    rules.category = best;
+                }
+                rules.scores = Some(scores);
+                ClassifierOutcome {
+                    classification: rules,
+                    engine: LEARNED_ENGINE.into(),
+                    error: None,
+                }
+            }
+            _ => ClassifierOutcome {
+                classification: rules,
+                engine: "rules".into(),
+                error: None,
+            },
+        }
+    }
+}
+
 struct Rules {
     security: Phrases,
     categories: Vec<(Category, Phrases)>,
@@ -335,6 +394,22 @@ fn rules() -> &'static Rules {
         high: Phrases::new(HIGH),
         medium: Phrases::new(MEDIUM),
     })
+}
+
+/// The categories whose keyword rules fire on `words` (the security
+/// override counts as Security): features for the learned classifier.
+pub fn rule_categories(words: &[String]) -> Vec<Category> {
+    let rules = rules();
+    let mut out = Vec::new();
+    if rules.security.any(words) {
+        out.push(Category::Security);
+    }
+    for (category, phrases) in &rules.categories {
+        if phrases.any(words) && !out.contains(category) {
+            out.push(*category);
+        }
+    }
+    out
 }
 
 /// The rule-based verdict on pre-split words.

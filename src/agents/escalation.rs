@@ -88,7 +88,7 @@ pub fn escalate(
          Sentiment: {} (risk {})\n\
          Issue: {}\n\
          Reasons: {}\n\
-         Suggested first steps already sent: {}\n\
+         Suggested first steps: {}\n\
          Next actions:\n{}",
         ticket.subject.trim(),
         c.category,
@@ -97,7 +97,7 @@ pub fn escalate(
         s.risk,
         issue,
         reasons.join("; "),
-        solution.steps.len(),
+        first_steps(solution),
         plan.iter()
             .enumerate()
             .map(|(i, p)| format!("{}. {p}", i + 1))
@@ -109,6 +109,18 @@ pub fn escalate(
         action_plan: plan,
         summary,
     })
+}
+
+/// What happened to the troubleshooter's steps, as the summary says it.
+fn first_steps(solution: &Solution) -> String {
+    let n = solution.steps.len();
+    match solution.delivery {
+        crate::ticket::Delivery::Auto => format!("{n}, shown to the customer"),
+        crate::ticket::Delivery::Draft => {
+            format!("{n}, a draft for staff (not shown to the customer)")
+        }
+        crate::ticket::Delivery::Off => "none shown (AI answers are off for this category)".into(),
+    }
 }
 
 #[cfg(test)]
@@ -166,11 +178,7 @@ mod tests {
             subject: "Charged <twice>".into(),
             description: "Please   fix\nasap".into(),
         };
-        let sol = Solution {
-            steps: vec!["a".into()],
-            message: "m".into(),
-            resolved: false,
-        };
+        let sol = Solution::new(vec!["a".into()], "m".into(), false);
         let e = escalate(
             &t,
             &cls(Priority::Critical),

@@ -62,6 +62,61 @@ pub fn contains_phrase(words: &[String], phrase: &str) -> bool {
     contains_words(words, &self::words(phrase))
 }
 
+/// Words that say nothing about what a ticket or an article is about.
+const STOPWORDS: &[&str] = &[
+    "a", "about", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
+    "be", "been", "before", "being", "but", "by", "can", "could", "did", "do", "does", "doing",
+    "for", "from", "get", "got", "had", "has", "have", "having", "he", "her", "here", "hi",
+    "hello", "him", "his", "how", "i", "i'm", "i've", "if", "in", "into", "is", "it", "it's",
+    "its", "just", "me", "my", "no", "not", "now", "of", "on", "once", "only", "or", "our", "out",
+    "please", "so", "some", "than", "thanks", "thank", "that", "the", "their", "them", "then",
+    "there", "these", "they", "this", "those", "to", "too", "up", "us", "very", "was", "we",
+    "were", "what", "when", "where", "which", "while", "who", "why", "will", "with", "would",
+    "you", "your", "yours", "you're", "there's", "dear", "team", "support",
+];
+
+pub fn is_stopword(w: &str) -> bool {
+    STOPWORDS.contains(&w)
+}
+
+/// A light suffix stemmer ("refunds", "refunded", "refunding" → "refund"),
+/// enough to compare a model's step with an article's sentence.
+pub fn stem(w: &str) -> String {
+    for (suffix, min) in [("ing", 6), ("ed", 5), ("es", 5), ("s", 4)] {
+        if w.len() >= min
+            && let Some(base) = w.strip_suffix(suffix)
+            && !base.ends_with('s')
+        {
+            return base.to_string();
+        }
+    }
+    w.to_string()
+}
+
+/// The words that carry meaning, stemmed, in order (repeats kept).
+pub fn content_terms(text: &str) -> Vec<String> {
+    words(text)
+        .into_iter()
+        .filter(|w| !is_stopword(w))
+        .map(|w| stem(&w))
+        .collect()
+}
+
+/// The distinct meaningful words of a text (unstemmed, first-seen order),
+/// at most `max`: what a search for the text looks up.
+pub fn query_terms(text: &str, max: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in words(text) {
+        if w.chars().count() >= 2 && !is_stopword(&w) && !out.contains(&w) {
+            out.push(w);
+            if out.len() == max {
+                break;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

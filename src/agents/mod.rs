@@ -2,9 +2,12 @@
 //! Model-backed engines plug in through the traits in [`classifier`] and
 //! [`troubleshooter`]; without a model every agent runs on rules.
 
+pub mod checker;
 pub mod classifier;
 pub mod escalation;
 pub mod keywords;
+pub mod learned;
+pub mod policy;
 pub mod sentiment;
 pub mod troubleshooter;
 pub mod vader;

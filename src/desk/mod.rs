@@ -3,16 +3,37 @@
 //! `store::desk`; here are the rules for user names and the presence of
 //! staff on a ticket (the collision hint).
 
+pub mod learning;
 pub mod presence;
 
-use crate::config::AiAnswers;
-use crate::ticket::Category;
+use crate::agents::policy::DeliveryPolicy;
+use crate::store::{Store, StoreError};
+use crate::ticket::{Delivery, Solution};
 
-/// Whether the customer sees the AI's answer on a ticket of `category`: the
-/// one place that decides (per-category policies will join it here). When
-/// they do, the answer is also recorded as a message by `ai`.
-pub fn customer_sees_ai_answer(policy: AiAnswers, _category: Option<Category>) -> bool {
-    policy == AiAnswers::Show
+/// Whether the customer sees the AI's answer: the one place that decides.
+/// The troubleshooter recorded the delivery its policy chose with the
+/// answer (`--ai-answers draft` makes every answer a draft there). When
+/// the customer sees it, the answer is also recorded as a message by `ai`.
+pub fn customer_sees_ai_answer(solution: &Solution) -> bool {
+    solution.delivery == Delivery::Auto
+}
+
+const POLICY_KEY: &str = "delivery_policy";
+
+/// The delivery policy admins saved (the defaults when none was saved or
+/// the stored one cannot be read, which is logged).
+pub fn load_policy(store: &Store) -> Result<DeliveryPolicy, StoreError> {
+    Ok(match store.setting(POLICY_KEY)? {
+        Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the stored delivery policy is unreadable; defaults in use");
+            DeliveryPolicy::default()
+        }),
+        None => DeliveryPolicy::default(),
+    })
+}
+
+pub fn save_policy(store: &Store, policy: &DeliveryPolicy) -> Result<(), StoreError> {
+    store.set_setting(POLICY_KEY, &serde_json::to_string(policy)?)
 }
 
 /// Longest user name.

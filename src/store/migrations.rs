@@ -124,6 +124,36 @@ pub const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     CREATE INDEX canned_replies_category ON canned_replies(category);",
+    // 8: the knowledge base, searchable with BM25 (Porter stems, so
+    // "refunds" finds "refund").
+    "CREATE TABLE kb_articles (
+        id INTEGER PRIMARY KEY,
+        slug TEXT NOT NULL UNIQUE,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        category TEXT,
+        tags TEXT NOT NULL DEFAULT '',
+        published INTEGER NOT NULL DEFAULT 1 CHECK (published IN (0, 1)),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        updated_by TEXT NOT NULL
+    );
+    CREATE VIRTUAL TABLE kb_fts USING fts5(
+        title, tags, body, content='kb_articles', content_rowid='id',
+        tokenize='porter unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER kb_fts_insert AFTER INSERT ON kb_articles BEGIN
+        INSERT INTO kb_fts(rowid, title, tags, body) VALUES (new.id, new.title, new.tags, new.body);
+    END;
+    CREATE TRIGGER kb_fts_delete AFTER DELETE ON kb_articles BEGIN
+        INSERT INTO kb_fts(kb_fts, rowid, title, tags, body)
+        VALUES ('delete', old.id, old.title, old.tags, old.body);
+    END;
+    CREATE TRIGGER kb_fts_update AFTER UPDATE ON kb_articles BEGIN
+        INSERT INTO kb_fts(kb_fts, rowid, title, tags, body)
+        VALUES ('delete', old.id, old.title, old.tags, old.body);
+        INSERT INTO kb_fts(rowid, title, tags, body) VALUES (new.id, new.title, new.tags, new.body);
+    END;",
 ];
 
 pub const LATEST: usize = MIGRATIONS.len();

@@ -8,6 +8,7 @@
 //! covers other processes (e.g. `admin set-password` on a live database).
 
 pub mod desk;
+pub mod kb;
 pub mod migrations;
 pub mod users;
 

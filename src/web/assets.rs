@@ -32,6 +32,26 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin_replies.html",
         include_str!("../../templates/admin_replies.html"),
     ),
+    (
+        "kb_index.html",
+        include_str!("../../templates/kb_index.html"),
+    ),
+    (
+        "kb_article.html",
+        include_str!("../../templates/kb_article.html"),
+    ),
+    (
+        "admin_kb.html",
+        include_str!("../../templates/admin_kb.html"),
+    ),
+    (
+        "admin_kb_edit.html",
+        include_str!("../../templates/admin_kb_edit.html"),
+    ),
+    (
+        "admin_settings.html",
+        include_str!("../../templates/admin_settings.html"),
+    ),
     ("error.html", include_str!("../../templates/error.html")),
     ("macros.html", include_str!("../../templates/macros.html")),
 ];

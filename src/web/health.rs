@@ -91,8 +91,15 @@ fn degraded_words(state: &SharedState, db: &DbHealth) -> Vec<&'static str> {
     if state.engines.classifier == "rules" {
         out.push("tickets are classified by keyword rules (no classification model)");
     }
+    if state.engines.classifier == crate::agents::classifier::LEARNED_ENGINE {
+        out.push(
+            "tickets are classified by keyword rules and a small learned classifier (no zero-shot model)",
+        );
+    }
     if state.engines.troubleshooter == "rules" {
-        out.push("suggested solutions come from standard playbooks (no text-generation model)");
+        out.push(
+            "suggested solutions are knowledge-base articles and standard playbooks (no text-generation model)",
+        );
     }
     out
 }

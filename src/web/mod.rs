@@ -7,6 +7,7 @@ pub mod charts;
 pub mod desk;
 pub mod error;
 pub mod health;
+pub mod kb;
 pub mod live;
 pub mod pages;
 pub mod replies;
@@ -55,7 +56,7 @@ pub struct Engines {
 impl Engines {
     pub fn from_pipeline(pipeline: &Pipeline, notes: Vec<String>) -> Self {
         let (classifier, troubleshooter) = pipeline.engines();
-        let degraded = classifier == "rules" && troubleshooter == "rules";
+        let degraded = !Self::model(&classifier) && !Self::model(&troubleshooter);
         Engines {
             classifier,
             troubleshooter,
@@ -65,10 +66,16 @@ impl Engines {
         }
     }
 
+    /// Whether an engine is a loaded model (not the keyword rules, nor the
+    /// learned classifier that trains at start-up).
+    fn model(engine: &str) -> bool {
+        engine != "rules" && engine != crate::agents::classifier::LEARNED_ENGINE
+    }
+
     pub fn banner(&self) -> Option<String> {
         if self.degraded {
             Some("rules only — no models loaded".into())
-        } else if self.classifier == "rules" || self.troubleshooter == "rules" {
+        } else if !Self::model(&self.classifier) || !Self::model(&self.troubleshooter) {
             Some(format!(
                 "partly degraded — classifier: {}, troubleshooter: {}",
                 self.classifier, self.troubleshooter
@@ -103,6 +110,8 @@ pub struct AppState {
     pub nli: Option<ZeroShotClassifier>,
     /// The troubleshooter's text generator, when loaded.
     pub generator: Option<GeneratorService>,
+    /// Who sees AI answers, per category (the settings page edits it).
+    pub policy: crate::agents::policy::PolicyHandle,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -123,6 +132,7 @@ pub struct Parts {
     pub shutdown: Shutdown,
     /// The result of the start-up integrity check, when it found problems.
     pub integrity: Option<String>,
+    pub policy: crate::agents::policy::PolicyHandle,
 }
 
 impl AppState {
@@ -151,13 +161,17 @@ impl AppState {
             health: health::HealthCache::new(p.integrity),
             nli: p.nli,
             generator: p.generator,
+            policy: p.policy,
             config,
         }
     }
 
     /// A ticket as its customer sees it.
     pub fn customer_view(&self, rec: &crate::store::TicketRecord) -> serde_json::Value {
-        let ai_answer = crate::desk::customer_sees_ai_answer(self.config.ai_answers, rec.category);
+        let ai_answer = rec
+            .analysis
+            .as_ref()
+            .is_some_and(|a| crate::desk::customer_sees_ai_answer(&a.solution));
         view::ticket_json(
             rec,
             &self.config.public_url(),
@@ -285,6 +299,13 @@ pub fn router(state: SharedState) -> Router {
         .route("/admin/replies", get(replies::page).post(replies::create))
         .route("/admin/replies/{id}/delete", post(replies::delete))
         .route("/admin/users/{name}/{action}", post(users::change))
+        .route("/kb", get(kb::public_index))
+        .route("/kb/{slug}", get(kb::public_article))
+        .route("/admin/kb", get(kb::admin_index).post(kb::admin_save))
+        .route("/admin/kb/new", get(kb::admin_new))
+        .route("/admin/kb/{slug}", get(kb::admin_edit))
+        .route("/admin/kb/{slug}/delete", post(kb::admin_delete))
+        .route("/admin/settings", get(kb::settings).post(kb::save_settings))
         .route("/assets/{file}", get(assets::serve))
         .fallback(pages::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

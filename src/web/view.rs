@@ -89,9 +89,21 @@ pub fn ticket_json(rec: &TicketRecord, base_url: &str, audience: Audience) -> Va
         && let Some(obj) = v.as_object_mut()
         && obj.get("solution").is_some_and(|s| !s.is_null())
     {
-        // Held for staff: the customer is told a person will answer.
+        // Held for staff: the customer is told a person will answer, and
+        // the escalation box keeps only its reasons (its plan and summary
+        // speak of the drafted steps).
         obj.insert("solution".into(), Value::Null);
         obj.insert("ai_answer_held".into(), json!(true));
+        if let Some(esc) = obj.get_mut("escalation").and_then(Value::as_object_mut) {
+            esc.remove("action_plan");
+            esc.remove("summary");
+        }
+    }
+    if !admin && let Some(sol) = v.get_mut("solution").and_then(Value::as_object_mut) {
+        // What the checks removed and the tickets used as examples are for
+        // staff only.
+        sol.remove("dropped");
+        sol.remove("examples");
     }
     if admin && let Some(obj) = v.as_object_mut() {
         obj.insert("assignee".into(), json!(rec.assignee));

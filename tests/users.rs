@@ -14,45 +14,6 @@ use smart_support::web::auth;
 
 const BIN: &str = env!("CARGO_BIN_EXE_smart-support");
 
-fn add_user(app: &TestApp, name: &str, role: Role, password: &str) {
-    let hash = auth::hash_password(password).expect("hash");
-    app.state
-        .store
-        .create_user(name, role, &hash)
-        .expect("create user");
-}
-
-/// Signs in; the session cookie header and the session's CSRF token.
-async fn sign_in(app: &TestApp, name: &str, password: &str) -> Result<(String, String), Resp> {
-    let csrf = login_csrf(&app.router).await;
-    let r = send(&app.router, login_req(name, password, &csrf)).await;
-    if r.status != StatusCode::SEE_OTHER {
-        return Err(r);
-    }
-    let session = r
-        .cookies()
-        .into_iter()
-        .find(|c| c.starts_with(auth::SESSION_COOKIE))
-        .and_then(|c| c.split(';').next().map(str::to_string))
-        .expect("session cookie");
-    let page = send(&app.router, with_cookie("/admin/tickets", &session)).await;
-    let token = page
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("csrf on the page")
-        .to_string();
-    Ok((session, token))
-}
-
-fn with_cookie(uri: &str, cookie: &str) -> axum::http::Request<axum::body::Body> {
-    req(axum::http::Method::GET, uri)
-        .header(axum::http::header::COOKIE, cookie)
-        .body(axum::body::Body::empty())
-        .expect("request")
-}
-
 #[tokio::test]
 async fn agents_work_tickets_but_cannot_manage_users() {
     let app = start();

@@ -74,6 +74,8 @@ pub struct Detail {
     pub subject: String,
     pub expected: Category,
     pub predicted: Category,
+    /// What the keyword rules alone say (the baseline the classifier beats).
+    pub keyword_rules: Category,
     pub expected_articles: Option<Vec<String>>,
     pub top3: Vec<String>,
     pub sources: Vec<String>,
@@ -149,6 +151,10 @@ fn one(pipeline: &Pipeline, knowledge: &dyn Knowledge, item: &Item) -> Detail {
         subject: item.subject.clone(),
         expected: item.category,
         predicted: a.category,
+        keyword_rules: crate::agents::classifier::classify_rules(&crate::agents::keywords::words(
+            &input.text(),
+        ))
+        .category,
         expected_articles: item.articles.clone(),
         top3: retrieved
             .passages
@@ -216,6 +222,7 @@ fn report(pipeline: &Pipeline, d: &[Detail]) -> Value {
         "tickets": d.len(),
         "engines": {"classifier": classifier, "troubleshooter": troubleshooter},
         "category_accuracy": share(&|x| x.predicted == x.expected),
+        "keyword_rules_accuracy": share(&|x| x.keyword_rules == x.expected),
         "per_category": per,
         "retrieval_hit_at_3": round3(hits as f64 / judged.len().max(1) as f64),
         "retrieval_judged": judged.len(),

@@ -180,8 +180,13 @@ enum ModelsCommand {
 #[derive(Subcommand)]
 enum KbCommand {
     /// Create or update articles from DIR/*.md (all or nothing; articles
-    /// not in DIR stay).
-    Import { dir: PathBuf },
+    /// not in DIR stay unless --replace).
+    Import {
+        dir: PathBuf,
+        /// Delete the articles that are not in DIR (e.g. the starter set).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Write every article to DIR/{slug}.md.
     Export { dir: PathBuf },
 }
@@ -571,18 +576,19 @@ fn eval(
 fn kb(db: PathBuf, command: KbCommand) -> anyhow::Result<()> {
     let store = Store::open(&db)?;
     match command {
-        KbCommand::Import { dir } => {
+        KbCommand::Import { dir, replace } => {
             let articles = smart_support::kb::read_dir(&dir)?;
             if articles.is_empty() {
                 bail!("{}: no *.md articles in this folder", dir.display());
             }
-            let r = store.kb_import(&articles, "import")?;
+            let r = store.kb_import(&articles, "import", replace)?;
             eprintln!(
-                "imported {} articles from {} ({} new, {} updated)",
+                "imported {} articles from {} ({} new, {} updated, {} deleted)",
                 articles.len(),
                 dir.display(),
                 r.created,
-                r.updated
+                r.updated,
+                r.deleted
             );
         }
         KbCommand::Export { dir } => {

@@ -23,6 +23,12 @@ pub fn record_analysis(a: &Analysis) {
     if a.escalation.is_some() {
         metrics::counter!("escalations_total").increment(1);
     }
+    let s = &a.solution;
+    metrics::counter!("answers_total", "delivery" => s.delivery.as_str(), "origin" => s.origin.as_str())
+        .increment(1);
+    if !s.dropped.is_empty() {
+        metrics::counter!("answer_sentences_dropped_total").increment(s.dropped.len() as u64);
+    }
     if let Some(g) = &a.generation {
         metrics::counter!("generator_tokens_total", "model" => g.engine.clone())
             .increment(g.generated_tokens as u64);

@@ -45,7 +45,8 @@ fn triage_prints_the_pipeline_json() {
     for k in ["neg", "neu", "pos", "compound"] {
         assert!(v[k].is_number(), "{k}");
     }
-    assert_eq!(v["agents"]["classifier"]["engine"], "naive-bayes");
+    // The security override decides before any model or the learned classifier.
+    assert_eq!(v["agents"]["classifier"]["engine"], "rules");
 
     let calm = Command::new(BIN)
         .args([

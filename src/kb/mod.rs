@@ -66,7 +66,7 @@ pub fn in_memory(dir: Option<&Path>) -> Result<std::sync::Arc<crate::store::Stor
     let store = crate::store::Store::open(Path::new(":memory:"))
         .map_err(|e| KbError::Store(e.to_string()))?;
     store
-        .kb_import(&articles, "import")
+        .kb_import(&articles, "import", false)
         .map_err(|e| KbError::Store(e.to_string()))?;
     Ok(std::sync::Arc::new(store))
 }

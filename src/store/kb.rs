@@ -74,6 +74,7 @@ const ARTICLE_COLUMNS: &str =
 pub struct ImportReport {
     pub created: usize,
     pub updated: usize,
+    pub deleted: usize,
 }
 
 fn upsert(
@@ -184,14 +185,34 @@ impl Store {
     }
 
     /// Creates or updates every article in one transaction: all or nothing.
-    pub fn kb_import(&self, articles: &[Article], by: &str) -> Result<ImportReport, StoreError> {
+    /// With `replace`, articles not among them are deleted (counted in
+    /// `deleted`).
+    pub fn kb_import(
+        &self,
+        articles: &[Article],
+        by: &str,
+        replace: bool,
+    ) -> Result<ImportReport, StoreError> {
         self.write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = clock::now();
             let mut report = ImportReport {
                 created: 0,
                 updated: 0,
+                deleted: 0,
             };
+            if replace {
+                let keep: std::collections::HashSet<&str> =
+                    articles.iter().map(|a| a.slug.as_str()).collect();
+                let existing: Vec<String> = tx
+                    .prepare("SELECT slug FROM kb_articles")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for slug in existing.iter().filter(|s| !keep.contains(s.as_str())) {
+                    tx.execute("DELETE FROM kb_articles WHERE slug = ?1", [slug])?;
+                    report.deleted += 1;
+                }
+            }
             for a in articles {
                 if upsert(&tx, a, by, &now)? {
                     report.created += 1;
@@ -216,7 +237,7 @@ impl Store {
         if self.setting("kb_seeded")?.is_some() {
             return Ok(0);
         }
-        let r = self.kb_import(articles, "starter")?;
+        let r = self.kb_import(articles, "starter", false)?;
         Ok(r.created)
     }
 

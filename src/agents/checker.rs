@@ -483,20 +483,32 @@ fn refund_decision(text: &str) -> Option<&'static str> {
     PATTERNS.iter().copied().find(|p| l.contains(p))
 }
 
-/// Advice that leaves the customer less safe.
+/// Advice that leaves the customer less safe, clause by clause (so
+/// "disable the alerts, then turn on 2FA" is two harmless clauses).
 fn weakens_security(text: &str) -> Option<String> {
+    text.split([',', ';', ':', '.', '!', '?', '\n'])
+        .find_map(weakens_in_clause)
+}
+
+fn weakens_in_clause(text: &str) -> Option<String> {
     let w = words(&text.replace(['-', '/'], " "));
     let joined = format!(" {} ", w.join(" "));
-    let negated = [
-        " never ", " don't ", " do not ", " not ", " no one ", " nobody ",
-    ]
-    .iter()
-    .any(|n| joined.contains(n));
-    let has = |list: &[&'static str]| {
-        list.iter()
-            .find(|p| joined.contains(&format!(" {p} ")))
-            .copied()
+    // A verb is negated when one of the three words before it in its clause
+    // negates it: "never share your password" is advice to keep, "don't
+    // worry, just disable the antivirus" is not.
+    let negated = |at: usize| {
+        let before: Vec<&str> = joined[..at].split_whitespace().rev().take(3).collect();
+        before
+            .iter()
+            .any(|w| matches!(*w, "never" | "don't" | "not" | "nobody" | "no"))
     };
+    let has = |list: &[&'static str]| {
+        list.iter().copied().find_map(|p| {
+            let at = joined.find(&format!(" {p} "))?;
+            Some((p, at))
+        })
+    };
+    let verb = |list: &[&'static str]| has(list).filter(|(_, at)| !negated(*at)).map(|(p, _)| p);
     const WEAKEN: &[&str] = &[
         "turn off",
         "turning off",
@@ -578,16 +590,15 @@ fn weakens_security(text: &str) -> Option<String> {
     const INSTALL: &[&str] = &[
         "install", "download", "run", "open", "use", "allow", "grant",
     ];
-    if !negated {
-        if let (Some(a), Some(b)) = (has(WEAKEN), has(PROTECTIONS)) {
-            return Some(format!("{a} {b}"));
-        }
-        if let (Some(a), Some(b)) = (has(SHARE), has(SECRETS)) {
-            return Some(format!("{a} … {b}"));
-        }
-        if let (Some(a), Some(b)) = (has(INSTALL), has(REMOTE)) {
-            return Some(format!("{a} {b}"));
-        }
+    let object = |list: &[&'static str]| has(list).map(|(p, _)| p);
+    if let (Some(a), Some(b)) = (verb(WEAKEN), object(PROTECTIONS)) {
+        return Some(format!("{a} {b}"));
+    }
+    if let (Some(a), Some(b)) = (verb(SHARE), object(SECRETS)) {
+        return Some(format!("{a} … {b}"));
+    }
+    if let (Some(a), Some(b)) = (verb(INSTALL), object(REMOTE)) {
+        return Some(format!("{a} {b}"));
     }
     None
 }
@@ -859,6 +870,11 @@ mod tests {
         );
         assert!(rules("Turn on two-factor authentication.", T, &[]).is_empty());
         assert!(rules("Never share your password or codes with anyone.", T, &[]).is_empty());
+        assert!(rules("Do not install AnyDesk if someone asks you to.", T, &[]).is_empty());
+        assert_eq!(
+            rules("Don't worry, just disable your antivirus.", T, &[]),
+            [Rule::Security]
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ async fn the_starter_knowledge_base_is_imported_once_and_public() {
     let app = start();
     let n = app.state.store.kb_articles(true).expect("articles").len();
     assert!(n >= 25, "{n} starter articles");
+    let h = send(&app.router, admin_get("/health")).await.json();
+    assert_eq!(h["knowledge_base"]["published_articles"], n as i64, "{h}");
+    assert_eq!(h["delivery_policy"]["modes"]["Security"], "draft", "{h}");
     let r = send(&app.router, get("/kb")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("/kb/account-reset-password"), "{}", r.body);

@@ -176,10 +176,6 @@ impl Troubleshooter {
             .map_or_else(|| "rules".to_string(), |g| g.name())
     }
 
-    pub fn has_knowledge(&self) -> bool {
-        self.knowledge.is_some()
-    }
-
     pub fn solve(
         &self,
         ticket: &TicketInput,
@@ -231,6 +227,7 @@ impl Troubleshooter {
             generation,
         }
     }
+
     /// Confidence, delivery, sources and the final wording.
     fn finish(
         &self,

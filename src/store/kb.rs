@@ -124,6 +124,16 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many articles are published (what retrieval can use).
+    pub fn kb_published(&self) -> Result<i64, StoreError> {
+        let conn = self.reader();
+        Ok(conn.query_row(
+            "SELECT COUNT(*) FROM kb_articles WHERE published = 1",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn kb_article(&self, slug: &str) -> Result<Option<ArticleRow>, StoreError> {
         let conn = self.reader();
         Ok(conn

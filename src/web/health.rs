@@ -28,6 +28,8 @@ pub struct DbHealth {
     pub integrity: Option<String>,
     pub schema_version: Option<usize>,
     pub backlog: Option<i64>,
+    /// Published knowledge-base articles.
+    pub kb_articles: Option<i64>,
 }
 
 pub struct HealthCache {
@@ -58,13 +60,13 @@ async fn db_health(state: &SharedState) -> DbHealth {
     let probe = state
         .db(|s| {
             s.write_probe()?;
-            Ok((s.schema_version()?, s.backlog()?))
+            Ok((s.schema_version()?, s.backlog()?, s.kb_published()?))
         })
         .await;
     let failing = state.store.write_health().failing;
-    let (writable, error, schema_version, backlog) = match probe {
-        Ok((v, b)) => (failing.is_none(), failing, Some(v), Some(b)),
-        Err(e) => (false, Some(e.message), None, None),
+    let (writable, error, schema_version, backlog, kb_articles) = match probe {
+        Ok((v, b, k)) => (failing.is_none(), failing, Some(v), Some(b), Some(k)),
+        Err(e) => (false, Some(e.message), None, None, None),
     };
     let h = DbHealth {
         writable,
@@ -72,6 +74,7 @@ async fn db_health(state: &SharedState) -> DbHealth {
         integrity: state.health.integrity.clone(),
         schema_version,
         backlog,
+        kb_articles,
     };
     if let Ok(mut g) = state.health.last.lock() {
         *g = Some((Instant::now(), h.clone()));
@@ -95,6 +98,9 @@ fn degraded_words(state: &SharedState, db: &DbHealth) -> Vec<&'static str> {
         out.push(
             "tickets are classified by keyword rules and a small learned classifier (no zero-shot model)",
         );
+    }
+    if db.kb_articles == Some(0) {
+        out.push("no published knowledge-base articles: answers come from standard playbooks and are drafts");
     }
     if state.engines.troubleshooter == "rules" {
         out.push(
@@ -149,6 +155,8 @@ pub async fn health(
         );
         body["generator"] = json!(state.generator.as_ref().map(|g| g.snapshot()));
         body["streams"] = json!(state.streams.snapshot());
+        body["knowledge_base"] = json!({"published_articles": db.kb_articles});
+        body["delivery_policy"] = json!(*state.policy.read().unwrap_or_else(|p| p.into_inner()));
     }
     let code = if db.writable {
         StatusCode::OK

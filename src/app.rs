@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 
+use crate::agents::learned::Labelled;
 use crate::agents::policy::PolicyHandle;
 use crate::config::ServeConfig;
 use crate::models::LoadedModels;
@@ -114,12 +115,14 @@ fn open_store(config: &ServeConfig) -> Result<(Store, Option<String>), AppError>
 }
 
 /// Imports the starter knowledge base into a new database, loads the
-/// delivery policy, and gives both to the troubleshooter.
+/// delivery policy and gives both to the troubleshooter, and trains the
+/// learned classifier. Returns the policy and what the classifier learned
+/// from.
 fn knowledge(
     store: &Arc<Store>,
     config: &ServeConfig,
     pipeline: &mut crate::pipeline::Pipeline,
-) -> Result<PolicyHandle, AppError> {
+) -> Result<(PolicyHandle, Vec<Labelled>), AppError> {
     let err = |source| AppError::Store {
         path: config.db.display().to_string(),
         source,
@@ -133,10 +136,10 @@ fn knowledge(
     policy.force_draft = config.ai_answers == crate::config::AiAnswers::Draft;
     let policy: PolicyHandle = Arc::new(std::sync::RwLock::new(policy));
     crate::kb::attach(pipeline, store.clone(), policy.clone());
-    let examples =
+    let trained_on =
         crate::desk::learning::retrain(store, &pipeline.classifier.learned()).map_err(err)?;
-    tracing::info!(examples, "classifier trained");
-    Ok(policy)
+    tracing::info!(examples = trained_on.len(), "classifier trained");
+    Ok((policy, trained_on))
 }
 
 /// Opens the store, starts the worker and builds the router. Must run
@@ -163,7 +166,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         generator,
         notes,
     } = models;
-    let policy = knowledge(&store, &config, &mut pipeline)?;
+    let (policy, trained_on) = knowledge(&store, &config, &mut pipeline)?;
     let engines = Engines::from_pipeline(&pipeline, notes);
     let learned = pipeline.classifier.learned();
     let handle = WorkerHandle::new();
@@ -178,7 +181,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         },
         shutdown.clone(),
     );
-    crate::desk::learning::spawn_retrainer(store.clone(), learned, shutdown.clone());
+    crate::desk::learning::spawn_retrainer(store.clone(), learned, trained_on, shutdown.clone());
     let maintenance = worker::spawn_maintenance(
         store.clone(),
         config.retention_days.map(|d| (d, config.retention_mode)),

@@ -59,25 +59,29 @@ pub fn training_set(store: &Store) -> Result<Vec<Labelled>, StoreError> {
     Ok(data)
 }
 
-/// Trains on the current set and puts the model in use.
-pub fn retrain(store: &Store, handle: &LearnedHandle) -> Result<usize, StoreError> {
+/// Trains on the current set and puts the model in use; returns the set.
+pub fn retrain(store: &Store, handle: &LearnedHandle) -> Result<Vec<Labelled>, StoreError> {
     let data = training_set(store)?;
     let model = NaiveBayes::train(&data).map(Arc::new);
-    let n = data.len();
     *handle.write().unwrap_or_else(|p| p.into_inner()) = model;
-    Ok(n)
+    Ok(data)
 }
 
-/// Retrains every minute when the training set changed (a correction, an
-/// article), until shutdown.
+/// Retrains every minute when the training set changed since `trained_on`
+/// (a correction, an article), until shutdown.
 pub fn spawn_retrainer(
     store: Arc<Store>,
     handle: LearnedHandle,
+    trained_on: Vec<Labelled>,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last: Option<Vec<Labelled>> = None;
+        let mut last = Some(trained_on);
         loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RETRAIN_EVERY) => {}
+                _ = shutdown.wait() => return,
+            }
             let (s, h, prev) = (store.clone(), handle.clone(), last.take());
             let done = tokio::task::spawn_blocking(move || {
                 let data = training_set(&s)?;
@@ -93,10 +97,6 @@ pub fn spawn_retrainer(
                 Ok(Ok(data)) => last = Some(data),
                 Ok(Err(e)) => tracing::error!(error = %e, "classifier training failed; retrying"),
                 Err(e) => tracing::error!(error = %e, "classifier training task failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(RETRAIN_EVERY) => {}
-                _ = shutdown.wait() => return,
             }
         }
     })

@@ -64,14 +64,8 @@ enum Command {
     },
     /// The knowledge base: import or export a folder of Markdown files.
     Kb {
-        /// SQLite database file.
-        #[arg(
-            long,
-            env = "SMART_SUPPORT_DB",
-            default_value = "data/tickets.db",
-            global = true
-        )]
-        db: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
         #[command(subcommand)]
         command: KbCommand,
     },
@@ -145,14 +139,8 @@ enum Command {
     },
     /// Staff accounts: add, list, disable, set a password.
     Users {
-        /// SQLite database file.
-        #[arg(
-            long,
-            env = "SMART_SUPPORT_DB",
-            default_value = "data/tickets.db",
-            global = true
-        )]
-        db: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
         #[command(subcommand)]
         command: UsersCommand,
     },
@@ -175,6 +163,19 @@ enum ModelsCommand {
         #[arg(long, default_value_t = format!("{}/{}", smart_support::inference::hub::DEFAULT_GEN_REPO, smart_support::inference::hub::DEFAULT_GEN_FILE))]
         gen_model: String,
     },
+}
+
+/// The database a management command works on (for every subcommand).
+#[derive(clap::Args)]
+struct DbArg {
+    /// SQLite database file.
+    #[arg(
+        long = "db",
+        env = "SMART_SUPPORT_DB",
+        default_value = "data/tickets.db",
+        global = true
+    )]
+    path: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -266,7 +267,7 @@ fn main() -> anyhow::Result<()> {
             details.as_deref(),
             &models,
         ),
-        Some(Command::Kb { db, command }) => kb(db, command),
+        Some(Command::Kb { db, command }) => kb(db.path, command),
         Some(Command::Classify {
             labels,
             multi_label,
@@ -337,7 +338,7 @@ fn main() -> anyhow::Result<()> {
             command: AdminCommand::SetPassword { db },
         }) => set_password(db),
         Some(Command::Backup { db, to }) => backup(db, to),
-        Some(Command::Users { db, command }) => users(db, command),
+        Some(Command::Users { db, command }) => users(db.path, command),
     }
 }
 

@@ -77,20 +77,22 @@ pub struct ImportReport {
     pub deleted: usize,
 }
 
+fn slug_taken(tx: &rusqlite::Transaction<'_>, slug: &str) -> Result<bool, StoreError> {
+    Ok(tx
+        .query_row("SELECT 1 FROM kb_articles WHERE slug = ?1", [slug], |_| {
+            Ok(())
+        })
+        .optional()?
+        .is_some())
+}
+
 fn upsert(
     tx: &rusqlite::Transaction<'_>,
     a: &Article,
     by: &str,
     now: &str,
 ) -> Result<bool, StoreError> {
-    let existed: bool = tx
-        .query_row(
-            "SELECT 1 FROM kb_articles WHERE slug = ?1",
-            [&a.slug],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
+    let existed = slug_taken(tx, &a.slug)?;
     tx.execute(
         "INSERT INTO kb_articles (slug, title, body, category, tags, published, created_at, updated_at, updated_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
@@ -157,15 +159,7 @@ impl Store {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = clock::now();
             if let Some(prev) = previous_slug.filter(|p| *p != a.slug) {
-                let taken = tx
-                    .query_row(
-                        "SELECT 1 FROM kb_articles WHERE slug = ?1",
-                        [&a.slug],
-                        |_| Ok(()),
-                    )
-                    .optional()?
-                    .is_some();
-                if taken {
+                if slug_taken(&tx, &a.slug)? {
                     return Err(StoreError::Conflict(format!(
                         "another article already has the slug '{}'",
                         a.slug

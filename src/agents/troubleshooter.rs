@@ -712,7 +712,7 @@ pub fn playbook_steps(category: Category) -> &'static [&'static str] {
             "Find the order or invoice number of the charge you want refunded.",
             "Check Billing → Invoices for a duplicate or unexpected charge and note its date.",
             "Reply with the number and the amount; we confirm eligibility within one business day.",
-            "Approved refunds go back to the original payment method in 5–10 business days.",
+            "Refunds go back to the original payment method; banks take 5–10 business days to show them.",
         ],
         Category::Technical => &[
             "Update the app or refresh the page with a cleared cache (Ctrl+Shift+R).",

@@ -2,7 +2,7 @@
 //! (`tests/fixtures/eval.jsonl`, 122 tickets written for this project and
 //! kept out of the classifier's training data) against the floors recorded
 //! in `tests/fixtures/eval-floors.json`: rules only on the whole set, and
-//! with SmolLM2 on every fourth ticket (the whole set takes about 20 minutes
+//! with SmolLM2 on every fourth ticket (the whole set takes about 13 minutes
 //! on 2 cores; the README reports it). A figure below its floor fails.
 
 use std::path::{Path, PathBuf};

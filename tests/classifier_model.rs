@@ -262,9 +262,10 @@ async fn a_broken_model_leaves_the_service_running_on_rules_and_says_why() {
     );
     let (id, _) = submit(&app.router, "Refund", "Please refund my order").await;
     let rec = wait_processed(&app.state, id).await;
+    // Without the zero-shot model, the learned classifier (over the rules).
     assert_eq!(
         rec.analysis.expect("analysis").agents.classifier.engine,
-        "rules"
+        smart_support::agents::classifier::LEARNED_ENGINE
     );
     let page = send(&app.router, get("/admin/login")).await;
     assert!(page.body.contains("rules only"), "the staff pages say so");

@@ -640,7 +640,7 @@ async fn public_health_says_only_what_is_degraded_in_words() {
     );
     // Staff get the detail; wrong credentials get an error, not the public view.
     let full = send(&app.router, admin_get("/health")).await.json();
-    assert_eq!(full["engines"]["classifier"], "rules");
+    assert_eq!(full["engines"]["classifier"], "naive-bayes");
     assert!(full["db"]["schema_version"].is_number());
     let bad = req(Method::GET, "/health")
         .header(header::AUTHORIZATION, "Bearer nope")

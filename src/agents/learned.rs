@@ -186,8 +186,8 @@ pub fn from_articles(articles: &[crate::kb::Article]) -> Vec<Labelled> {
         .collect()
 }
 
-/// The labelled tickets shipped with the project (`data/training.jsonl`).
-pub const SHIPPED: &str = include_str!("../../data/training.jsonl");
+/// The labelled tickets shipped with the project (`training/tickets.jsonl`).
+pub const SHIPPED: &str = include_str!("../../training/tickets.jsonl");
 
 #[derive(Debug, thiserror::Error)]
 #[error("line {line}: {message}")]
@@ -231,7 +231,7 @@ mod tests {
     use super::*;
 
     fn shipped() -> Vec<Labelled> {
-        parse_jsonl(SHIPPED).expect("data/training.jsonl parses")
+        parse_jsonl(SHIPPED).expect("training/tickets.jsonl parses")
     }
 
     #[test]

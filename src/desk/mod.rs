@@ -1,7 +1,9 @@
 //! The support desk: the people who work the tickets. Staff accounts live
 //! in `store::users`, the conversation, history and assignment in
-//! `store::desk`; here are the rules for user names and the presence of
-//! staff on a ticket (the collision hint).
+//! `store::desk`; here are the rules for user names, the presence of staff
+//! on a ticket (the collision hint), who sees the AI's answer and where the
+//! delivery policy is kept, and the learned classifier's training
+//! (`learning`).
 
 pub mod learning;
 pub mod presence;

@@ -11,9 +11,13 @@ pub mod retrieve;
 pub mod starter;
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
+use crate::agents::policy::{DeliveryPolicy, PolicyHandle};
+use crate::pipeline::Pipeline;
+use crate::store::Store;
 use crate::ticket::Category;
 
 /// Longest article body (characters).
@@ -52,7 +56,7 @@ pub enum KbError {
 
 /// A knowledge base in memory (no database file): the starter articles, or
 /// those of `dir`. What `triage` and `eval` retrieve from.
-pub fn in_memory(dir: Option<&Path>) -> Result<std::sync::Arc<crate::store::Store>, KbError> {
+pub fn in_memory(dir: Option<&Path>) -> Result<Arc<Store>, KbError> {
     let articles = match dir {
         Some(d) => read_dir(d)?,
         None => starter::articles()?,
@@ -63,25 +67,19 @@ pub fn in_memory(dir: Option<&Path>) -> Result<std::sync::Arc<crate::store::Stor
             message: "no *.md articles in this folder".into(),
         });
     }
-    let store = crate::store::Store::open(Path::new(":memory:"))
-        .map_err(|e| KbError::Store(e.to_string()))?;
+    let store = Store::open(Path::new(":memory:")).map_err(|e| KbError::Store(e.to_string()))?;
     store
         .kb_import(&articles, "import", false)
         .map_err(|e| KbError::Store(e.to_string()))?;
-    Ok(std::sync::Arc::new(store))
+    Ok(Arc::new(store))
 }
 
 /// Sets a pipeline up without a database (`triage`, `eval`): the articles
 /// of `dir` (or the starter set) in memory, the default delivery policy,
 /// and the learned classifier trained on them and the shipped tickets.
-pub fn standalone(
-    pipeline: &mut crate::pipeline::Pipeline,
-    dir: Option<&Path>,
-) -> Result<std::sync::Arc<crate::store::Store>, KbError> {
+pub fn standalone(pipeline: &mut Pipeline, dir: Option<&Path>) -> Result<Arc<Store>, KbError> {
     let store = in_memory(dir)?;
-    let policy = std::sync::Arc::new(std::sync::RwLock::new(
-        crate::agents::policy::DeliveryPolicy::default(),
-    ));
+    let policy = Arc::new(RwLock::new(DeliveryPolicy::default()));
     attach(pipeline, store.clone(), policy);
     crate::desk::learning::retrain(&store, &pipeline.classifier.learned())
         .map_err(|e| KbError::Store(e.to_string()))?;
@@ -90,15 +88,11 @@ pub fn standalone(
 
 /// Gives the pipeline's troubleshooter the knowledge base in `store` and
 /// the delivery policy.
-pub fn attach(
-    pipeline: &mut crate::pipeline::Pipeline,
-    store: std::sync::Arc<crate::store::Store>,
-    policy: crate::agents::policy::PolicyHandle,
-) {
+pub fn attach(pipeline: &mut Pipeline, store: Arc<Store>, policy: PolicyHandle) {
     pipeline.troubleshooter = pipeline
         .troubleshooter
         .clone()
-        .with_knowledge(std::sync::Arc::new(retrieve::StoreKnowledge::new(store)))
+        .with_knowledge(Arc::new(retrieve::StoreKnowledge::new(store)))
         .with_policy(policy);
 }
 

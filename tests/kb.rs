@@ -644,3 +644,75 @@ fn triage_and_eval_use_the_knowledge_base() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 }
+
+#[tokio::test]
+async fn similar_resolved_tickets_offer_public_staff_replies_only() {
+    use smart_support::store::{Author, NewMessage};
+    let app = start();
+    let store = &app.state.store;
+    let (id, _) = submit(
+        &app.router,
+        "Invoice PDF missing",
+        "The invoice PDF for March is missing from the billing page.",
+    )
+    .await;
+    wait_processed(&app.state, id).await;
+    let msg = |body: &str, internal: bool| NewMessage {
+        author: Author::Staff("maria".into()),
+        internal,
+        ai_assisted: false,
+        body: body.into(),
+    };
+    store
+        .add_message(
+            id,
+            &msg("Regenerated it: Billing → Invoices → Download PDF.", false),
+            14,
+        )
+        .expect("reply");
+    store
+        .add_message(
+            id,
+            &msg("INTERNAL: customer is on the legacy plan", true),
+            14,
+        )
+        .expect("note");
+    let terms: Vec<String> = ["invoice", "pdf"].iter().map(|s| s.to_string()).collect();
+    assert!(
+        store
+            .similar_resolved(&terms, None, 3)
+            .expect("search")
+            .is_empty(),
+        "not resolved yet"
+    );
+    store.resolve(id, "maria").expect("resolve");
+    let found = store.similar_resolved(&terms, None, 3).expect("search");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, id);
+    assert!(
+        found[0].reply.starts_with("Regenerated it"),
+        "{:?}",
+        found[0]
+    );
+    assert!(
+        store
+            .similar_resolved(&terms, Some(id), 3)
+            .expect("search")
+            .is_empty(),
+        "the ticket at hand is left out"
+    );
+    // A new ticket like it gets that ticket as its example (staff see its id).
+    let (next, _) = submit(
+        &app.router,
+        "Invoice PDF",
+        "Where is the invoice PDF for April?",
+    )
+    .await;
+    let rec = wait_processed(&app.state, next).await;
+    let staff = app.state.staff_view(&rec);
+    assert_eq!(
+        staff["solution"]["examples"],
+        serde_json::json!([id]),
+        "{staff}"
+    );
+}

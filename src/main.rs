@@ -153,6 +153,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
+    /// Print one JSON object per model found locally (GGUF files and
+    /// zero-shot folders under --models-dir, the test-model cache and the
+    /// HF cache): path, architecture, whether it is supported, parameters,
+    /// quantization, context, chat template.
+    List {
+        /// Directory searched for models.
+        #[arg(long, env = "SMART_SUPPORT_MODELS_DIR", default_value = "models")]
+        models_dir: PathBuf,
+    },
     /// Download the zero-shot model (facebook/bart-large-mnli) and the text
     /// generator (SmolLM2-135M-Instruct GGUF) into the HF cache.
     Fetch {
@@ -275,6 +284,19 @@ fn main() -> anyhow::Result<()> {
             texts,
             models,
         }) => classify(labels, multi_label, &template, &texts, &models),
+        Some(Command::Models {
+            command: ModelsCommand::List { models_dir },
+        }) => {
+            use smart_support::inference::{facts, hub};
+            let mut dirs = vec![models_dir];
+            dirs.extend(hub::test_models_dir());
+            dirs.push(hub::hf_cache().path().clone());
+            let mut out = std::io::stdout().lock();
+            for f in facts::find(&dirs) {
+                writeln!(out, "{}", serde_json::to_string(&f)?)?;
+            }
+            Ok(())
+        }
         Some(Command::Models {
             command: ModelsCommand::Fetch { nli, gen_model },
         }) => {

@@ -507,6 +507,26 @@ async fn service_stores_the_generated_answer_and_reports_the_generator() {
     assert!(g.generated_tokens > 0 && g.tokens_per_sec > 0.0);
     let h = send(&app.router, admin_get("/health")).await.json();
     assert_eq!(h["generator"]["requests"], 1, "{h}");
+    // The loaded model's facts, on /health and on the settings page.
+    let f = &h["generator"]["facts"];
+    assert_eq!(f["architecture"], "llama", "{h}");
+    assert_eq!(f["quantization"], "Q4_1");
+    assert_eq!(f["template"], "chatml");
+    add_user(
+        &app,
+        "boss",
+        smart_support::ticket::Role::Admin,
+        "boss-password-1",
+    );
+    let (admin, _) = sign_in(&app, "boss", "boss-password-1")
+        .await
+        .expect("signs in");
+    let page = send(&app.router, with_cookie("/admin/settings", &admin)).await;
+    assert!(
+        page.body.contains("id=\"generator-facts\"") && page.body.contains("Q4_1"),
+        "{}",
+        page.body
+    );
     assert!(
         h["queues"]
             .as_array()
@@ -542,5 +562,56 @@ async fn a_broken_generator_leaves_the_service_on_playbooks_and_says_why() {
     assert!(
         !page.body.contains("rules only") && !page.body.contains("Degraded"),
         "customers see nothing of engines"
+    );
+}
+
+#[test]
+fn models_list_prints_the_facts_of_every_model_found() {
+    let Some(smol) = model_file(SMOL) else { return };
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    write_gguf(&dir.path().join("bert.gguf"), "bert");
+    std::fs::write(dir.path().join("notes.gguf"), "not a model").expect("write");
+    let out = Command::new(BIN)
+        .args(["models", "list", "--models-dir"])
+        .arg(dir.path())
+        .env("SMART_SUPPORT_TEST_MODELS", smol.parent().expect("dir"))
+        .env("HF_HOME", dir.path().join("hf"))
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let by_name = |name: &str| {
+        lines
+            .iter()
+            .find(|v| v["path"].as_str().is_some_and(|p| p.ends_with(name)))
+            .unwrap_or_else(|| panic!("{name} not listed: {lines:?}"))
+    };
+    let s = by_name(SMOL);
+    assert_eq!(s["architecture"], "llama");
+    assert_eq!(s["supported"], true);
+    assert_eq!(s["quantization"], "Q4_1");
+    assert_eq!(s["context"], 8192);
+    assert_eq!(s["template"], "chatml");
+    assert!(
+        s["parameters"]
+            .as_u64()
+            .is_some_and(|p| (130_000_000..140_000_000).contains(&p)),
+        "{s}"
+    );
+    let b = by_name("bert.gguf");
+    assert_eq!(b["architecture"], "bert");
+    assert_eq!(b["supported"], false);
+    let n = by_name("notes.gguf");
+    assert!(
+        n["error"].as_str().is_some_and(|e| e.contains("GGUF")),
+        "{n}"
     );
 }

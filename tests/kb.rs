@@ -353,6 +353,11 @@ async fn the_delivery_policy_decides_what_customers_see() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let page = send(&app.router, with_cookie("/admin/settings", &admin)).await;
+    assert!(
+        page.body.contains("No text-generation model is loaded"),
+        "the settings page names the models"
+    );
     let saved = smart_support::desk::load_policy(&app.state.store).expect("load");
     assert_eq!(
         saved.mode(Category::Technical),

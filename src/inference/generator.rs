@@ -109,6 +109,7 @@ const MAX_STEPS: usize = 5;
 
 pub struct GgufGenerator {
     name: String,
+    facts: super::facts::ModelFacts,
     path: PathBuf,
     decoder: Decoder,
     tokenizer: Tokenizer,
@@ -171,6 +172,7 @@ impl GgufGenerator {
         let newline_ids = line_break_ids(&tokenizer);
         tracing::info!(model = %name, %arch, chat_template = chat_template.is_some(), "text generator loaded");
         Ok(GgufGenerator {
+            facts: super::facts::gguf(path),
             name,
             path: path.to_path_buf(),
             decoder,
@@ -183,6 +185,11 @@ impl GgufGenerator {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Architecture, parameters, quantization, context and template.
+    pub fn facts(&self) -> &super::facts::ModelFacts {
+        &self.facts
     }
 
     pub fn has_chat_template(&self) -> bool {
@@ -632,6 +639,7 @@ pub struct GenStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct GenSnapshot {
     pub model: String,
+    pub facts: super::facts::ModelFacts,
     pub requests: u64,
     pub prompt_tokens: u64,
     pub generated_tokens: u64,
@@ -687,6 +695,7 @@ impl BatchModel for Runner {
 #[derive(Clone)]
 pub struct GeneratorService {
     name: String,
+    facts: super::facts::ModelFacts,
     queue: BatchQueue<Runner>,
     stats: Arc<GenStats>,
 }
@@ -694,6 +703,7 @@ pub struct GeneratorService {
 impl GeneratorService {
     pub fn start(model: GgufGenerator, params: GenerationParams, capacity: usize) -> Result<Self> {
         let name = model.name().to_string();
+        let facts = model.facts().clone();
         let stats = Arc::new(GenStats::default());
         let cfg = QueueConfig {
             capacity: capacity.max(1),
@@ -710,7 +720,12 @@ impl GeneratorService {
             },
             cfg,
         )?;
-        Ok(GeneratorService { name, queue, stats })
+        Ok(GeneratorService {
+            name,
+            facts,
+            queue,
+            stats,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -733,6 +748,7 @@ impl GeneratorService {
         let requests = l(&s.requests);
         GenSnapshot {
             model: self.name.clone(),
+            facts: self.facts.clone(),
             requests,
             prompt_tokens: l(&s.prompt_tokens),
             generated_tokens: l(&s.generated_tokens),

@@ -4,6 +4,7 @@
 
 pub mod bart;
 pub mod decoder;
+pub mod facts;
 pub mod fused;
 pub mod generator;
 pub mod gguf_tokenizer;

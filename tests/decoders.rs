@@ -1,7 +1,8 @@
 //! Parity of the GGUF decoder with transformers on tiny random-weight
 //! models of each architecture family we added by real numbers: Llama 3
-//! (RoPE scaling carried as `rope_freqs.weight`) and Qwen3 (per-head q/k
-//! norms). The f16 GGUF files were converted by llama.cpp's own converter
+//! (RoPE scaling carried as `rope_freqs.weight`), Qwen3 (per-head q/k
+//! norms) and Phi-3 (fused qkv and gate/up projections, RoPE on part of each
+//! head). The f16 GGUF files were converted by llama.cpp's own converter
 //! from the very weights transformers ran (`scripts/make_tiny_decoders.py`):
 //! next-token logits at 50 fixed vocabulary ids and the top 10 must match
 //! (within 1e-4 in f16: measured 5e-6; within 0.15 in Q8_0: measured 0.09),
@@ -106,6 +107,11 @@ fn qwen3_matches_transformers() {
     parity("qwen3", "qwen3", 1e-4, true);
 }
 
+#[test]
+fn phi3_with_fused_projections_and_partial_rotary_matches_transformers() {
+    parity("phi3", "phi3", 1e-4, true);
+}
+
 /// Q8_0 (the feed-forward down projections: the only tensors whose rows
 /// are a multiple of 32 long in a model this small) stays within 0.15 of
 /// logits around 7 (measured: up to 0.09), with the same top-1.
@@ -113,4 +119,5 @@ fn qwen3_matches_transformers() {
 fn q8_0_files_stay_close_to_transformers() {
     parity("llama3", "llama3-q8_0", 0.15, false);
     parity("qwen3", "qwen3-q8_0", 0.15, false);
+    parity("phi3", "phi3-q8_0", 0.15, false);
 }

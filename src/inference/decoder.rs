@@ -23,11 +23,12 @@ pub enum Family {
     Gemma3,
     Qwen2,
     Qwen3,
+    Phi3,
 }
 
 impl Family {
     /// The `general.architecture` values this decoder runs.
-    pub const SUPPORTED: &[&str] = &["llama", "gemma3", "qwen2", "qwen3"];
+    pub const SUPPORTED: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "phi3"];
 
     /// Whether the layers normalise queries and keys per head (RMS norm
     /// over head_dim before RoPE).
@@ -41,6 +42,7 @@ impl Family {
             "gemma3" => Ok(Family::Gemma3),
             "qwen2" => Ok(Family::Qwen2),
             "qwen3" => Ok(Family::Qwen3),
+            "phi3" => Ok(Family::Phi3),
             other => Err(InferenceError::Config(format!(
                 "unsupported GGUF architecture '{other}' (supported: {})",
                 Family::SUPPORTED.join(", ")
@@ -66,6 +68,9 @@ pub struct DecoderConfig {
     pub sliding_pattern: usize,
     pub context_length: usize,
     pub vocab_size: usize,
+    /// Leading dims of each head that RoPE rotates (Phi-3.5/Phi-4-mini:
+    /// fewer than the head size; the rest pass through).
+    pub rope_dim: usize,
 }
 
 fn md<'a>(ct: &'a gguf_file::Content, key: &str) -> Option<&'a gguf_file::Value> {
@@ -112,9 +117,9 @@ impl DecoderConfig {
         }
         let head_dim = md_usize(ct, &key("attention.key_length")).unwrap_or(d_model / n_head);
         let rope_dim = md_usize(ct, &key("rope.dimension_count")).unwrap_or(head_dim);
-        if rope_dim != head_dim {
+        if rope_dim == 0 || rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(InferenceError::Config(format!(
-                "partial rotary embeddings ({rope_dim} of {head_dim} dims) are not supported"
+                "'{arch}.rope.dimension_count' is {rope_dim}; it must be even and at most the head size {head_dim}"
             )));
         }
         let tokens = md(ct, "tokenizer.ggml.tokens").and_then(|v| v.to_vec().ok());
@@ -135,6 +140,7 @@ impl DecoderConfig {
             n_head,
             n_kv_head,
             head_dim,
+            rope_dim,
             eps: f64::from(eps),
             rope_base: md_f32(ct, &key("rope.freq_base")).unwrap_or(if gemma {
                 1_000_000.0
@@ -186,17 +192,39 @@ impl Linear {
     }
 }
 
+/// Query, key and value projections: three matrices, or one (Phi-3's
+/// `attn_qkv`) whose output rows are q, then k, then v.
+enum Qkv {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
+impl Qkv {
+    fn forward(&self, h: &Tensor, q_dim: usize, kv_dim: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        Ok(match self {
+            Qkv::Separate { q, k, v } => (q.forward(h)?, k.forward(h)?, v.forward(h)?),
+            Qkv::Fused(w) => {
+                let all = w.forward(h)?;
+                (
+                    all.narrow(2, 0, q_dim)?,
+                    all.narrow(2, q_dim, kv_dim)?,
+                    all.narrow(2, q_dim + kv_dim, kv_dim)?,
+                )
+            }
+        })
+    }
+}
+
 struct Layer {
     attn_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Qkv,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     post_attn_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
-    gate: Linear,
+    /// None: `up` is Phi-3's fused `gate_up` (gate rows first).
+    gate: Option<Linear>,
     up: Linear,
     down: Linear,
     post_ffn_norm: Option<RmsNorm>,
@@ -360,9 +388,19 @@ impl Decoder {
             let local = c.is_local(i);
             layers.push(Layer {
                 attn_norm: ld.norm(&format!("{p}.attn_norm.weight"), c.d_model, c.eps)?,
-                q: ld.linear(&format!("{p}.attn_q"), q_dim, c.d_model)?,
-                k: ld.linear(&format!("{p}.attn_k"), kv_dim, c.d_model)?,
-                v: ld.linear(&format!("{p}.attn_v"), kv_dim, c.d_model)?,
+                qkv: if ld.has(&format!("{p}.attn_qkv.weight")) {
+                    Qkv::Fused(ld.linear(
+                        &format!("{p}.attn_qkv"),
+                        q_dim + 2 * kv_dim,
+                        c.d_model,
+                    )?)
+                } else {
+                    Qkv::Separate {
+                        q: ld.linear(&format!("{p}.attn_q"), q_dim, c.d_model)?,
+                        k: ld.linear(&format!("{p}.attn_k"), kv_dim, c.d_model)?,
+                        v: ld.linear(&format!("{p}.attn_v"), kv_dim, c.d_model)?,
+                    }
+                },
                 o: ld.linear(&format!("{p}.attn_output"), c.d_model, q_dim)?,
                 q_norm: if c.family.qk_norm() {
                     Some(ld.norm(&format!("{p}.attn_q_norm.weight"), c.head_dim, c.eps)?)
@@ -380,8 +418,16 @@ impl Decoder {
                     None
                 },
                 ffn_norm: ld.norm(&format!("{p}.ffn_norm.weight"), c.d_model, c.eps)?,
-                gate: ld.linear(&format!("{p}.ffn_gate"), ff, c.d_model)?,
-                up: ld.linear(&format!("{p}.ffn_up"), ff, c.d_model)?,
+                gate: if c.family == Family::Phi3 {
+                    None
+                } else {
+                    Some(ld.linear(&format!("{p}.ffn_gate"), ff, c.d_model)?)
+                },
+                up: ld.linear(
+                    &format!("{p}.ffn_up"),
+                    if c.family == Family::Phi3 { 2 * ff } else { ff },
+                    c.d_model,
+                )?,
                 down: ld.linear(&format!("{p}.ffn_down"), c.d_model, ff)?,
                 post_ffn_norm: if gemma {
                     Some(ld.norm(&format!("{p}.post_ffw_norm.weight"), c.d_model, c.eps)?)
@@ -404,9 +450,18 @@ impl Decoder {
         } else {
             QMatMul::from_qtensor(ld.qtensor("token_embd.weight")?)?
         };
+        // Long-context Phi-3 files carry two sets of RoPE factors chosen by
+        // the sequence length; running them without would be quietly wrong.
+        for name in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+            if ld.has(name) {
+                return Err(InferenceError::Config(format!(
+                    "tensor '{name}' (long-context RoPE scaling) is not supported yet"
+                )));
+            }
+        }
         let rope_factors = if ld.has("rope_freqs.weight") {
             Some(
-                ld.dense("rope_freqs.weight", c.head_dim / 2)?
+                ld.dense("rope_freqs.weight", c.rope_dim / 2)?
                     .to_dtype(DType::F32)?
                     .to_vec1::<f32>()?,
             )
@@ -472,7 +527,7 @@ impl Decoder {
                     layer.rope_base,
                     // Global layers only: Gemma's local layers keep plain RoPE.
                     self.rope_factors.as_deref().filter(|_| !layer.local),
-                    c.head_dim,
+                    c.rope_dim,
                     start,
                     t,
                     &self.device,
@@ -499,9 +554,9 @@ impl Layer {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let h = self.attn_norm.forward(x)?;
-        let q = self.q.forward(&h)?;
-        let k = self.k.forward(&h)?;
-        let v = self.v.forward(&h)?;
+        let (q, k, v) = self
+            .qkv
+            .forward(&h, c.n_head * c.head_dim, c.n_kv_head * c.head_dim)?;
         let q = q.reshape((b, t, c.n_head, c.head_dim))?.transpose(1, 2)?;
         let k = k
             .reshape((b, t, c.n_kv_head, c.head_dim))?
@@ -514,18 +569,7 @@ impl Layer {
             (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
             _ => (q.contiguous()?, k.contiguous()?),
         };
-        // GGUF stores llama's q/k rows permuted for interleaved rotation;
-        // the other families rotate the two halves (NeoX style).
-        let (q, k) = match c.family {
-            Family::Llama => (
-                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
-            ),
-            Family::Gemma3 | Family::Qwen2 | Family::Qwen3 => (
-                candle_nn::rotary_emb::rope(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope(&k, cos, sin)?,
-            ),
-        };
+        let (q, k) = (rotate(&q, c, cos, sin)?, rotate(&k, c, cos, sin)?);
         let (k, v) = match &self.cache {
             Some((ck, cv)) if start > 0 => (Tensor::cat(&[ck, &k], 2)?, Tensor::cat(&[cv, &v], 2)?),
             _ => (k, v),
@@ -572,17 +616,44 @@ impl Layer {
         let x = (x + out)?;
 
         let h = self.ffn_norm.forward(&x)?;
-        let gate = self.gate.forward(&h)?;
+        let (gate, up) = match &self.gate {
+            Some(g) => (g.forward(&h)?, self.up.forward(&h)?),
+            None => {
+                let both = self.up.forward(&h)?;
+                let ff = both.dim(2)? / 2;
+                (both.narrow(2, 0, ff)?, both.narrow(2, ff, ff)?)
+            }
+        };
         let act = match c.family {
             Family::Gemma3 => gate.gelu()?, // tanh approximation, as Gemma 3 uses
-            Family::Llama | Family::Qwen2 | Family::Qwen3 => candle_nn::ops::silu(&gate)?,
+            Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Phi3 => {
+                candle_nn::ops::silu(&gate)?
+            }
         };
-        let mut out = self.down.forward(&(act * self.up.forward(&h)?)?)?;
+        let mut out = self.down.forward(&(act * up)?)?;
         if let Some(n) = &self.post_ffn_norm {
             out = n.forward(&out)?;
         }
         Ok((x + out)?)
     }
+}
+
+/// RoPE on the first `rope_dim` dims of each head of x (b, heads, t, head_dim).
+/// GGUF stores llama's q/k rows permuted for interleaved rotation; the
+/// other families rotate the two halves (NeoX style).
+fn rotate(x: &Tensor, c: &DecoderConfig, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let turn = |t: &Tensor| match c.family {
+        Family::Llama => candle_nn::rotary_emb::rope_i(t, cos, sin),
+        Family::Gemma3 | Family::Qwen2 | Family::Qwen3 | Family::Phi3 => {
+            candle_nn::rotary_emb::rope(t, cos, sin)
+        }
+    };
+    if c.rope_dim == c.head_dim {
+        return Ok(turn(x)?);
+    }
+    let rot = x.narrow(3, 0, c.rope_dim)?.contiguous()?;
+    let pass = x.narrow(3, c.rope_dim, c.head_dim - c.rope_dim)?;
+    Ok(Tensor::cat(&[&turn(&rot)?, &pass], 3)?)
 }
 
 /// Additive mask (group*t, s): query i (absolute position start+i) sees key j

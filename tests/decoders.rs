@@ -121,3 +121,67 @@ fn q8_0_files_stay_close_to_transformers() {
     parity("qwen3", "qwen3-q8_0", 0.15, false);
     parity("phi3", "phi3-q8_0", 0.15, false);
 }
+
+/// A copy of a fixture without one metadata key or one tensor.
+fn without(
+    file: &str,
+    drop_key: Option<&str>,
+    drop_tensor: Option<&str>,
+) -> tempfile::NamedTempFile {
+    use candle_core::quantized::QTensor;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders");
+    let mut f = File::open(dir.join(format!("{file}.gguf"))).expect("fixture");
+    let ct = gguf_file::Content::read(&mut f).expect("gguf");
+    let metadata: Vec<(&str, &gguf_file::Value)> = ct
+        .metadata
+        .iter()
+        .filter(|(k, _)| Some(k.as_str()) != drop_key)
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let names: Vec<String> = ct
+        .tensor_infos
+        .keys()
+        .filter(|k| Some(k.as_str()) != drop_tensor)
+        .cloned()
+        .collect();
+    let tensors: Vec<QTensor> = names
+        .iter()
+        .map(|n| ct.tensor(&mut f, n, &Device::Cpu).expect("tensor"))
+        .collect();
+    let pairs: Vec<(&str, &QTensor)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(tensors.iter())
+        .collect();
+    let mut out = tempfile::NamedTempFile::new().expect("temp");
+    gguf_file::write(out.as_file_mut(), &metadata, &pairs).expect("write");
+    out
+}
+
+fn load_error(path: &Path) -> String {
+    let mut f = File::open(path).expect("open");
+    let ct = gguf_file::Content::read(&mut f).expect("gguf");
+    match Decoder::from_gguf(&ct, &mut f, &Device::Cpu) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_missing_tensor_or_metadata_key_is_named() {
+    let e = load_error(without("phi3", None, Some("blk.1.attn_qkv.weight")).path());
+    assert!(e.contains("blk.1.attn_qkv.weight"), "{e}");
+    let e = load_error(without("qwen3", None, Some("blk.0.attn_k_norm.weight")).path());
+    assert!(e.contains("blk.0.attn_k_norm.weight"), "{e}");
+    let e = load_error(without("llama3", Some("llama.block_count"), None).path());
+    assert!(e.contains("llama.block_count"), "{e}");
+    let e = load_error(
+        without(
+            "llama3",
+            Some("llama.attention.layer_norm_rms_epsilon"),
+            None,
+        )
+        .path(),
+    );
+    assert!(e.contains("llama.attention.layer_norm_rms_epsilon"), "{e}");
+}

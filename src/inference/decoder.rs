@@ -388,7 +388,11 @@ impl Decoder {
             let local = c.is_local(i);
             layers.push(Layer {
                 attn_norm: ld.norm(&format!("{p}.attn_norm.weight"), c.d_model, c.eps)?,
-                qkv: if ld.has(&format!("{p}.attn_qkv.weight")) {
+                // Phi-3 files usually fuse q, k and v; a missing fused tensor
+                // is named as such rather than as a missing `attn_q`.
+                qkv: if ld.has(&format!("{p}.attn_qkv.weight"))
+                    || (c.family == Family::Phi3 && !ld.has(&format!("{p}.attn_q.weight")))
+                {
                     Qkv::Fused(ld.linear(
                         &format!("{p}.attn_qkv"),
                         q_dim + 2 * kv_dim,

@@ -406,10 +406,12 @@ async fn prompt_injection_tickets_are_held_for_staff() {
     );
     let c = send(&app.router, get(&format!("/api/t/{token}"))).await;
     assert_eq!(c.json()["solution"], serde_json::Value::Null);
-    assert!(
-        !c.body.to_lowercase().contains("approved") || c.body.contains("Ignore previous"),
-        "only the customer's own words"
-    );
+    // Nothing the assistant wrote reaches the customer: no solution, no
+    // message by `ai`.
+    let v = c.json();
+    let messages = v["messages"].as_array().expect("messages");
+    assert!(messages.iter().all(|m| m["author_kind"] != "ai"), "{v}");
+    assert!(rec.messages.iter().all(|m| m.author_kind != "ai"));
 }
 
 #[tokio::test]

@@ -255,6 +255,8 @@ pub struct DashboardStats {
 pub struct WriteHealth {
     /// The error of the most recent failed write, cleared by the next success.
     pub failing: Option<String>,
+    /// The same, when the database was full (only a real write clears it).
+    pub full: Option<String>,
 }
 
 pub struct Store {
@@ -414,8 +416,14 @@ impl Store {
         let result = f(&mut self.conn());
         let mut h = self.write_health.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
-            Err(e) if e.is_storage_fault() => h.failing = Some(e.to_string()),
-            Ok(_) => h.failing = None,
+            Err(e) if e.is_storage_fault() => {
+                h.failing = Some(e.to_string());
+                h.full = matches!(e, StoreError::Full(_)).then(|| e.to_string());
+            }
+            Ok(_) => {
+                h.failing = None;
+                h.full = None;
+            }
             Err(_) => {}
         }
         result
@@ -448,8 +456,19 @@ impl Store {
     /// Proves the database can be written: a committed transaction that
     /// needs room for 64 KiB (more than any one request stores; a full disk
     /// or `--db-max-mb` makes it fail) and leaves nothing behind.
+    ///
+    /// A request that found the database full stays the verdict until a
+    /// real write succeeds: the probe's room can be pages a background merge
+    /// just freed, which does not mean the next ticket fits. Other faults
+    /// (I/O, read-only) clear when the probe succeeds.
     pub fn write_probe(&self) -> Result<(), StoreError> {
-        self.write(|c| {
+        let was_full = self
+            .write_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .full
+            .clone();
+        let result = self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO health_probe (filler) VALUES (zeroblob(65536))",
@@ -458,7 +477,13 @@ impl Store {
             tx.execute("DELETE FROM health_probe", [])?;
             tx.commit()?;
             Ok(())
-        })
+        });
+        if result.is_ok() && was_full.is_some() {
+            let mut h = self.write_health.lock().unwrap_or_else(|p| p.into_inner());
+            h.failing.clone_from(&was_full);
+            h.full = was_full;
+        }
+        result
     }
 
     /// SQLite's `quick_check`: `Ok(())` or the problems it found.

@@ -125,12 +125,7 @@ fn one(pipeline: &Pipeline, knowledge: &dyn Knowledge, item: &Item) -> Detail {
     let a = crate::worker::run_guarded(pipeline, &input);
     let ms = t.elapsed().as_secs_f64() * 1e3;
     let retrieved = knowledge.retrieve(&input, a.category).unwrap_or_default();
-    let sentences: Vec<&str> = retrieved
-        .passages
-        .iter()
-        .flat_map(|p| p.sentences.iter().map(String::as_str))
-        .chain(troubleshooter::playbook_steps(a.category).iter().copied())
-        .collect();
+    let sentences = troubleshooter::source_sentences(&retrieved, a.category);
     let ctx = Context::new(&input.text(), &sentences);
     let s = &a.solution;
     let raw = a

@@ -12,7 +12,7 @@ use crate::config::ModelArgs;
 use crate::inference::generator::{GeneratorService, GgufGenerator};
 use crate::inference::nli::{LoadOptions, ZeroShotClassifier};
 use crate::inference::queue::QueueConfig;
-use crate::inference::{self, InferenceError, hub};
+use crate::inference::{self, InferenceError, first_line, hub};
 use crate::pipeline::Pipeline;
 
 pub struct LoadedModels {
@@ -115,12 +115,6 @@ pub fn load_generator(args: &ModelArgs) -> Result<Option<GeneratorService>, Infe
     let device = inference::parse_device(&args.device)?;
     let model = GgufGenerator::load(&path, &device)?;
     GeneratorService::start(model, args.generation_params(), args.gen_queue_capacity).map(Some)
-}
-
-/// An error's first line: some model errors carry a stack trace after it
-/// (candle with `RUST_BACKTRACE=1`), which has no place in a note.
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s).trim_end()
 }
 
 /// Everything the service or a command needs; never fails.

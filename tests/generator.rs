@@ -317,12 +317,7 @@ fn troubleshooter_answers_real_tickets_with_smollm2() {
         );
         // What the customer may read is grounded in the retrieved articles.
         let retrieved = knowledge.retrieve(&ticket, category).expect("retrieves");
-        let sentences: Vec<&str> = retrieved
-            .passages
-            .iter()
-            .flat_map(|p| p.sentences.iter().map(String::as_str))
-            .chain(troubleshooter::playbook_steps(category).iter().copied())
-            .collect();
+        let sentences = troubleshooter::source_sentences(&retrieved, category);
         for step in &s.steps {
             assert!(
                 troubleshooter::grounding(step, &sentences) >= troubleshooter::GROUNDING_THRESHOLD,

@@ -108,6 +108,18 @@ impl Default for Troubleshooter {
     }
 }
 
+/// What an answer is checked and grounded against: every sentence of the
+/// retrieved articles, and the category's playbook steps (the team's own
+/// words too).
+pub fn source_sentences(retrieved: &Retrieved, category: Category) -> Vec<&str> {
+    retrieved
+        .passages
+        .iter()
+        .flat_map(|p| p.sentences.iter().map(String::as_str))
+        .chain(playbook_steps(category).iter().copied())
+        .collect()
+}
+
 /// 0..1 from a retrieval score.
 pub fn strength(score: f64) -> f64 {
     if score <= 0.0 {
@@ -189,12 +201,7 @@ impl Troubleshooter {
             },
             None => (Retrieved::default(), None),
         };
-        let sources: Vec<&str> = retrieved
-            .passages
-            .iter()
-            .flat_map(|p| p.sentences.iter().map(String::as_str))
-            .chain(playbook_steps(category).iter().copied())
-            .collect();
+        let sources = source_sentences(&retrieved, category);
         let ctx = Context::new(
             &format!("{}\n{}", ticket.subject, ticket.description),
             &sources,

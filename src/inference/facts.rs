@@ -35,11 +35,6 @@ pub struct ModelFacts {
     pub error: Option<String>,
 }
 
-/// An error's first line (candle appends a backtrace when one is enabled).
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).trim_end().to_string()
-}
-
 /// llama.cpp's spelling of a GGML type ("Q4_K", "Q8_0", "F16").
 fn type_name(t: GgmlDType) -> String {
     let s = format!("{t:?}").to_uppercase();
@@ -120,7 +115,7 @@ pub fn gguf(path: &Path) -> ModelFacts {
         }) {
         Ok(ct) => ct,
         Err(e) => {
-            f.error = Some(first_line(&e));
+            f.error = Some(super::first_line(&e).to_string());
             return f;
         }
     };
@@ -130,7 +125,7 @@ pub fn gguf(path: &Path) -> ModelFacts {
             f.context = md_usize(&ct, &format!("{arch}.context_length"));
             f.architecture = Some(arch);
         }
-        Err(e) => f.error = Some(first_line(&e.to_string())),
+        Err(e) => f.error = Some(super::first_line(&e.to_string()).to_string()),
     }
     let mut by_type: HashMap<String, u64> = HashMap::new();
     for info in ct.tensor_infos.values() {

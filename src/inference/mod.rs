@@ -2,6 +2,12 @@
 //! generation in candle, each behind a bounded queue. Models know nothing of
 //! HTTP or SQL.
 
+/// An error's first line: some model errors carry a stack trace after it
+/// (candle with `RUST_BACKTRACE=1`), which has no place in a note.
+pub fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim_end()
+}
+
 pub mod bart;
 pub mod decoder;
 pub mod facts;

@@ -243,11 +243,12 @@ impl GgufGenerator {
             id.and_then(|i| self.tokenizer.id_to_token(i))
                 .unwrap_or_default()
         };
-        render_template(
+        chat_prompt(
             tpl,
             messages,
             &token(self.special.bos),
             &token(self.special.eos),
+            time::OffsetDateTime::now_utc(),
         )
         .map(Some)
     }
@@ -597,8 +598,22 @@ fn template_beside(dir: &Path) -> Option<String> {
     v.get("chat_template")?.as_str().map(str::to_string)
 }
 
-/// Renders a Hugging Face chat template (Jinja) with minijinja.
+/// Renders a Hugging Face chat template (Jinja) with minijinja, today.
 pub fn render_template(tpl: &str, messages: &[Message], bos: &str, eos: &str) -> Result<String> {
+    render_template_at(tpl, messages, bos, eos, time::OffsetDateTime::now_utc())
+}
+
+/// Renders a chat template as transformers' `apply_chat_template` does
+/// (`add_generation_prompt`, `raise_exception`, `strftime_now` reading
+/// `now`: Llama 3.2 prints today's date), checked against it on each
+/// family's template in `tests/families.rs`.
+pub fn render_template_at(
+    tpl: &str,
+    messages: &[Message],
+    bos: &str,
+    eos: &str,
+    now: time::OffsetDateTime,
+) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
@@ -610,6 +625,7 @@ pub fn render_template(tpl: &str, messages: &[Message], bos: &str, eos: &str) ->
             ))
         },
     );
+    env.add_function("strftime_now", move |fmt: String| strftime(&fmt, now));
     env.add_template("chat", tpl)
         .map_err(|e| InferenceError::Config(format!("chat template: {e}")))?;
     let t = env
@@ -622,6 +638,68 @@ pub fn render_template(tpl: &str, messages: &[Message], bos: &str, eos: &str) ->
         eos_token => eos,
     })
     .map_err(|e| InferenceError::Config(format!("chat template: {e}")))
+}
+
+/// The chat prompt for `messages`: the template's rendering, or, when the
+/// template refuses a system turn (Gemma's raise "System role not
+/// supported"), the rendering with the system text opening the first user
+/// turn, as Gemma 3's own template does.
+pub fn chat_prompt(
+    tpl: &str,
+    messages: &[Message],
+    bos: &str,
+    eos: &str,
+    now: time::OffsetDateTime,
+) -> Result<String> {
+    let first = render_template_at(tpl, messages, bos, eos, now);
+    let [system, user, rest @ ..] = messages else {
+        return first;
+    };
+    if first.is_ok() || system.role != "system" || user.role != "user" {
+        return first;
+    }
+    let mut folded = vec![Message {
+        role: "user".into(),
+        content: format!("{}\n\n{}", system.content, user.content),
+    }];
+    folded.extend_from_slice(rest);
+    render_template_at(tpl, &folded, bos, eos, now).or(first)
+}
+
+/// Python's `strftime` for the directives chat templates use; any other
+/// directive is kept as written.
+fn strftime(fmt: &str, t: time::OffsetDateTime) -> String {
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let month = t.month().to_string();
+        let day = t.weekday().to_string();
+        match chars.next() {
+            Some('Y') => out.push_str(&t.year().to_string()),
+            Some('y') => out.push_str(&format!("{:02}", t.year().rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{:02}", u8::from(t.month()))),
+            Some('d') => out.push_str(&format!("{:02}", t.day())),
+            Some('e') => out.push_str(&format!("{:>2}", t.day())),
+            Some('B') => out.push_str(&month),
+            Some('b') => out.push_str(&month[..3]),
+            Some('A') => out.push_str(&day),
+            Some('a') => out.push_str(&day[..3]),
+            Some('H') => out.push_str(&format!("{:02}", t.hour())),
+            Some('M') => out.push_str(&format!("{:02}", t.minute())),
+            Some('S') => out.push_str(&format!("{:02}", t.second())),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
 }
 
 /// Cumulative generation figures for `/health` and `/metrics`.
@@ -797,5 +875,17 @@ impl TextGenerator for GeneratorService {
             ttft_ms: (g.ttft_secs * 1e4).round() / 10.0,
             rejected: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strftime_writes_what_python_writes() {
+        let t = time::macros::datetime!(2026-03-05 07:08:09 UTC);
+        assert_eq!(strftime("%d %b %Y", t), "05 Mar 2026");
+        assert_eq!(strftime("%A %B %e, %y %H:%M:%S %% %Q", t), "Thursday March  5, 26 07:08:09 % %Q");
     }
 }

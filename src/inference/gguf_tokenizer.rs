@@ -6,6 +6,15 @@
 //!   and merges recovered from the vocabulary (GGUF stores none), ranked by
 //!   score, or for Gemma by the token's position in the file.
 //!
+//! A byte-level BPE splits text into words first, and each family splits
+//! differently (Llama 3 keeps up to three digits together, Qwen2 one, and
+//! both glue a leading apostrophe or sign to the word; SmolLM2 splits every
+//! digit). The file names its rule in `tokenizer.ggml.pre`; [`pre_split`]
+//! holds the rules we have checked against transformers on each family's
+//! string set (`tests/vocab_parity.rs`), and any other name is refused
+//! rather than guessed, since a wrong split gives a model slightly wrong
+//! input and nobody would notice.
+//!
 //! Tokens the file marks control (type 3) become special added tokens, and
 //! user-defined ones (type 4) plain added tokens, so `<|im_start|>` or
 //! `<start_of_turn>` stay whole in a prompt.
@@ -16,8 +25,14 @@ use candle_core::quantized::gguf_file;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::unicode::NFC;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
@@ -143,6 +158,65 @@ fn merges_from_vocab(tokens: &[String], scores: &[f64]) -> Vec<(String, String)>
         .collect()
 }
 
+/// Llama 3's word split, as its `tokenizer.json` writes it.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's (and Qwen2.5's and Qwen3's): Llama 3's with one digit at a time.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The `tokenizer.ggml.pre` names we split words for.
+pub const PRE_SUPPORTED: &[&str] = &["default", "gpt2", "gpt-2", "smollm", "llama-bpe", "llama3", "qwen2"];
+
+/// How a byte-level BPE family prepares text, as its `tokenizer.json` says.
+pub struct PreSplit {
+    pub normalizer: Option<NormalizerWrapper>,
+    pub pre_tokenizer: PreTokenizerWrapper,
+    /// A word that is itself in the vocabulary is one token, whatever the
+    /// merges would make of it (Llama 3).
+    pub ignore_merges: bool,
+}
+
+/// The [`PreSplit`] of pre-tokenizer `pre`.
+pub fn pre_split(pre: &str) -> Result<PreSplit> {
+    let regex_then_bytes = |pattern: &str| -> Result<PreTokenizerWrapper> {
+        let split = Split::new(
+            SplitPattern::Regex(pattern.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| cfg(format!("GGUF tokenizer split: {e}")))?;
+        Ok(PreSequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
+    };
+    let plain = |pre_tokenizer| PreSplit {
+        normalizer: None,
+        pre_tokenizer,
+        ignore_merges: false,
+    };
+    Ok(match pre {
+        "default" | "gpt2" | "gpt-2" => plain(ByteLevel::new(false, true, true).into()),
+        "smollm" => plain(
+            PreSequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])
+            .into(),
+        ),
+        "llama-bpe" | "llama3" => PreSplit {
+            ignore_merges: true,
+            ..plain(regex_then_bytes(LLAMA3_SPLIT)?)
+        },
+        "qwen2" => PreSplit {
+            normalizer: Some(NFC.into()),
+            ..plain(regex_then_bytes(QWEN2_SPLIT)?)
+        },
+        other => {
+            return Err(cfg(format!(
+                "GGUF tokenizer pre-tokenizer '{other}' is not supported (supported: {}); put the model's tokenizer.json beside it",
+                PRE_SUPPORTED.join(", ")
+            )));
+        }
+    })
+}
+
 pub fn from_gguf(ct: &gguf_file::Content) -> Result<(Tokenizer, SpecialTokens)> {
     let model = ct
         .metadata
@@ -186,12 +260,23 @@ pub fn from_gguf(ct: &gguf_file::Content) -> Result<(Tokenizer, SpecialTokens)> 
                         .ok_or_else(|| cfg(format!("GGUF tokenizer: bad merge '{m}'")))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let pre = ct
+                .metadata
+                .get("tokenizer.ggml.pre")
+                .and_then(|v| v.to_string().ok())
+                .map_or("default", String::as_str);
+            let split = pre_split(pre)?;
             let bpe = BPE::builder()
                 .vocab_and_merges(vocab, merges)
+                .ignore_merges(split.ignore_merges)
                 .build()
                 .map_err(|e| cfg(format!("GGUF tokenizer: {e}")))?;
             let mut tk = Tokenizer::new(bpe);
-            tk.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+            if let Some(n) = split.normalizer {
+                tk.with_normalizer(Some(n))
+                    .map_err(|e| cfg(e.to_string()))?;
+            }
+            tk.with_pre_tokenizer(Some(split.pre_tokenizer));
             tk.with_decoder(Some(ByteLevel::new(true, true, true)));
             (tk, false)
         }
@@ -259,11 +344,16 @@ pub fn from_gguf(ct: &gguf_file::Content) -> Result<(Tokenizer, SpecialTokens)> 
                 .map_err(|e| cfg(e.to_string()))?,
             ));
             let unspace = Replace::new("\u{2581}", " ").map_err(|e| cfg(e.to_string()))?;
-            tk.with_decoder(Some(DecoderSequence::new(vec![
+            let mut steps = vec![
                 DecoderWrapper::Replace(unspace),
                 DecoderWrapper::ByteFallback(ByteFallback::new()),
                 DecoderWrapper::Fuse(Fuse::new()),
-            ])));
+            ];
+            if add_prefix {
+                // The space the normalizer prepended goes again.
+                steps.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+            }
+            tk.with_decoder(Some(DecoderSequence::new(steps)));
             (tk, true)
         }
         other => {
@@ -313,6 +403,8 @@ pub fn from_gguf(ct: &gguf_file::Content) -> Result<(Tokenizer, SpecialTokens)> 
         "<end_of_turn>",
         "<|eot_id|>",
         "<|endoftext|>",
+        "<|end|>",
+        "<|eom_id|>",
         "<eos>",
     ] {
         if let Some(i) = tokens.iter().position(|x| x == t) {
@@ -330,4 +422,20 @@ pub fn from_gguf(ct: &gguf_file::Content) -> Result<(Tokenizer, SpecialTokens)> 
             stop,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_word_split_is_refused_by_name() {
+        let err = pre_split("tekken").err().expect("refused").to_string();
+        assert!(err.contains("'tekken'"), "{err}");
+        assert!(err.contains("llama-bpe") && err.contains("qwen2"), "{err}");
+        assert!(err.contains("tokenizer.json"), "{err}");
+        for pre in PRE_SUPPORTED {
+            assert!(pre_split(pre).is_ok(), "{pre}");
+        }
+    }
 }

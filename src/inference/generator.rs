@@ -886,6 +886,9 @@ mod tests {
     fn strftime_writes_what_python_writes() {
         let t = time::macros::datetime!(2026-03-05 07:08:09 UTC);
         assert_eq!(strftime("%d %b %Y", t), "05 Mar 2026");
-        assert_eq!(strftime("%A %B %e, %y %H:%M:%S %% %Q", t), "Thursday March  5, 26 07:08:09 % %Q");
+        assert_eq!(
+            strftime("%A %B %e, %y %H:%M:%S %% %Q", t),
+            "Thursday March  5, 26 07:08:09 % %Q"
+        );
     }
 }

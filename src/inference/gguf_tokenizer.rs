@@ -31,9 +31,9 @@ use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::normalizers::replace::Replace;
 use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, DecoderWrapper, SplitDelimiterBehavior, Tokenizer};
@@ -164,7 +164,15 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The `tokenizer.ggml.pre` names we split words for.
-pub const PRE_SUPPORTED: &[&str] = &["default", "gpt2", "gpt-2", "smollm", "llama-bpe", "llama3", "qwen2"];
+pub const PRE_SUPPORTED: &[&str] = &[
+    "default",
+    "gpt2",
+    "gpt-2",
+    "smollm",
+    "llama-bpe",
+    "llama3",
+    "qwen2",
+];
 
 /// How a byte-level BPE family prepares text, as its `tokenizer.json` says.
 pub struct PreSplit {
@@ -184,7 +192,11 @@ pub fn pre_split(pre: &str) -> Result<PreSplit> {
             false,
         )
         .map_err(|e| cfg(format!("GGUF tokenizer split: {e}")))?;
-        Ok(PreSequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
+        Ok(PreSequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into())
     };
     let plain = |pre_tokenizer| PreSplit {
         normalizer: None,

@@ -50,6 +50,8 @@ PROMPTS = [
     "The app crashes when I open the settings page, please help!",
 ]
 PROMPT_IDS = {}
+# The families with Q8_0 and Q4_0 files too; the others test one feature in f16.
+FAMILIES = ["llama3", "qwen2", "qwen3", "phi3"]
 PROBES = list(range(0, 49152, 997))  # 50 fixed vocabulary ids
 TOKENIZER_KEYS = [
     "tokenizer.ggml.tokens",
@@ -69,7 +71,7 @@ def tokenizer_only():
 
 
 def configs():
-    from transformers import LlamaConfig, Phi3Config, Qwen2Config, Qwen3Config
+    from transformers import LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
 
     common = dict(
         vocab_size=49152,
@@ -83,6 +85,12 @@ def configs():
         initializer_range=0.4,
         bos_token_id=1,
         eos_token_id=2,
+    )
+    phi3 = dict(
+        **{**common, "num_key_value_heads": 2},
+        rms_norm_eps=1e-5,
+        partial_rotary_factor=0.5,
+        pad_token_id=2,
     )
     return {
         # Llama 3's RoPE scaling: low frequencies divided by `factor`.
@@ -98,6 +106,10 @@ def configs():
                 "original_max_position_embeddings": 16,
             },
         ),
+        # Mistral 7B v0.1's sliding window, here 4 tokens: the converter
+        # writes it as plain `llama` without the window; the test adds the
+        # key `llama.attention.sliding_window`.
+        "mistral": MistralConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=4),
         # Qwen2 (and Qwen2.5): biases on the q, k and v projections.
         "qwen2": Qwen2Config(**common, rms_norm_eps=1e-6, rope_theta=1000000.0),
         "qwen3": Qwen3Config(
@@ -105,24 +117,38 @@ def configs():
         ),
         # Phi-3: fused qkv and gate_up projections; partial rotary (as
         # Phi-3.5/Phi-4-mini), here 4 of 8 dims.
-        "phi3": Phi3Config(
-            **{**common, "num_key_value_heads": 2},
-            rms_norm_eps=1e-5,
-            partial_rotary_factor=0.5,
-            original_max_position_embeddings=128,
-            pad_token_id=2,
+        "phi3": Phi3Config(**phi3, original_max_position_embeddings=128),
+        # Phi-3.5 / Phi-4-mini: LongRoPE, short and long factors per
+        # frequency (here 2) and an attention factor; a 32-token original
+        # context in a 128-token one.
+        "phi3_longrope": Phi3Config(
+            **phi3,
+            original_max_position_embeddings=32,
+            rope_scaling={
+                "rope_type": "longrope",
+                "short_factor": [1.3, 2.5],
+                "long_factor": [2.0, 6.0],
+            },
         ),
     }
 
 
 def model_for(name, cfg):
-    from transformers import LlamaForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+    from transformers import (
+        LlamaForCausalLM,
+        MistralForCausalLM,
+        Phi3ForCausalLM,
+        Qwen2ForCausalLM,
+        Qwen3ForCausalLM,
+    )
 
     cls = {
+        "mistral": MistralForCausalLM,
         "llama3": LlamaForCausalLM,
         "qwen2": Qwen2ForCausalLM,
         "qwen3": Qwen3ForCausalLM,
         "phi3": Phi3ForCausalLM,
+        "phi3_longrope": Phi3ForCausalLM,
     }[name]
     torch.manual_seed(1234)
     m = cls(cfg).eval()
@@ -245,7 +271,9 @@ def main():
             tc.write_text(json.dumps(conf))
             bin_dir = Path(sys.executable).parent
             full = Path(d) / "full.gguf"
-            for outtype, suffix in [("f16", ""), ("q8_0", "-q8_0"), ("q4_0", "-q4_0")]:
+            llamacpp = None
+            types = [("f16", ""), ("q8_0", "-q8_0"), ("q4_0", "-q4_0")]
+            for outtype, suffix in types if name in FAMILIES else types[:1]:
                 if outtype == "q4_0":
                     # The converter writes no 4-bit types: llama.cpp's own
                     # llama-quantize makes Q4_0 from the f16 file.
@@ -271,7 +299,9 @@ def main():
                     check=True,
                 )
                 print(gguf.name, gguf.stat().st_size, "bytes")
-        ref = {"architecture": name, "reference": reference(m, tok), "q4_0_llamacpp": llamacpp}
+        ref = {"architecture": name, "reference": reference(m, tok)}
+        if llamacpp:
+            ref["q4_0_llamacpp"] = llamacpp
         (OUT / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
 
 

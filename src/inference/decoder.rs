@@ -148,11 +148,12 @@ impl DecoderConfig {
                 10_000.0
             }),
             rope_base_local: md_f32(ct, &key("rope.local_freq_base")).unwrap_or(10_000.0),
-            sliding_window: if gemma {
-                md_usize(ct, &key("attention.sliding_window")).ok()
-            } else {
-                None
-            },
+            // Gemma 3 files always carry their window; a Mistral-style one
+            // (every layer) is honoured when a file carries it, which
+            // llama.cpp's converter never writes for `llama`.
+            sliding_window: md_usize(ct, &key("attention.sliding_window"))
+                .ok()
+                .filter(|w| *w > 0),
             sliding_pattern: md_usize(ct, &key("attention.sliding_window_type"))
                 .unwrap_or(6)
                 .max(1),
@@ -161,8 +162,11 @@ impl DecoderConfig {
         })
     }
 
+    /// Whether `layer` attends within the sliding window only: Gemma 3's
+    /// layers but every `sliding_pattern`-th; every layer elsewhere.
     fn is_local(&self, layer: usize) -> bool {
-        self.sliding_window.is_some() && !(layer + 1).is_multiple_of(self.sliding_pattern)
+        self.sliding_window.is_some()
+            && (self.family != Family::Gemma3 || !(layer + 1).is_multiple_of(self.sliding_pattern))
     }
 }
 
@@ -237,8 +241,11 @@ struct Layer {
 /// The model with one sequence's key/value cache.
 pub struct Decoder {
     pub config: DecoderConfig,
-    /// Llama 3's RoPE frequency factors (`rope_freqs.weight`), when present.
+    /// RoPE frequency factors: Llama 3's `rope_freqs.weight`, or LongRoPE's
+    /// short factors (Phi-3.5, Phi-4-mini).
     rope_factors: Option<Vec<f32>>,
+    /// LongRoPE's attention factor, multiplying cos and sin (1 elsewhere).
+    rope_scale: f64,
     embed: QTensor,
     embed_scale: Option<f64>,
     layers: Vec<Layer>,
@@ -326,12 +333,68 @@ fn fast_kernel(q: QTensor, device: &Device) -> candle_core::Result<QTensor> {
     }
 }
 
+/// A file's RoPE scaling: frequency factors, the factor on cos and sin, and
+/// the longest context it is exact for.
+///
+/// - Llama 3: `rope_freqs.weight` divides the frequencies.
+/// - LongRoPE (Phi-3.5, Phi-4-mini: `rope_factors_short.weight` and
+///   `_long`): transformers divides by the short factors while the sequence
+///   fits the original context and recomputes everything with the long ones
+///   past it; we run the short factors and cap the context at the original
+///   length (4 096 for Phi-3.5), which is exact for every prompt we run.
+///   Cos and sin are multiplied by `rope.scaling.attn_factor`.
+type RopeScaling = (Option<Vec<f32>>, f64, Option<usize>);
+
+fn rope_scaling<R: std::io::Read + std::io::Seek>(
+    ld: &mut Loader<'_, R>,
+    ct: &gguf_file::Content,
+    c: &DecoderConfig,
+) -> Result<RopeScaling> {
+    let half = c.rope_dim / 2;
+    fn factors<R: std::io::Read + std::io::Seek>(
+        ld: &mut Loader<'_, R>,
+        name: &str,
+        half: usize,
+    ) -> Result<Vec<f32>> {
+        Ok(ld
+            .dense(name, half)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?)
+    }
+    if ld.has("rope_factors_short.weight") || ld.has("rope_factors_long.weight") {
+        let arch = architecture(ct)?;
+        let key = |k: &str| format!("{arch}.{k}");
+        let original = md_usize(ct, &key("rope.scaling.original_context_length"))?;
+        let scale = match md_f32(ct, &key("rope.scaling.attn_factor")) {
+            Some(f) => f64::from(f),
+            None => {
+                let ratio = c.context_length as f64 / original as f64;
+                if ratio > 1.0 {
+                    (1.0 + ratio.ln() / (original as f64).ln()).sqrt()
+                } else {
+                    1.0
+                }
+            }
+        };
+        return Ok((
+            Some(factors(ld, "rope_factors_short.weight", half)?),
+            scale,
+            Some(original),
+        ));
+    }
+    if ld.has("rope_freqs.weight") {
+        return Ok((Some(factors(ld, "rope_freqs.weight", half)?), 1.0, None));
+    }
+    Ok((None, 1.0, None))
+}
+
 /// RoPE tables for positions `start..start + len`. `factors` (Llama 3's
 /// `rope_freqs.weight`, one per frequency) divide the frequencies: that is
 /// how a GGUF file carries Llama 3's RoPE scaling.
 fn rope_tables(
     base: f32,
     factors: Option<&[f32]>,
+    scale: f64,
     head_dim: usize,
     start: usize,
     len: usize,
@@ -348,8 +411,8 @@ fn rope_tables(
                 .map_or(1.0, |&f| f64::from(f));
             let inv = 1.0 / f64::from(base).powf((2 * i) as f64 / head_dim as f64) / factor;
             let angle = p as f64 * inv;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
+            cos.push((angle.cos() * scale) as f32);
+            sin.push((angle.sin() * scale) as f32);
         }
     }
     Ok((
@@ -440,7 +503,7 @@ impl Decoder {
                 },
                 cache: None,
                 local,
-                rope_base: if local {
+                rope_base: if local && gemma {
                     c.rope_base_local
                 } else {
                     c.rope_base
@@ -454,28 +517,15 @@ impl Decoder {
         } else {
             QMatMul::from_qtensor(ld.qtensor("token_embd.weight")?)?
         };
-        // Long-context Phi-3 files carry two sets of RoPE factors chosen by
-        // the sequence length; running them without would be quietly wrong.
-        for name in ["rope_factors_long.weight", "rope_factors_short.weight"] {
-            if ld.has(name) {
-                return Err(InferenceError::Config(format!(
-                    "tensor '{name}' (long-context RoPE scaling) is not supported yet"
-                )));
-            }
-        }
-        let rope_factors = if ld.has("rope_freqs.weight") {
-            Some(
-                ld.dense("rope_freqs.weight", c.rope_dim / 2)?
-                    .to_dtype(DType::F32)?
-                    .to_vec1::<f32>()?,
-            )
-        } else {
-            None
-        };
+        let (rope_factors, rope_scale, context_cap) = rope_scaling(&mut ld, ct, c)?;
         let mut config = config;
         config.vocab_size = vocab;
+        if let Some(cap) = context_cap {
+            config.context_length = config.context_length.min(cap);
+        }
         Ok(Decoder {
             rope_factors,
+            rope_scale,
             embed_scale: gemma.then(|| (config.d_model as f64).sqrt()),
             config,
             embed,
@@ -529,8 +579,11 @@ impl Decoder {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(rope_tables(
                     layer.rope_base,
-                    // Global layers only: Gemma's local layers keep plain RoPE.
-                    self.rope_factors.as_deref().filter(|_| !layer.local),
+                    // Gemma's local layers keep plain RoPE.
+                    self.rope_factors
+                        .as_deref()
+                        .filter(|_| !(layer.local && c.family == Family::Gemma3)),
+                    self.rope_scale,
                     c.rope_dim,
                     start,
                     t,

@@ -42,6 +42,10 @@ pub struct App {
     pub state: SharedState,
     pub worker: tokio::task::JoinHandle<()>,
     pub maintenance: tokio::task::JoinHandle<()>,
+    /// Webhook delivery, when endpoints are configured.
+    pub deliveries: Option<tokio::task::JoinHandle<()>>,
+    /// Sending mail, when a mail server is configured.
+    pub mail: Option<tokio::task::JoinHandle<()>>,
     /// Held for the life of the service: one serving process per database.
     pub lock: File,
 }
@@ -146,6 +150,16 @@ fn knowledge(
 /// inside a tokio runtime.
 pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError> {
     check_config(&config)?;
+    let file = match &config.config_file {
+        Some(path) => crate::config_file::ConfigFile::load(path).map_err(AppError::Config)?,
+        None => Default::default(),
+    };
+    for section in &file.not_yet_active {
+        tracing::warn!(
+            section,
+            "the configuration file's [{section}] section is checked but not in effect yet (issue 12)"
+        );
+    }
     let lock = lock_database(&config.db)?;
     let (store, integrity) = open_store(&config)?;
     let store = Arc::new(store);
@@ -187,6 +201,21 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         config.retention_days.map(|d| (d, config.retention_mode)),
         shutdown.clone(),
     );
+    let mailer = match file.mail {
+        Some(settings) => Some(crate::notify::mail::Mailer {
+            transport: crate::notify::mail::transport(&settings).map_err(AppError::Config)?,
+            settings,
+            templates: web::assets::Templates::new(config.templates_dir.clone()),
+            public_url: config.public_url(),
+        }),
+        None => None,
+    };
+    let mail = crate::notify::mail::spawn(store.clone(), mailer, shutdown.clone());
+    let hooks = Arc::new(file.webhooks);
+    let deliveries = crate::notify::spawn(store.clone(), (*hooks).clone(), shutdown.clone());
+    if let Some(n) = Some(hooks.endpoints.len()).filter(|n| *n > 0) {
+        tracing::info!(endpoints = n, "webhooks on");
+    }
     let parts = web::Parts {
         store,
         worker: handle,
@@ -196,6 +225,9 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         shutdown,
         integrity,
         policy,
+        hooks,
+        not_yet_active: file.not_yet_active,
+        mail: mail.is_some(),
     };
     let state = Arc::new(AppState::new(config, parts));
     Ok(App {
@@ -203,6 +235,8 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         state,
         worker,
         maintenance,
+        deliveries,
+        mail,
         lock,
     })
 }
@@ -242,6 +276,10 @@ impl App {
             );
         }
         let _ = self.maintenance.await;
+        // A try in flight has at most its timeout (10 s) left.
+        for task in [self.deliveries, self.mail].into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(12), task).await;
+        }
         tracing::info!("stopped");
     }
 }

@@ -15,6 +15,16 @@ pub fn format(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
 }
 
+/// The time `d` from now, formatted like `now()`.
+pub fn after(d: std::time::Duration) -> String {
+    let ahead = time::Duration::try_from(d).unwrap_or(time::Duration::ZERO);
+    format(
+        OffsetDateTime::now_utc()
+            .checked_add(ahead)
+            .unwrap_or(OffsetDateTime::now_utc()),
+    )
+}
+
 /// The time `d` ago, formatted like `now()`.
 pub fn ago(d: std::time::Duration) -> String {
     let back = time::Duration::try_from(d).unwrap_or(time::Duration::ZERO);

@@ -10,6 +10,10 @@ use crate::guard::Cidr;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
+    /// Configuration file (TOML): webhooks and what else flags cannot say.
+    #[arg(long = "config", env = "SMART_SUPPORT_CONFIG")]
+    pub config_file: Option<PathBuf>,
+
     /// Address to listen on.
     #[arg(long, env = "SMART_SUPPORT_BIND", default_value = "127.0.0.1:8000")]
     pub bind: SocketAddr,

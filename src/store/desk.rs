@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{Store, StoreError};
 use crate::clock;
+use crate::notify::webhook::EventType;
 use crate::ticket::{Category, EventKind, Priority, Status};
 
 /// Who wrote a message.
@@ -225,7 +226,7 @@ impl Store {
                     [id],
                 )?;
                 record_change(&tx, id, "status", Some(Status::Resolved.as_str()), Some(Status::Open.as_str()), "customer", &now)?;
-                Self::add_event(&tx, id, EventKind::Reopened, "by the customer's reply", &now)?;
+                self.event(&tx, id, EventKind::Reopened, "by the customer's reply", &now)?;
                 status = Status::Open;
             }
             tx.execute(
@@ -235,6 +236,19 @@ impl Store {
             )?;
             let msg_id = tx.last_insert_rowid();
             tx.execute("UPDATE tickets SET updated_at = ?2 WHERE id = ?1", params![id, now])?;
+            if !m.internal {
+                let message = serde_json::json!({
+                    "author": m.author.label(),
+                    "author_kind": m.author.kind(),
+                    "body": m.body,
+                    "created_at": now,
+                });
+                self.enqueue_webhook(&tx, EventType::TicketMessage, id, Some(("message", message)))?;
+                if let Author::Staff(name) = &m.author {
+                    let ctx = serde_json::json!({ "author": name, "body": m.body });
+                    self.mail_customer(&tx, super::mail::MailKind::Reply, id, ctx)?;
+                }
+            }
             tx.commit()?;
             Ok((
                 Message {
@@ -287,9 +301,9 @@ impl Store {
                 )?;
                 record_change(&tx, id, field, from.as_deref(), Some(to), by, &now)?;
                 if field == "status" && to == Status::Resolved.as_str() {
-                    Self::add_event(&tx, id, EventKind::Resolved, &format!("by {by}"), &now)?;
+                    self.event(&tx, id, EventKind::Resolved, &format!("by {by}"), &now)?;
                 } else if field == "status" && from.as_deref() == Some(Status::Resolved.as_str()) {
-                    Self::add_event(&tx, id, EventKind::Reopened, &format!("by {by}"), &now)?;
+                    self.event(&tx, id, EventKind::Reopened, &format!("by {by}"), &now)?;
                 }
             }
             let status = current(&tx, id)?.status;
@@ -336,6 +350,10 @@ impl Store {
                     by,
                     &now,
                 )?;
+                if let Some(user) = &to {
+                    self.enqueue_webhook(&tx, EventType::TicketAssigned, id, None)?;
+                    self.mail_assignee(&tx, id, user)?;
+                }
             }
             tx.commit()?;
             Ok(to)
@@ -374,6 +392,8 @@ impl Store {
                 params![id, next],
             )?;
             record_change(&tx, id, "assignee", from.as_deref(), Some(&next), "system", &now)?;
+            self.enqueue_webhook(&tx, EventType::TicketAssigned, id, None)?;
+            self.mail_assignee(&tx, id, &next)?;
             tx.execute(
                 "INSERT INTO settings (key, value) VALUES ('round_robin_last', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",

@@ -154,6 +154,57 @@ pub const MIGRATIONS: &[&str] = &[
         VALUES ('delete', old.id, old.title, old.tags, old.body);
         INSERT INTO kb_fts(rowid, title, tags, body) VALUES (new.id, new.title, new.tags, new.body);
     END;",
+    // 9: the webhook outbox: messages written with the change that caused
+    // them, one delivery per message and endpoint, endpoints' state.
+    "CREATE TABLE webhook_messages (
+        id INTEGER PRIMARY KEY,
+        msg_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        ticket_id INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        fanned_out INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX webhook_messages_pending ON webhook_messages(fanned_out, id);
+    CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES webhook_messages(id) ON DELETE CASCADE,
+        endpoint TEXT NOT NULL,
+        ticket_id INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_at);
+    CREATE INDEX webhook_deliveries_order ON webhook_deliveries(endpoint, ticket_id, state, id);
+    CREATE TABLE webhook_endpoints (
+        url TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL DEFAULT 0,
+        disabled_at TEXT,
+        disabled_reason TEXT
+    );",
+    // 10: e-mail notifications: the customer's address on a ticket, staff
+    // addresses, and the mail outbox (written with the change that causes a
+    // mail, rendered and sent by the mail task).
+    "ALTER TABLE tickets ADD COLUMN email TEXT;
+    ALTER TABLE users ADD COLUMN email TEXT;
+    CREATE TABLE mail_outbox (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        ticket_id INTEGER NOT NULL,
+        to_addr TEXT NOT NULL,
+        context TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX mail_outbox_due ON mail_outbox(state, next_at);",
 ];
 
 pub const LATEST: usize = MIGRATIONS.len();

@@ -9,7 +9,9 @@
 
 pub mod desk;
 pub mod kb;
+pub mod mail;
 pub mod migrations;
+pub mod outbox;
 pub mod users;
 
 pub use desk::{
@@ -268,6 +270,10 @@ pub struct Store {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     write_health: Mutex<WriteHealth>,
+    /// Whether changes write webhook messages (`outbox`).
+    webhooks_on: std::sync::atomic::AtomicBool,
+    /// Whether changes queue mails (`mail`).
+    mail_on: std::sync::atomic::AtomicBool,
 }
 
 /// The outcome of `Store::backup_to`.
@@ -377,6 +383,8 @@ impl Store {
             readers,
             next_reader: AtomicUsize::new(0),
             write_health: Mutex::new(WriteHealth::default()),
+            webhooks_on: std::sync::atomic::AtomicBool::new(false),
+            mail_on: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -547,6 +555,17 @@ impl Store {
         input: &TicketInput,
         key: Option<&str>,
     ) -> Result<Created, StoreError> {
+        self.create_ticket_with(input, key, None)
+    }
+
+    /// Like `create_ticket_once`, with the customer's e-mail address (the
+    /// "received" mail is queued with the ticket).
+    pub fn create_ticket_with(
+        &self,
+        input: &TicketInput,
+        key: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<Created, StoreError> {
         let token = new_token();
         let now = clock::now();
         self.write(|conn| {
@@ -584,7 +603,11 @@ impl Store {
                 params![token, &token[..TOKEN_PREFIX_LEN], input.subject, input.description, Status::Open.as_str(), now],
             )?;
             let id = tx.last_insert_rowid();
-            Self::add_event(&tx, id, EventKind::Submitted, "", &now)?;
+            if let Some(email) = email {
+                tx.execute("UPDATE tickets SET email = ?2 WHERE id = ?1", params![id, email])?;
+            }
+            self.event(&tx, id, EventKind::Submitted, "", &now)?;
+            self.mail_customer(&tx, mail::MailKind::Received, id, serde_json::json!({}))?;
             if let Some(key) = key {
                 tx.execute(
                     "INSERT INTO idempotency_keys (key, ticket_id, created_at) VALUES (?1, ?2, ?3)",
@@ -656,7 +679,7 @@ impl Store {
                     })
                 },
             )?;
-            Self::add_event(&tx, id, EventKind::ProcessingStarted, "", &now)?;
+            self.event(&tx, id, EventKind::ProcessingStarted, "", &now)?;
             tx.commit()?;
             Ok(Some(input))
         })
@@ -714,7 +737,7 @@ impl Store {
                 ],
             )?;
             let detail = format!("{} · {} priority", analysis.category, analysis.priority);
-            Self::add_event(&tx, id, EventKind::AiCompleted, &detail, &now)?;
+            self.event(&tx, id, EventKind::AiCompleted, &detail, &now)?;
             // The AI's decisions are changes too, recorded like a person's.
             desk::record_change(&tx, id, "category", None, Some(analysis.category.as_str()), "ai", &now)?;
             desk::record_change(&tx, id, "priority", None, Some(analysis.priority.as_str()), "ai", &now)?;
@@ -722,13 +745,18 @@ impl Store {
                 desk::record_change(&tx, id, "status", Some(&current), Some(status.as_str()), "ai", &now)?;
             }
             if let Some(e) = &analysis.escalation {
-                Self::add_event(&tx, id, EventKind::Escalated, &e.reasons.join("; "), &now)?;
+                self.event(&tx, id, EventKind::Escalated, &e.reasons.join("; "), &now)?;
             }
             if ai_message {
-                desk::add_ai_message(&tx, id, &desk::answer_text(&analysis.solution), &now)?;
+                let body = desk::answer_text(&analysis.solution);
+                desk::add_ai_message(&tx, id, &body, &now)?;
+                let message = serde_json::json!({
+                    "author": "ai", "author_kind": "ai", "body": body, "created_at": now,
+                });
+                self.enqueue_webhook(&tx, crate::notify::webhook::EventType::TicketMessage, id, Some(("message", message)))?;
             }
             if analysis.status == Status::Resolved && current != Status::Resolved.as_str() {
-                Self::add_event(&tx, id, EventKind::Resolved, "by the AI assistant", &now)?;
+                self.event(&tx, id, EventKind::Resolved, "by the AI assistant", &now)?;
             }
             tx.commit()?;
             Ok(status)
@@ -761,7 +789,7 @@ impl Store {
             } else {
                 format!("by {by}")
             };
-            Self::add_event(&tx, id, EventKind::Resolved, &detail, &now)?;
+            self.event(&tx, id, EventKind::Resolved, &detail, &now)?;
             desk::record_change(
                 &tx,
                 id,
@@ -806,7 +834,7 @@ impl Store {
                 "DELETE FROM events WHERE ticket_id = ?1 AND kind = 'rated'",
                 [id],
             )?;
-            Self::add_event(&tx, id, EventKind::Rated, &format!("{stars} stars"), &now)?;
+            self.event(&tx, id, EventKind::Rated, &format!("{stars} stars"), &now)?;
             tx.commit()?;
             Ok(())
         })
@@ -1131,6 +1159,11 @@ impl Store {
                 .query_map([cutoff], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             for id in &ids {
+                // Outgoing copies go too: mails hold the address and the
+                // words, webhook bodies the subject and messages.
+                tx.execute("DELETE FROM mail_outbox WHERE ticket_id = ?1", [id])?;
+                tx.execute("DELETE FROM webhook_deliveries WHERE ticket_id = ?1", [id])?;
+                tx.execute("DELETE FROM webhook_messages WHERE ticket_id = ?1", [id])?;
                 match mode {
                     crate::config::RetentionMode::Delete => {
                         tx.execute("DELETE FROM tickets WHERE id = ?1", [id])?;
@@ -1139,7 +1172,7 @@ impl Store {
                         let token = new_token();
                         tx.execute(
                             "UPDATE tickets SET subject = '[removed]', description = '[removed]',
-                                 rating_comment = NULL, analysis = NULL, token = ?2,
+                                 rating_comment = NULL, analysis = NULL, email = NULL, token = ?2,
                                  token_prefix = ?3, anonymised_at = ?4
                              WHERE id = ?1",
                             params![id, token, &token[..TOKEN_PREFIX_LEN], now],

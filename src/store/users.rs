@@ -16,9 +16,11 @@ pub struct User {
     pub role: Role,
     pub active: bool,
     pub created_at: String,
+    /// Where their notifications go (a ticket assigned to them).
+    pub email: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, role, active, created_at";
+const COLUMNS: &str = "id, name, role, active, created_at, email";
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -27,6 +29,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         role: r.get::<_, String>(2)?.parse().unwrap_or(Role::Agent),
         active: r.get(3)?,
         created_at: r.get(4)?,
+        email: r.get(5)?,
     })
 }
 
@@ -56,6 +59,7 @@ impl Store {
                 role,
                 active: true,
                 created_at: now.clone(),
+                email: None,
             })
         })
     }
@@ -101,7 +105,7 @@ impl Store {
             "SELECT {COLUMNS}, password_hash FROM users WHERE name = ?1"
         ))?;
         Ok(st
-            .query_row([name], |r| Ok((user_row(r)?, r.get(5)?)))
+            .query_row([name], |r| Ok((user_row(r)?, r.get(6)?)))
             .optional()?)
     }
 
@@ -125,6 +129,8 @@ impl Store {
                 )
                 .optional()?
                 .ok_or(StoreError::UserNotFound)?;
+            // Only a role or an activation change can remove the last admin.
+            let may_remove_admin = matches!(change, UserChange::Role(_) | UserChange::Active(_));
             match change {
                 UserChange::Password(hash) => {
                     tx.execute(
@@ -144,13 +150,19 @@ impl Store {
                         params![user.id, active, now],
                     )?;
                 }
+                UserChange::Email(email) => {
+                    tx.execute(
+                        "UPDATE users SET email = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![user.id, email, now],
+                    )?;
+                }
             }
             let admins: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1",
                 [],
                 |r| r.get(0),
             )?;
-            if admins == 0 {
+            if admins == 0 && may_remove_admin {
                 return Err(StoreError::Conflict(
                     "that would leave no active admin; make someone else an admin first".into(),
                 ));
@@ -173,4 +185,6 @@ pub enum UserChange {
     Password(String),
     Role(Role),
     Active(bool),
+    /// A checked address, or none.
+    Email(Option<String>),
 }

@@ -26,6 +26,19 @@ use crate::ticket::{EventKind, TicketInput};
 pub struct NewTicket {
     pub subject: String,
     pub description: String,
+    /// Where to send the customer's notifications (optional).
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// The optional e-mail address of a submission: empty means none.
+pub fn validate_email(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(a) => crate::notify::mail::check_address(a)
+            .map(Some)
+            .map_err(|e| ApiError::invalid(format!("email: {e}"))),
+    }
 }
 
 /// Trims and checks a submission against the configured limits and the
@@ -107,9 +120,10 @@ pub async fn intake(
     state: &SharedState,
     input: TicketInput,
     key: Option<String>,
+    email: Option<String>,
 ) -> Result<Created, ApiError> {
     let created = state
-        .db(move |s| s.create_ticket_once(&input, key.as_deref()))
+        .db(move |s| s.create_ticket_with(&input, key.as_deref(), email.as_deref()))
         .await?;
     if created.replayed {
         tracing::info!(
@@ -153,6 +167,7 @@ pub async fn create_ticket(
         }
     };
     let input = validate(&state.config, &body.subject, &body.description)?;
+    let email = validate_email(body.email.as_deref())?;
     let key = idempotency_key(&headers)?;
     check_intake_limits(&state, client)?;
     // Listen before storing, so the completion cannot slip past.
@@ -161,7 +176,7 @@ pub async fn create_ticket(
         id,
         token,
         replayed,
-    } = intake(&state, input, key).await?;
+    } = intake(&state, input, key, email).await?;
     let url = tracking_url(&state.config.public_url(), &token);
     if !wait {
         // A repeated submission reports the ticket's status now.

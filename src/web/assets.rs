@@ -52,7 +52,27 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin_settings.html",
         include_str!("../../templates/admin_settings.html"),
     ),
+    (
+        "admin_webhooks.html",
+        include_str!("../../templates/admin_webhooks.html"),
+    ),
     ("error.html", include_str!("../../templates/error.html")),
+    (
+        "mail/received.txt",
+        include_str!("../../templates/mail/received.txt"),
+    ),
+    (
+        "mail/reply.txt",
+        include_str!("../../templates/mail/reply.txt"),
+    ),
+    (
+        "mail/resolved.txt",
+        include_str!("../../templates/mail/resolved.txt"),
+    ),
+    (
+        "mail/assigned.txt",
+        include_str!("../../templates/mail/assigned.txt"),
+    ),
     ("macros.html", include_str!("../../templates/macros.html")),
 ];
 
@@ -77,10 +97,16 @@ fn safe_name(name: &str) -> bool {
 
 fn read_override(dir: &Option<PathBuf>, name: &str) -> Option<String> {
     let dir = dir.as_ref()?;
-    if !safe_name(name) {
+    // One folder is allowed: mail templates live in `mail/`.
+    let (path, file) = match name.split_once('/') {
+        Some(("mail", file)) => (dir.join("mail").join(file), file),
+        Some(_) => return None,
+        None => (dir.join(name), name),
+    };
+    if !safe_name(file) {
         return None;
     }
-    std::fs::read_to_string(dir.join(name)).ok()
+    std::fs::read_to_string(path).ok()
 }
 
 pub struct Templates {
@@ -90,8 +116,14 @@ pub struct Templates {
 impl Templates {
     pub fn new(dir: Option<PathBuf>) -> Self {
         let mut env = Environment::new();
-        // Auto-escaping is on for every template: they are all HTML.
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        // Auto-escaping is on for the pages; mails (`.txt`) are plain text.
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".txt") {
+                minijinja::AutoEscape::None
+            } else {
+                minijinja::AutoEscape::Html
+            }
+        });
         // "2026-01-02T03:04:05.678Z" → "2026-01-02 03:04" for display.
         env.add_filter("when", |s: String| -> String {
             s.replacen('T', " ", 1).chars().take(16).collect()

@@ -110,6 +110,31 @@ fn degraded_words(state: &SharedState, db: &DbHealth) -> Vec<&'static str> {
     out
 }
 
+/// Each configured endpoint's deliveries and whether it is disabled.
+async fn webhooks(state: &SharedState) -> serde_json::Value {
+    let urls: Vec<String> = state
+        .hooks
+        .endpoints
+        .iter()
+        .map(|e| e.url.clone())
+        .collect();
+    let states = state
+        .db(move |s| {
+            urls.iter()
+                .map(|u| Ok((u.clone(), s.webhook_endpoint_state(u)?)))
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()
+        })
+        .await;
+    match states {
+        Ok(list) => json!(
+            list.into_iter()
+                .map(|(url, st)| json!({"url": url, "state": st}))
+                .collect::<Vec<_>>()
+        ),
+        Err(e) => json!({"error": e.message}),
+    }
+}
+
 pub async fn health(
     State(state): State<SharedState>,
     client: ClientIp,
@@ -157,6 +182,19 @@ pub async fn health(
         body["streams"] = json!(state.streams.snapshot());
         body["knowledge_base"] = json!({"published_articles": db.kb_articles});
         body["delivery_policy"] = json!(*state.policy.read().unwrap_or_else(|p| p.into_inner()));
+        body["webhooks"] = webhooks(&state).await;
+        body["mail"] = if state.mail {
+            match state.db(|s| s.mail_counts()).await {
+                Ok(c) => json!(c),
+                Err(e) => json!({"error": e.message}),
+            }
+        } else {
+            json!(null)
+        };
+        body["config_file"] = json!({
+            "path": state.config.config_file,
+            "not_in_effect_yet": state.not_yet_active,
+        });
     }
     let code = if db.writable {
         StatusCode::OK

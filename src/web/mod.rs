@@ -15,6 +15,7 @@ pub mod server;
 pub mod telemetry;
 pub mod users;
 pub mod view;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -112,6 +113,12 @@ pub struct AppState {
     pub generator: Option<GeneratorService>,
     /// Who sees AI answers, per category (the settings page edits it).
     pub policy: crate::agents::policy::PolicyHandle,
+    /// Webhook endpoints from the configuration file.
+    pub hooks: Arc<crate::notify::Webhooks>,
+    /// Sections of the configuration file that are read but do nothing yet.
+    pub not_yet_active: Vec<&'static str>,
+    /// Whether a mail server is configured (`[smtp]`).
+    pub mail: bool,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -133,6 +140,11 @@ pub struct Parts {
     /// The result of the start-up integrity check, when it found problems.
     pub integrity: Option<String>,
     pub policy: crate::agents::policy::PolicyHandle,
+    /// The configuration file's webhooks and its sections not yet active.
+    pub hooks: Arc<crate::notify::Webhooks>,
+    pub not_yet_active: Vec<&'static str>,
+    /// Whether a mail server is configured.
+    pub mail: bool,
 }
 
 impl AppState {
@@ -162,6 +174,9 @@ impl AppState {
             nli: p.nli,
             generator: p.generator,
             policy: p.policy,
+            hooks: p.hooks,
+            not_yet_active: p.not_yet_active,
+            mail: p.mail,
             config,
         }
     }
@@ -306,6 +321,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/admin/kb/{slug}", get(kb::admin_edit))
         .route("/admin/kb/{slug}/delete", post(kb::admin_delete))
         .route("/admin/settings", get(kb::settings).post(kb::save_settings))
+        .route("/admin/webhooks", get(webhooks::index))
+        .route("/admin/webhooks/replay", post(webhooks::replay))
+        .route("/admin/webhooks/enable", post(webhooks::enable))
         .route("/assets/{file}", get(assets::serve))
         .fallback(pages::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -106,6 +106,9 @@ pub struct SubmitForm {
     subject: String,
     #[serde(default)]
     description: String,
+    /// Optional: where the customer's notifications go.
+    #[serde(default)]
+    email: String,
     /// A random key per form: a resubmitted form finds its first ticket.
     #[serde(default)]
     idem: String,
@@ -123,13 +126,15 @@ pub async fn submit(
     let key = Some(format!("form:{}", form.idem.trim()))
         .filter(|_| (16..=64).contains(&form.idem.trim().len()))
         .filter(|_| form.idem.trim().bytes().all(|b| b.is_ascii_hexdigit()));
-    let result = match validate(&state.config, &form.subject, &form.description) {
-        Ok(input) => match api::check_intake_limits(&state, client) {
-            Ok(()) => match api::intake(&state, input.clone(), key).await {
+    let checked = validate(&state.config, &form.subject, &form.description)
+        .and_then(|input| Ok((input, api::validate_email(Some(&form.email))?)));
+    let result = match checked {
+        Ok((input, email)) => match api::check_intake_limits(&state, client) {
+            Ok(()) => match api::intake(&state, input.clone(), key, email.clone()).await {
                 // The same form sent again with other words (back, edit,
                 // send): a new ticket, as the customer means it.
                 Err(e) if e.code == "idempotency_key_reused" => {
-                    api::intake(&state, input, None).await
+                    api::intake(&state, input, None, email).await
                 }
                 other => other,
             },
@@ -151,6 +156,7 @@ pub async fn submit(
                     error => e.message,
                     subject => form.subject,
                     description => form.description,
+                    email => form.email,
                     idem => form.idem,
                 },
             );

@@ -75,6 +75,8 @@ pub struct UserForm {
     role: String,
     #[serde(default)]
     password: String,
+    #[serde(default)]
+    email: String,
 }
 
 impl StaffForm for UserForm {
@@ -134,7 +136,8 @@ pub async fn create(
 }
 
 /// `POST /admin/users/{name}/{action}`: `disable`, `enable`, `role` (field
-/// `role`) or `password` (field `password`).
+/// `role`), `password` (field `password`) or `email` (field `email`, empty
+/// for none).
 pub async fn change(
     State(state): State<SharedState>,
     MaybeAdmin(admin): MaybeAdmin,
@@ -150,6 +153,7 @@ pub async fn change(
             "disable" => UserChange::Active(false),
             "enable" => UserChange::Active(true),
             "role" => UserChange::Role(role(&f.role)?),
+            "email" => UserChange::Email(super::api::validate_email(Some(&f.email))?),
             "password" => UserChange::Password(
                 auth::hash_password(&f.password).map_err(|e| ApiError::invalid(e.to_string()))?,
             ),
@@ -164,6 +168,10 @@ pub async fn change(
             "disable" => format!("Disabled {}; their sessions have ended.", user.name),
             "enable" => format!("Enabled {}.", user.name),
             "role" => format!("{} is now {}.", user.name, user.role),
+            "email" => match &user.email {
+                Some(a) => format!("{} gets notifications at {a}.", user.name),
+                None => format!("{} gets no e-mail notifications.", user.name),
+            },
             _ => format!("Password of {} reset.", user.name),
         })
     }

@@ -1,0 +1,409 @@
+//! The configuration file (`--config FILE`, `SMART_SUPPORT_CONFIG`): TOML,
+//! for what flags cannot say (webhook endpoints, service levels, the mail
+//! server). Read once at start and checked strictly: an unknown key, a bad
+//! URL, secret, duration or event name is an error that names the file and
+//! the key, and the service does not start. Flags and environment variables
+//! keep their meaning; the file holds no flag's setting, so they never
+//! disagree.
+//!
+//! ```toml
+//! [[webhooks]]
+//! url = "http://127.0.0.1:9000/hook"
+//! secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+//! events = ["*"]
+//!
+//! [webhook_delivery]
+//! retry_delays = ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+//! disable_after = 10
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::notify::Webhooks;
+use crate::notify::mail::MailSettings;
+use crate::notify::webhook::{self, Delivery, Endpoint, Secret, Subscription};
+use crate::sla::{Calendar, Slot};
+use crate::ticket::Priority;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+    webhook_delivery: Option<RawDelivery>,
+    #[serde(default)]
+    sla: BTreeMap<String, RawSla>,
+    business_hours: Option<RawBusinessHours>,
+    smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBusinessHours {
+    timezone: String,
+    #[serde(default)]
+    monday: Vec<String>,
+    #[serde(default)]
+    tuesday: Vec<String>,
+    #[serde(default)]
+    wednesday: Vec<String>,
+    #[serde(default)]
+    thursday: Vec<String>,
+    #[serde(default)]
+    friday: Vec<String>,
+    #[serde(default)]
+    saturday: Vec<String>,
+    #[serde(default)]
+    sunday: Vec<String>,
+    #[serde(default)]
+    holidays: Vec<String>,
+}
+
+impl RawBusinessHours {
+    fn check(&self) -> Result<Calendar, String> {
+        let days = [
+            ("monday", &self.monday),
+            ("tuesday", &self.tuesday),
+            ("wednesday", &self.wednesday),
+            ("thursday", &self.thursday),
+            ("friday", &self.friday),
+            ("saturday", &self.saturday),
+            ("sunday", &self.sunday),
+        ];
+        let mut week: [Vec<Slot>; 7] = Default::default();
+        for (i, (name, slots)) in days.iter().enumerate() {
+            week[i] = slots
+                .iter()
+                .map(|s| Slot::parse(s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("business_hours.{name}: {e}"))?;
+        }
+        let holidays = self
+            .holidays
+            .iter()
+            .map(|d| {
+                d.parse().map_err(|_| {
+                    format!("business_hours.holidays: '{d}' is not a date like 2026-12-25")
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Calendar::new(&self.timezone, week, holidays).map_err(|e| format!("business_hours: {e}"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret: String,
+    #[serde(default = "all_events")]
+    events: Vec<String>,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    retry_delays: Option<Vec<String>>,
+    disable_after: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSla {
+    first_response: Option<String>,
+    next_response: Option<String>,
+    resolution: Option<String>,
+    #[serde(default)]
+    business_hours: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    from: String,
+    username: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    starttls: bool,
+    retry_delays: Option<Vec<String>>,
+}
+
+impl RawSmtp {
+    fn check(&self) -> Result<MailSettings, String> {
+        if self.host.trim().is_empty() {
+            return Err("smtp.host: empty".into());
+        }
+        let from = self
+            .from
+            .parse()
+            .map_err(|_| format!("smtp.from: '{}' is not an e-mail address", self.from))?;
+        let credentials = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            (None, None) => None,
+            _ => return Err("smtp: username and password go together".into()),
+        };
+        let retry_delays = match &self.retry_delays {
+            Some(list) => list
+                .iter()
+                .map(|s| parse_duration(s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("smtp.retry_delays: {e}"))?,
+            None => crate::notify::mail::default_retry_delays(),
+        };
+        Ok(MailSettings {
+            host: self.host.trim().to_string(),
+            port: self.port.unwrap_or(if self.starttls { 587 } else { 25 }),
+            from,
+            credentials,
+            starttls: self.starttls,
+            retry_delays,
+        })
+    }
+}
+
+/// The file, checked.
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    pub webhooks: Webhooks,
+    /// The mail server, when `[smtp]` is there.
+    pub mail: Option<MailSettings>,
+    /// `[business_hours]`, checked (the service levels will run on it).
+    pub business_hours: Option<Calendar>,
+    /// Sections that are read and checked but do nothing yet.
+    pub not_yet_active: Vec<&'static str>,
+}
+
+/// `"30s"`, `"15m"`, `"4h"`, `"2d"`: a whole number and one unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("'{s}' has no unit (s, m, h or d)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like \"15m\", \"4h\" or \"2d\""))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "'{s}': the unit is s, m, h or d (like \"15m\", \"4h\", \"2d\")"
+            ));
+        }
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("'{s}' is too long"))
+}
+
+impl ConfigFile {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<ConfigFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
+        ConfigFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Checks the text of a configuration file.
+    pub fn parse(text: &str) -> Result<ConfigFile, String> {
+        let raw: Raw = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        let mut endpoints = Vec::new();
+        for (i, w) in raw.webhooks.iter().enumerate() {
+            let at = |key: &str, e: String| format!("webhooks[{i}].{key}: {e}");
+            webhook::check_url(&w.url).map_err(|e| at("url", e))?;
+            if endpoints.iter().any(|e: &Endpoint| e.url == w.url) {
+                return Err(at("url", format!("'{}' is listed twice", w.url)));
+            }
+            endpoints.push(Endpoint {
+                url: w.url.clone(),
+                secret: Secret::parse(&w.secret).map_err(|e| at("secret", e))?,
+                events: Subscription::parse(&w.events).map_err(|e| at("events", e))?,
+            });
+        }
+        let mut delivery = Delivery::default();
+        if let Some(d) = &raw.webhook_delivery {
+            if let Some(delays) = &d.retry_delays {
+                delivery.retry_delays = delays
+                    .iter()
+                    .map(|s| parse_duration(s))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("webhook_delivery.retry_delays: {e}"))?;
+            }
+            if let Some(n) = d.disable_after {
+                delivery.disable_after = n;
+            }
+        }
+        let mut not_yet_active = Vec::new();
+        let business_hours = raw
+            .business_hours
+            .as_ref()
+            .map(RawBusinessHours::check)
+            .transpose()?;
+        if business_hours.is_some() {
+            not_yet_active.push("business_hours");
+        }
+        for (name, sla) in &raw.sla {
+            name.parse::<Priority>().map_err(|_| {
+                format!("sla.{name}: not a priority (Critical, High, Medium or Low)")
+            })?;
+            let fields = [
+                ("first_response", &sla.first_response),
+                ("next_response", &sla.next_response),
+                ("resolution", &sla.resolution),
+            ];
+            for (key, value) in fields {
+                if let Some(v) = value {
+                    parse_duration(v).map_err(|e| format!("sla.{name}.{key}: {e}"))?;
+                }
+            }
+            if sla.business_hours && business_hours.is_none() {
+                return Err(format!(
+                    "sla.{name}.business_hours: true needs a [business_hours] section"
+                ));
+            }
+        }
+        if !raw.sla.is_empty() {
+            not_yet_active.push("sla");
+        }
+        let mail = raw.smtp.as_ref().map(RawSmtp::check).transpose()?;
+        Ok(ConfigFile {
+            business_hours,
+            mail,
+            webhooks: Webhooks {
+                endpoints,
+                delivery,
+            },
+            not_yet_active,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+[sla.Critical]
+first_response = "1m"
+resolution = "4h"
+business_hours = false
+
+[[webhooks]]
+url = "http://127.0.0.1:9000/hook"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+events = ["*"]
+
+[smtp]
+host = "127.0.0.1"
+port = 2525
+from = "support@example.test"
+"#;
+
+    #[test]
+    fn the_documented_example_is_read() {
+        let c = ConfigFile::parse(ISSUE_EXAMPLE).expect("valid");
+        assert_eq!(c.webhooks.endpoints.len(), 1);
+        assert_eq!(c.webhooks.endpoints[0].url, "http://127.0.0.1:9000/hook");
+        assert_eq!(c.webhooks.endpoints[0].events, Subscription::All);
+        assert_eq!(c.not_yet_active, vec!["sla"]);
+        let mail = c.mail.expect("smtp");
+        assert_eq!(
+            (mail.host.as_str(), mail.port, mail.starttls),
+            ("127.0.0.1", 2525, false)
+        );
+        assert_eq!(mail.from.email.to_string(), "support@example.test");
+        assert!(
+            ConfigFile::parse("")
+                .expect("empty")
+                .webhooks
+                .endpoints
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let err = |text: &str| ConfigFile::parse(text).expect_err("refused");
+        let e = err(
+            "[[webhooks]]\nurl = \"http://a/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nevnts = [\"*\"]\n",
+        );
+        assert!(e.contains("evnts"), "{e}");
+        let e = err(
+            "[[webhooks]]\nurl = \"ftp://a/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        );
+        assert!(e.contains("webhooks[0].url") && e.contains("http"), "{e}");
+        let e = err("[[webhooks]]\nurl = \"http://a/\"\nsecret = \"hunter2\"\n");
+        assert!(
+            e.contains("webhooks[0].secret") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = err(
+            "[[webhooks]]\nurl = \"http://a/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nevents = [\"ticket.eaten\"]\n",
+        );
+        assert!(
+            e.contains("webhooks[0].events") && e.contains("ticket.eaten"),
+            "{e}"
+        );
+        let e = err("[sla.Urgent]\nresolution = \"4h\"\n");
+        assert!(e.contains("sla.Urgent"), "{e}");
+        let e = err("[sla.High]\nresolution = \"4 hours\"\n");
+        assert!(e.contains("sla.High.resolution"), "{e}");
+        let e = err("[webhook_delivery]\nretry_delays = [\"5s\", \"soon\"]\n");
+        assert!(
+            e.contains("webhook_delivery.retry_delays") && e.contains("soon"),
+            "{e}"
+        );
+        let e = err("[sla.High]\nresolution = \"4h\"\nbusiness_hours = true\n");
+        assert!(e.contains("sla.High.business_hours"), "{e}");
+        let e = err("[business_hours]\ntimezone = \"Europe/Berlin\"\nmonday = [\"9-5\"]\n");
+        assert!(e.contains("business_hours.monday"), "{e}");
+        let e = err("[business_hours]\ntimezone = \"Berlin\"\nmonday = [\"09:00-17:00\"]\n");
+        assert!(e.contains("IANA"), "{e}");
+        let e = err(
+            "[business_hours]\ntimezone = \"UTC\"\nmonday = [\"09:00-17:00\"]\nholidays = [\"25.12.2026\"]\n",
+        );
+        assert!(e.contains("business_hours.holidays"), "{e}");
+        let e = err("[business_hours]\ntimezone = \"UTC\"\nmondays = [\"09:00-17:00\"]\n");
+        assert!(e.contains("mondays"), "{e}");
+        let ok = ConfigFile::parse(
+            "[business_hours]\ntimezone = \"Europe/Berlin\"\nmonday = [\"09:00-12:00\", \"13:00-17:00\"]\n\
+             holidays = [\"2026-12-25\"]\n[sla.High]\nresolution = \"8h\"\nbusiness_hours = true\n",
+        )
+        .expect("valid");
+        assert!(ok.business_hours.is_some());
+        assert_eq!(ok.not_yet_active, vec!["business_hours", "sla"]);
+        let e = err("colour = \"blue\"\n");
+        assert!(e.contains("colour"), "{e}");
+        let e = err("[smtp]\nhost = \"h\"\nfrom = \"nobody\"\n");
+        assert!(e.contains("smtp.from"), "{e}");
+        let e = err("[smtp]\nhost = \"h\"\nfrom = \"a@b.test\"\nusername = \"u\"\n");
+        assert!(e.contains("username and password"), "{e}");
+        let e = err("[smtp]\nhost = \"h\"\nfrom = \"a@b.test\"\nstarttls = \"yes\"\n");
+        assert!(e.contains("starttls"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("4h"), Ok(Duration::from_secs(14_400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "m", "15", "1.5h", "15 m", "3w", "-1h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

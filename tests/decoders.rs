@@ -12,6 +12,8 @@
 //! llama-quantize, are held to llama.cpp's own output on them; and
 //! `smart-support generate` runs each family end to end.
 
+mod common;
+
 use std::fs::File;
 use std::path::Path;
 
@@ -313,7 +315,7 @@ fn a_missing_tensor_or_metadata_key_is_named() {
 /// raw prompt in, transformers' greedy continuation out, as text.
 #[test]
 fn generate_command_continues_as_transformers_for_every_family() {
-    let Some(smol) = test_model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+    let Some(smol) = common::test_model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
     let mut f = File::open(&smol).expect("SmolLM2");
@@ -344,24 +346,6 @@ fn generate_command_continues_as_transformers_for_every_family() {
             "{name}: {stderr}"
         );
     }
-}
-
-fn test_model(name: &str) -> Option<std::path::PathBuf> {
-    let p = smart_support::inference::hub::test_models_dir()?.join(name);
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("SMART_SUPPORT_REQUIRE_TEST_MODELS").is_ok_and(|v| v == "1") {
-        panic!(
-            "{} is missing; run scripts/fetch-test-models.sh",
-            p.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} not found (run scripts/fetch-test-models.sh)",
-        p.display()
-    );
-    None
 }
 
 /// The fixture `name` with `tokenizer`'s token lists added.

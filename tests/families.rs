@@ -24,34 +24,19 @@
 //! Without the files these tests say so and pass, except where
 //! `SMART_SUPPORT_REQUIRE_TEST_MODELS=1` (CI sets it), where they fail.
 
+mod common;
+
 use std::fs::File;
 use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file;
 use smart_support::inference::generator::{Message, chat_prompt, render_template_at};
 use smart_support::inference::gguf_tokenizer;
-use smart_support::inference::hub;
 
 const SEPARATOR: &str = "\n__ggml_vocab_test__\n";
 
 fn vocab_file(name: &str) -> Option<PathBuf> {
-    let p = hub::test_models_dir()?
-        .join("vocab")
-        .join(format!("ggml-vocab-{name}.gguf"));
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("SMART_SUPPORT_REQUIRE_TEST_MODELS").is_ok_and(|v| v == "1") {
-        panic!(
-            "{} is missing; run scripts/fetch-test-models.sh",
-            p.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} not found (run scripts/fetch-test-models.sh)",
-        p.display()
-    );
-    None
+    common::test_model(&format!("vocab/ggml-vocab-{name}.gguf"))
 }
 
 fn tokenizer(path: &std::path::Path) -> (tokenizers::Tokenizer, gguf_tokenizer::SpecialTokens) {

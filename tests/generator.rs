@@ -19,7 +19,6 @@ use smart_support::config::ModelArgs;
 use smart_support::inference::generator::{
     GenerationParams, GeneratorService, GgufGenerator, Message, render_template,
 };
-use smart_support::inference::hub;
 use smart_support::models;
 use smart_support::ticket::AnswerOrigin;
 use smart_support::ticket::{Category, Priority, TicketInput};
@@ -37,21 +36,7 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn model_file(name: &str) -> Option<PathBuf> {
-    let p = hub::test_models_dir()?.join(name);
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("SMART_SUPPORT_REQUIRE_TEST_MODELS").is_ok_and(|v| v == "1") {
-        panic!(
-            "{} is missing; run scripts/fetch-test-models.sh",
-            p.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} not found (run scripts/fetch-test-models.sh)",
-        p.display()
-    );
-    None
+    test_model(name)
 }
 
 /// Each model is loaded once per test binary and shared.

@@ -112,20 +112,7 @@ fn degraded_words(state: &SharedState, db: &DbHealth) -> Vec<&'static str> {
 
 /// Each configured endpoint's deliveries and whether it is disabled.
 async fn webhooks(state: &SharedState) -> serde_json::Value {
-    let urls: Vec<String> = state
-        .hooks
-        .endpoints
-        .iter()
-        .map(|e| e.url.clone())
-        .collect();
-    let states = state
-        .db(move |s| {
-            urls.iter()
-                .map(|u| Ok((u.clone(), s.webhook_endpoint_state(u)?)))
-                .collect::<Result<Vec<_>, crate::store::StoreError>>()
-        })
-        .await;
-    match states {
+    match super::webhooks::endpoint_states(state).await {
         Ok(list) => json!(
             list.into_iter()
                 .map(|(url, st)| json!({"url": url, "state": st}))

@@ -16,9 +16,36 @@ use super::pages::{StaffForm, api_error_page, render};
 use super::users::{admin_form, admin_only};
 use crate::notify::webhook::Subscription;
 use crate::store::StoreError;
+use crate::store::outbox::{DeliveryLog, EndpointState};
 
 /// Deliveries shown in the log.
 const LOG_ROWS: usize = 100;
+
+/// Each configured endpoint's URL and standing, in configuration order.
+pub(super) async fn endpoint_states(
+    state: &SharedState,
+) -> Result<Vec<(String, EndpointState)>, ApiError> {
+    let urls: Vec<String> = state
+        .hooks
+        .endpoints
+        .iter()
+        .map(|e| e.url.clone())
+        .collect();
+    state
+        .db(move |s| {
+            urls.into_iter()
+                .map(|u| {
+                    let st = s.webhook_endpoint_state(&u)?;
+                    Ok((u, st))
+                })
+                .collect()
+        })
+        .await
+}
+
+async fn recent(state: &SharedState) -> Result<Vec<DeliveryLog>, ApiError> {
+    state.db(|s| s.webhook_log(LOG_ROWS)).await
+}
 
 async fn page(
     state: &SharedState,
@@ -27,22 +54,7 @@ async fn page(
     error: Option<String>,
     notice: Option<String>,
 ) -> Response {
-    let urls: Vec<String> = state
-        .hooks
-        .endpoints
-        .iter()
-        .map(|e| e.url.clone())
-        .collect();
-    let data = state
-        .db(move |s| {
-            let states = urls
-                .iter()
-                .map(|u| s.webhook_endpoint_state(u))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((states, s.webhook_log(LOG_ROWS)?))
-        })
-        .await;
-    let (states, log) = match data {
+    let (states, log) = match tokio::try_join!(endpoint_states(state), recent(state)) {
         Ok(x) => x,
         Err(e) => return api_error_page(state, e),
     };
@@ -51,7 +63,7 @@ async fn page(
         .endpoints
         .iter()
         .zip(states)
-        .map(|(e, st)| {
+        .map(|(e, (_, st))| {
             let events = match &e.events {
                 Subscription::All => "all events".to_string(),
                 Subscription::Only(list) => list

@@ -275,3 +275,25 @@ pub fn with_cookie(uri: &str, cookie: &str) -> axum::http::Request<axum::body::B
         .body(axum::body::Body::empty())
         .expect("request")
 }
+
+/// A file under the test models' directory (`scripts/fetch-test-models.sh`
+/// puts the models and llama.cpp's vocabulary files there). Missing, the
+/// test says so and passes, except where CI sets
+/// `SMART_SUPPORT_REQUIRE_TEST_MODELS=1`: then it fails.
+pub fn test_model(relative: &str) -> Option<std::path::PathBuf> {
+    let p = smart_support::inference::hub::test_models_dir()?.join(relative);
+    if p.is_file() {
+        return Some(p);
+    }
+    if std::env::var("SMART_SUPPORT_REQUIRE_TEST_MODELS").is_ok_and(|v| v == "1") {
+        panic!(
+            "{} is missing; run scripts/fetch-test-models.sh",
+            p.display()
+        );
+    }
+    eprintln!(
+        "skipping: {} not found (run scripts/fetch-test-models.sh)",
+        p.display()
+    );
+    None
+}

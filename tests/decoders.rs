@@ -150,9 +150,13 @@ fn llama3_with_rope_scaling_matches_transformers() {
 /// tokens and 8 greedy steps reach well past the window.
 #[test]
 fn mistral_sliding_window_matches_transformers() {
+    let window = [("llama.attention.sliding_window", gguf_file::Value::U32(4))];
     let file = rewrite(
         "mistral",
-        &[("llama.attention.sliding_window", gguf_file::Value::U32(4))],
+        &Change {
+            add: &window,
+            ..Change::default()
+        },
     );
     let (d, reference) = load_path("mistral", file.path());
     check(
@@ -252,34 +256,12 @@ fn without(
     drop_key: Option<&str>,
     drop_tensor: Option<&str>,
 ) -> tempfile::NamedTempFile {
-    use candle_core::quantized::QTensor;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders");
-    let mut f = File::open(dir.join(format!("{file}.gguf"))).expect("fixture");
-    let ct = gguf_file::Content::read(&mut f).expect("gguf");
-    let metadata: Vec<(&str, &gguf_file::Value)> = ct
-        .metadata
-        .iter()
-        .filter(|(k, _)| Some(k.as_str()) != drop_key)
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let names: Vec<String> = ct
-        .tensor_infos
-        .keys()
-        .filter(|k| Some(k.as_str()) != drop_tensor)
-        .cloned()
-        .collect();
-    let tensors: Vec<QTensor> = names
-        .iter()
-        .map(|n| ct.tensor(&mut f, n, &Device::Cpu).expect("tensor"))
-        .collect();
-    let pairs: Vec<(&str, &QTensor)> = names
-        .iter()
-        .map(String::as_str)
-        .zip(tensors.iter())
-        .collect();
-    let mut out = tempfile::NamedTempFile::new().expect("temp");
-    gguf_file::write(out.as_file_mut(), &metadata, &pairs).expect("write");
-    out
+    let change = Change {
+        drop_key,
+        drop_tensor,
+        ..Change::default()
+    };
+    rewrite(file, &change)
 }
 
 fn load_error(path: &Path) -> String {
@@ -358,19 +340,42 @@ fn with_tokenizer(name: &str, tokenizer: &gguf_file::Content) -> tempfile::Named
     .into_iter()
     .map(|k| (k, tokenizer.metadata[k].clone()))
     .collect();
-    rewrite(name, &add)
+    rewrite(
+        name,
+        &Change {
+            add: &add,
+            ..Change::default()
+        },
+    )
 }
 
-/// The fixture `name` with metadata `add`ed.
-fn rewrite(name: &str, add: &[(&str, gguf_file::Value)]) -> tempfile::NamedTempFile {
+/// What `rewrite` changes in a fixture.
+#[derive(Default)]
+struct Change<'a> {
+    add: &'a [(&'a str, gguf_file::Value)],
+    drop_key: Option<&'a str>,
+    drop_tensor: Option<&'a str>,
+}
+
+/// A copy of fixture `name` with metadata added or one key or tensor left out.
+fn rewrite(name: &str, change: &Change) -> tempfile::NamedTempFile {
     use candle_core::quantized::QTensor;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders");
     let mut f = File::open(dir.join(format!("{name}.gguf"))).expect("fixture");
     let ct = gguf_file::Content::read(&mut f).expect("gguf");
-    let mut metadata: Vec<(&str, &gguf_file::Value)> =
-        ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    metadata.extend(add.iter().map(|(k, v)| (*k, v)));
-    let names: Vec<String> = ct.tensor_infos.keys().cloned().collect();
+    let mut metadata: Vec<(&str, &gguf_file::Value)> = ct
+        .metadata
+        .iter()
+        .filter(|(k, _)| Some(k.as_str()) != change.drop_key)
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    metadata.extend(change.add.iter().map(|(k, v)| (*k, v)));
+    let names: Vec<String> = ct
+        .tensor_infos
+        .keys()
+        .filter(|k| Some(k.as_str()) != change.drop_tensor)
+        .cloned()
+        .collect();
     let tensors: Vec<QTensor> = names
         .iter()
         .map(|n| ct.tensor(&mut f, n, &Device::Cpu).expect("tensor"))

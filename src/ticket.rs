@@ -84,6 +84,9 @@ labelled_enum!(Risk {
 labelled_enum!(Status {
     Open => "Open",
     InProgress => "In Progress",
+    // Waiting on the customer: service-level clocks pause; the customer's
+    // next message ends it.
+    Pending => "Pending",
     Escalated => "Escalated",
     Resolved => "Resolved",
 });

@@ -590,3 +590,51 @@ async fn with_ai_answers_as_drafts_the_customer_sees_only_what_staff_send() {
     assert_eq!(customer["messages"][0]["body"], first_step.as_str());
     assert_eq!(customer["messages"][0]["ai_assisted"], true);
 }
+
+#[tokio::test]
+async fn pending_waits_on_the_customer_and_their_reply_ends_it() {
+    let app = start();
+    let (id, token) = submit(&app.router, "Export", "The export is empty").await;
+    wait_processed(&app.state, id).await;
+    let r = send(
+        &app.router,
+        req(Method::PATCH, &format!("/api/tickets/{id}"))
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"status": "Pending"}"#))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["status"], "Pending");
+    // The customer sees it waiting on them.
+    let mine = send(&app.router, get(&format!("/api/t/{token}")))
+        .await
+        .json();
+    assert_eq!(mine["status"], "Pending");
+    // A staff message keeps it pending; the customer's reply ends it.
+    let staff = admin_json(
+        &format!("/api/tickets/{id}/messages"),
+        r#"{"body": "Which file?"}"#,
+    );
+    assert_eq!(send(&app.router, staff).await.status, StatusCode::CREATED);
+    assert_eq!(staff_view(&app, id).await["status"], "Pending");
+    let reply = json_req(
+        Method::POST,
+        &format!("/api/t/{token}/messages"),
+        &json!({"body": "The March one"}).to_string(),
+    );
+    assert_eq!(send(&app.router, reply).await.status, StatusCode::CREATED);
+    let v = staff_view(&app, id).await;
+    assert_eq!(v["status"], "Open");
+    let h = v["history"]
+        .as_array()
+        .expect("history")
+        .last()
+        .cloned()
+        .expect("entry");
+    assert_eq!(
+        (h["from"].as_str(), h["to"].as_str(), h["by"].as_str()),
+        (Some("Pending"), Some("Open"), Some("customer"))
+    );
+}

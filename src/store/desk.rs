@@ -228,6 +228,11 @@ impl Store {
                 record_change(&tx, id, "status", Some(Status::Resolved.as_str()), Some(Status::Open.as_str()), "customer", &now)?;
                 self.event(&tx, id, EventKind::Reopened, "by the customer's reply", &now)?;
                 status = Status::Open;
+            } else if m.author == Author::Customer && status == Status::Pending {
+                // The customer answered: the ticket is the team's again.
+                tx.execute("UPDATE tickets SET status = 'Open' WHERE id = ?1", [id])?;
+                record_change(&tx, id, "status", Some(Status::Pending.as_str()), Some(Status::Open.as_str()), "customer", &now)?;
+                status = Status::Open;
             }
             tx.execute(
                 "INSERT INTO messages (ticket_id, author_kind, author_name, internal, ai_assisted, body, created_at)

@@ -228,6 +228,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         hooks,
         not_yet_active: file.not_yet_active,
         mail: mail.is_some(),
+        sla: file.sla,
     };
     let state = Arc::new(AppState::new(config, parts));
     Ok(App {

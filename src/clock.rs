@@ -15,6 +15,13 @@ pub fn format(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
 }
 
+/// A jiff timestamp (the service-level clocks'), formatted like `now()`.
+pub fn format_ts(t: jiff::Timestamp) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(t.as_nanosecond())
+        .map(format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
+}
+
 /// The time `d` from now, formatted like `now()`.
 pub fn after(d: std::time::Duration) -> String {
     let ahead = time::Duration::try_from(d).unwrap_or(time::Duration::ZERO);

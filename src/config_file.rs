@@ -26,7 +26,8 @@ use serde::Deserialize;
 use crate::notify::Webhooks;
 use crate::notify::mail::MailSettings;
 use crate::notify::webhook::{self, Delivery, Endpoint, Secret, Subscription};
-use crate::sla::{Calendar, Slot};
+use crate::sla::clock::Policy;
+use crate::sla::{Calendar, SlaConfig, Slot};
 use crate::ticket::Priority;
 
 /// The file as written.
@@ -39,7 +40,15 @@ struct Raw {
     #[serde(default)]
     sla: BTreeMap<String, RawSla>,
     business_hours: Option<RawBusinessHours>,
+    sla_options: Option<RawSlaOptions>,
     smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlaOptions {
+    /// The share of a target's time after which it is at risk.
+    at_risk: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,10 +187,59 @@ pub struct ConfigFile {
     pub webhooks: Webhooks,
     /// The mail server, when `[smtp]` is there.
     pub mail: Option<MailSettings>,
-    /// `[business_hours]`, checked (the service levels will run on it).
-    pub business_hours: Option<Calendar>,
+    /// The service levels (`[sla.*]` on `[business_hours]`).
+    pub sla: Option<SlaConfig>,
     /// Sections that are read and checked but do nothing yet.
     pub not_yet_active: Vec<&'static str>,
+}
+
+/// The `[sla.*]` policies with their calendar and at-risk share.
+fn sla_config(raw: &Raw, business_hours: Option<Calendar>) -> Result<Option<SlaConfig>, String> {
+    let mut policies = std::collections::HashMap::new();
+    for (name, sla) in &raw.sla {
+        let priority = name
+            .parse::<Priority>()
+            .map_err(|_| format!("sla.{name}: not a priority (Critical, High, Medium or Low)"))?;
+        let target = |key: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| format!("sla.{name}.{key}: {e}"))
+        };
+        if sla.business_hours && business_hours.is_none() {
+            return Err(format!(
+                "sla.{name}.business_hours: true needs a [business_hours] section"
+            ));
+        }
+        policies.insert(
+            priority,
+            Policy {
+                first_response: target("first_response", &sla.first_response)?,
+                next_response: target("next_response", &sla.next_response)?,
+                resolution: target("resolution", &sla.resolution)?,
+                business_hours: sla.business_hours,
+            },
+        );
+    }
+    let at_risk = raw
+        .sla_options
+        .as_ref()
+        .and_then(|o| o.at_risk)
+        .unwrap_or(0.8);
+    if !(0.0..=1.0).contains(&at_risk) || at_risk == 0.0 {
+        return Err(format!(
+            "sla_options.at_risk: a share above 0 and at most 1 (got {at_risk})"
+        ));
+    }
+    if policies.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(SlaConfig {
+        policies,
+        calendar: business_hours.unwrap_or_else(Calendar::always),
+        at_risk,
+    }))
 }
 
 /// `"30s"`, `"15m"`, `"4h"`, `"2d"`: a whole number and one unit.
@@ -253,35 +311,13 @@ impl ConfigFile {
             .as_ref()
             .map(RawBusinessHours::check)
             .transpose()?;
-        if business_hours.is_some() {
-            not_yet_active.push("business_hours");
-        }
-        for (name, sla) in &raw.sla {
-            name.parse::<Priority>().map_err(|_| {
-                format!("sla.{name}: not a priority (Critical, High, Medium or Low)")
-            })?;
-            let fields = [
-                ("first_response", &sla.first_response),
-                ("next_response", &sla.next_response),
-                ("resolution", &sla.resolution),
-            ];
-            for (key, value) in fields {
-                if let Some(v) = value {
-                    parse_duration(v).map_err(|e| format!("sla.{name}.{key}: {e}"))?;
-                }
-            }
-            if sla.business_hours && business_hours.is_none() {
-                return Err(format!(
-                    "sla.{name}.business_hours: true needs a [business_hours] section"
-                ));
-            }
-        }
-        if !raw.sla.is_empty() {
-            not_yet_active.push("sla");
+        let sla = sla_config(&raw, business_hours.clone())?;
+        if sla.is_some() {
+            not_yet_active.push("sla events, escalation and breach notifications");
         }
         let mail = raw.smtp.as_ref().map(RawSmtp::check).transpose()?;
         Ok(ConfigFile {
-            business_hours,
+            sla,
             mail,
             webhooks: Webhooks {
                 endpoints,
@@ -319,7 +355,16 @@ from = "support@example.test"
         assert_eq!(c.webhooks.endpoints.len(), 1);
         assert_eq!(c.webhooks.endpoints[0].url, "http://127.0.0.1:9000/hook");
         assert_eq!(c.webhooks.endpoints[0].events, Subscription::All);
-        assert_eq!(c.not_yet_active, vec!["sla"]);
+        assert_eq!(
+            c.not_yet_active,
+            vec!["sla events, escalation and breach notifications"]
+        );
+        let sla = c.sla.as_ref().expect("sla");
+        let critical = &sla.policies[&Priority::Critical];
+        assert_eq!(critical.first_response, Some(Duration::from_secs(60)));
+        assert_eq!(critical.resolution, Some(Duration::from_secs(14_400)));
+        assert!(!critical.business_hours && critical.next_response.is_none());
+        assert_eq!(sla.at_risk, 0.8);
         let mail = c.mail.expect("smtp");
         assert_eq!(
             (mail.host.as_str(), mail.port, mail.starttls),
@@ -384,8 +429,9 @@ from = "support@example.test"
              holidays = [\"2026-12-25\"]\n[sla.High]\nresolution = \"8h\"\nbusiness_hours = true\n",
         )
         .expect("valid");
-        assert!(ok.business_hours.is_some());
-        assert_eq!(ok.not_yet_active, vec!["business_hours", "sla"]);
+        assert!(ok.sla.expect("sla").policies[&Priority::High].business_hours);
+        let e = err("[sla_options]\nat_risk = 1.5\n");
+        assert!(e.contains("sla_options.at_risk"), "{e}");
         let e = err("colour = \"blue\"\n");
         assert!(e.contains("colour"), "{e}");
         let e = err("[smtp]\nhost = \"h\"\nfrom = \"nobody\"\n");

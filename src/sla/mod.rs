@@ -3,14 +3,17 @@
 //! - `calendar`: business hours (a time zone, working slots, holidays), read
 //!   from the configuration file's `[business_hours]`;
 //! - `clock`: the clocks as pure arithmetic: due times, met, at risk and
-//!   breached (with the moment of the breach), pauses not counted.
+//!   breached (with the moment of the breach), pauses not counted;
+//! - `report`: a ticket's clocks from its history (status changes, public
+//!   messages), shown to staff as the API's `sla`.
 //!
-//! Not built yet: storing the clocks per ticket, the Pending status, the
-//! timer that records at-risk and breach events and escalates, and their
-//! display; until then the file's `[sla.*]` sections are checked and
-//! reported as not in effect.
+//! Not built yet: the timer that records at-risk and breach events,
+//! escalates and notifies, and the dashboard's badges and chart; the
+//! configuration file reports them as not in effect.
 
 pub mod calendar;
 pub mod clock;
+pub mod report;
 
 pub use calendar::{Calendar, Slot};
+pub use report::{SlaConfig, SlaReport};

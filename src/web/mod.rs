@@ -119,6 +119,8 @@ pub struct AppState {
     pub not_yet_active: Vec<&'static str>,
     /// Whether a mail server is configured (`[smtp]`).
     pub mail: bool,
+    /// Service levels (`[sla.*]`), when configured.
+    pub sla: Option<Arc<crate::sla::SlaConfig>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -145,6 +147,7 @@ pub struct Parts {
     pub not_yet_active: Vec<&'static str>,
     /// Whether a mail server is configured.
     pub mail: bool,
+    pub sla: Option<crate::sla::SlaConfig>,
 }
 
 impl AppState {
@@ -177,6 +180,7 @@ impl AppState {
             hooks: p.hooks,
             not_yet_active: p.not_yet_active,
             mail: p.mail,
+            sla: p.sla.map(Arc::new),
             config,
         }
     }
@@ -194,9 +198,17 @@ impl AppState {
         )
     }
 
-    /// A ticket as staff see it.
+    /// A ticket as staff see it, with its service levels now.
     pub fn staff_view(&self, rec: &crate::store::TicketRecord) -> serde_json::Value {
-        view::ticket_json(rec, &self.config.public_url(), view::Audience::Staff)
+        let mut v = view::ticket_json(rec, &self.config.public_url(), view::Audience::Staff);
+        if let Some(obj) = v.as_object_mut() {
+            let sla = self
+                .sla
+                .as_ref()
+                .and_then(|cfg| crate::sla::report::report(cfg, rec, jiff::Timestamp::now()));
+            obj.insert("sla".into(), serde_json::json!(sla));
+        }
+        v
     }
 
     /// Runs a store call off the async threads.

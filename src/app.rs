@@ -46,6 +46,8 @@ pub struct App {
     pub deliveries: Option<tokio::task::JoinHandle<()>>,
     /// Sending mail, when a mail server is configured.
     pub mail: Option<tokio::task::JoinHandle<()>>,
+    /// The service-level timer, when `[sla.*]` is configured.
+    pub sla_timer: Option<tokio::task::JoinHandle<()>>,
     /// Held for the life of the service: one serving process per database.
     pub lock: File,
 }
@@ -211,6 +213,15 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         None => None,
     };
     let mail = crate::notify::mail::spawn(store.clone(), mailer, shutdown.clone());
+    let sla = file.sla.map(Arc::new);
+    let sla_timer = sla.as_ref().map(|cfg| {
+        crate::sla::timer::spawn(
+            store.clone(),
+            cfg.clone(),
+            cfg.check_every,
+            shutdown.clone(),
+        )
+    });
     let hooks = Arc::new(file.webhooks);
     let deliveries = crate::notify::spawn(store.clone(), (*hooks).clone(), shutdown.clone());
     if let Some(n) = Some(hooks.endpoints.len()).filter(|n| *n > 0) {
@@ -228,7 +239,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         hooks,
         not_yet_active: file.not_yet_active,
         mail: mail.is_some(),
-        sla: file.sla,
+        sla,
     };
     let state = Arc::new(AppState::new(config, parts));
     Ok(App {
@@ -238,6 +249,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         maintenance,
         deliveries,
         mail,
+        sla_timer,
         lock,
     })
 }
@@ -278,7 +290,10 @@ impl App {
         }
         let _ = self.maintenance.await;
         // A try in flight has at most its timeout (10 s) left.
-        for task in [self.deliveries, self.mail].into_iter().flatten() {
+        for task in [self.deliveries, self.mail, self.sla_timer]
+            .into_iter()
+            .flatten()
+        {
             let _ = tokio::time::timeout(Duration::from_secs(12), task).await;
         }
         tracing::info!("stopped");

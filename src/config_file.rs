@@ -49,6 +49,8 @@ struct Raw {
 struct RawSlaOptions {
     /// The share of a target's time after which it is at risk.
     at_risk: Option<f64>,
+    /// How often the clocks are looked at.
+    check_every: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +234,17 @@ fn sla_config(raw: &Raw, business_hours: Option<Calendar>) -> Result<Option<SlaC
             "sla_options.at_risk: a share above 0 and at most 1 (got {at_risk})"
         ));
     }
+    let check_every = match raw
+        .sla_options
+        .as_ref()
+        .and_then(|o| o.check_every.as_deref())
+    {
+        Some(s) => parse_duration(s).map_err(|e| format!("sla_options.check_every: {e}"))?,
+        None => std::time::Duration::from_secs(30),
+    };
+    if check_every.is_zero() {
+        return Err("sla_options.check_every: at least 1s".into());
+    }
     if policies.is_empty() {
         return Ok(None);
     }
@@ -239,6 +252,7 @@ fn sla_config(raw: &Raw, business_hours: Option<Calendar>) -> Result<Option<SlaC
         policies,
         calendar: business_hours.unwrap_or_else(Calendar::always),
         at_risk,
+        check_every,
     }))
 }
 
@@ -313,7 +327,7 @@ impl ConfigFile {
             .transpose()?;
         let sla = sla_config(&raw, business_hours.clone())?;
         if sla.is_some() {
-            not_yet_active.push("sla events, escalation and breach notifications");
+            not_yet_active.push("sla badges and compliance chart on the dashboard");
         }
         let mail = raw.smtp.as_ref().map(RawSmtp::check).transpose()?;
         Ok(ConfigFile {
@@ -357,7 +371,7 @@ from = "support@example.test"
         assert_eq!(c.webhooks.endpoints[0].events, Subscription::All);
         assert_eq!(
             c.not_yet_active,
-            vec!["sla events, escalation and breach notifications"]
+            vec!["sla badges and compliance chart on the dashboard"]
         );
         let sla = c.sla.as_ref().expect("sla");
         let critical = &sla.policies[&Priority::Critical];

@@ -310,6 +310,10 @@ pub enum EventKind {
     Message,
     /// Staff changed a field or the assignee (live updates only; see `history`).
     Changed,
+    /// A service-level target passed its at-risk share (detail: the target).
+    SlaAtRisk,
+    /// A service-level target was missed (detail: the target; at: its due time).
+    SlaBreached,
 }
 
 impl EventKind {
@@ -324,6 +328,8 @@ impl EventKind {
             EventKind::Reopened => "reopened",
             EventKind::Message => "message",
             EventKind::Changed => "changed",
+            EventKind::SlaAtRisk => "sla_at_risk",
+            EventKind::SlaBreached => "sla_breached",
         }
     }
 
@@ -336,6 +342,8 @@ impl EventKind {
             EventKind::Resolved,
             EventKind::Rated,
             EventKind::Reopened,
+            EventKind::SlaAtRisk,
+            EventKind::SlaBreached,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -16,16 +16,43 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 fn app(policy: &str) -> TestApp {
-    let dir = TempDir::new().expect("tempdir");
+    app_in(TempDir::new().expect("tempdir"), policy, "")
+}
+
+/// An app whose every priority has `policy`, with `extra` in the file.
+fn app_in(dir: TempDir, policy: &str, extra: &str) -> TestApp {
     let file = dir.path().join("smart-support.toml");
     let body: String = ["Critical", "High", "Medium", "Low"]
         .iter()
         .map(|p| format!("[sla.{p}]\n{policy}\n"))
         .collect();
-    std::fs::write(&file, body).expect("config");
+    std::fs::write(&file, format!("{body}{extra}")).expect("config");
     let mut cfg = config(&dir);
     cfg.config_file = Some(file);
     start_with(dir, cfg)
+}
+
+fn events(app: &TestApp, id: i64, kind: &str) -> Vec<(String, String)> {
+    app.state
+        .store
+        .get(id)
+        .expect("ticket")
+        .events
+        .iter()
+        .filter(|e| e.kind.as_str() == kind)
+        .map(|e| (e.detail.clone(), e.at.clone()))
+        .collect()
+}
+
+async fn wait_for_event(app: &TestApp, id: i64, kind: &str) -> Vec<(String, String)> {
+    for _ in 0..300 {
+        let e = events(app, id, kind);
+        if !e.is_empty() {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {kind} event on ticket {id}");
 }
 
 async fn sla(app: &TestApp, id: i64) -> Value {
@@ -117,4 +144,129 @@ async fn a_missed_first_response_is_reported_with_its_time() {
     let (id, _) = submit(&plain.router, "Printer", "The printer is offline.").await;
     wait_processed(&plain.state, id).await;
     assert!(sla(&plain, id).await.is_null());
+}
+
+const NOWHERE: &str = "http://127.0.0.1:9/hook";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_is_recorded_once_escalates_and_notifies() {
+    let dir = TempDir::new().expect("tempdir");
+    let extra = format!(
+        "[sla_options]\ncheck_every = \"1s\"\nat_risk = 0.5\n\
+         [[webhooks]]\nurl = \"{NOWHERE}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         events = [\"sla.at_risk\", \"sla.breached\", \"ticket.escalated\"]\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = 9\nfrom = \"support@example.test\"\n"
+    );
+    let app = app_in(dir, "first_response = \"1s\"\nresolution = \"8s\"", &extra);
+    add_user(
+        &app,
+        "root",
+        smart_support::ticket::Role::Admin,
+        "a long enough password",
+    );
+    app.state
+        .store
+        .update_user(
+            "root",
+            smart_support::store::UserChange::Email(Some("root@staff.test".into())),
+        )
+        .expect("email");
+    let (id, _) = submit(&app.router, "Printer", "The printer is offline.").await;
+    let rec = wait_processed(&app.state, id).await;
+    let breached = wait_for_event(&app, id, "sla_breached").await;
+    let created: jiff::Timestamp = rec.created_at.parse().expect("created");
+    assert_eq!(breached.len(), 1);
+    assert_eq!(breached[0].0, "first_response");
+    assert_eq!(
+        ts(&Value::String(breached[0].1.clone())),
+        created + jiff::SignedDuration::from_secs(1)
+    );
+    // Escalated, saying why, and recorded as the service level's doing.
+    let v = send(&app.router, admin_get(&format!("/api/tickets/{id}")))
+        .await
+        .json();
+    assert_eq!(v["status"], "Escalated", "{v}");
+    let escalations = events(&app, id, "escalated");
+    assert!(
+        escalations
+            .iter()
+            .any(|(d, _)| d == "service level missed: first response"),
+        "{escalations:?}"
+    );
+    let by_sla = v["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .any(|h| h["by"] == "sla" && h["to"] == "Escalated");
+    assert!(by_sla, "{v}");
+    // Half a target's time used: at risk (the first response was, before
+    // it was missed; the 8 s resolution after 4 s), each once.
+    for _ in 0..100 {
+        if events(&app, id, "sla_at_risk")
+            .iter()
+            .any(|(t, _)| t == "resolution")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let at_risk = events(&app, id, "sla_at_risk");
+    assert!(
+        at_risk.iter().any(|(t, _)| t == "resolution"),
+        "{at_risk:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let breached = events(&app, id, "sla_breached");
+    let first = breached
+        .iter()
+        .filter(|(t, _)| t == "first_response")
+        .count();
+    assert_eq!(first, 1, "recorded once: {breached:?}");
+    let at_risk = events(&app, id, "sla_at_risk");
+    assert_eq!(
+        at_risk.iter().filter(|(t, _)| t == "resolution").count(),
+        1,
+        "{at_risk:?}"
+    );
+    // The webhook messages and the admin's mail are queued (their servers
+    // are down here; delivery itself is tested in webhooks.rs and mail.rs).
+    let log = app.state.store.webhook_log(50).expect("log");
+    for event in ["sla.breached", "sla.at_risk", "ticket.escalated"] {
+        assert!(
+            log.iter().any(|d| d.event == event && d.ticket_id == id),
+            "{event}: {log:#?}"
+        );
+    }
+    assert!(app.state.store.mail_counts().expect("mail").pending >= 1);
+    // The ticket page says so.
+    let (session, _) = sign_in(&app, "root", "a long enough password")
+        .await
+        .expect("in");
+    let page = send(
+        &app.router,
+        with_cookie(&format!("/admin/tickets/{id}"), &session),
+    )
+    .await;
+    assert!(page.body.contains("Service level missed"), "{}", page.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_during_downtime_is_recorded_at_start_with_its_real_time() {
+    let dir = TempDir::new().expect("tempdir");
+    let slow = "[sla_options]\ncheck_every = \"1h\"\n";
+    let app = app_in(dir, "first_response = \"1s\"", slow);
+    let (id, _) = submit(&app.router, "Printer", "The printer is offline.").await;
+    let rec = wait_processed(&app.state, id).await;
+    app.state.shutdown.trigger();
+    let TestApp { dir, lock, .. } = app;
+    drop(lock);
+    // Down past the due time; the next start records the breach at once.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let app = app_in(dir, "first_response = \"1s\"", slow);
+    let breached = wait_for_event(&app, id, "sla_breached").await;
+    let created: jiff::Timestamp = rec.created_at.parse().expect("created");
+    assert_eq!(
+        ts(&Value::String(breached[0].1.clone())),
+        created + jiff::SignedDuration::from_secs(1)
+    );
 }

@@ -291,7 +291,10 @@ mod tests {
                 ticket => minijinja::context! { id => 7, subject => "Printer <on> fire & more", status => "Open" },
                 tracking_url => "http://support.test/t/abc",
                 staff_url => "http://support.test/admin/tickets/7",
-                data => minijinja::context! { author => "alice", body => "Try <b>this</b>.", user => "bob" },
+                data => minijinja::context! {
+                    author => "alice", body => "Try <b>this</b>.", user => "bob",
+                    target => "first_response", due => "2026-11-25T10:00:00.000Z",
+                },
             };
             let r = render(&t, *kind, ctx).expect("renders");
             assert!(

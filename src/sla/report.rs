@@ -19,6 +19,8 @@ pub struct SlaConfig {
     pub calendar: Calendar,
     /// The share of a target's time after which it is at risk.
     pub at_risk: f64,
+    /// How often the timer looks at the clocks.
+    pub check_every: std::time::Duration,
 }
 
 /// What `GET /api/tickets/{id}` shows under `sla`.
@@ -93,6 +95,20 @@ pub fn history_of(rec: &TicketRecord) -> Option<History> {
         waiting_since,
         resolved,
     })
+}
+
+/// The clocks of `rec` at `now`, with its policy; `None` when its priority
+/// has no policy.
+pub fn clocks_of(cfg: &SlaConfig, rec: &TicketRecord, now: Timestamp) -> Option<Vec<clock::Clock>> {
+    let policy = cfg.policies.get(&rec.priority?)?;
+    let history = history_of(rec)?;
+    Some(clock::evaluate(
+        policy,
+        &cfg.calendar,
+        &history,
+        now,
+        cfg.at_risk,
+    ))
 }
 
 /// The report for `rec` at `now`; `None` when its priority has no policy.

@@ -22,6 +22,8 @@ pub enum MailKind {
     Resolved,
     /// To a staff user: a ticket was assigned to them.
     Assigned,
+    /// To the assignee (or the admins): a service level was missed.
+    Breached,
 }
 
 impl MailKind {
@@ -30,6 +32,7 @@ impl MailKind {
         MailKind::Reply,
         MailKind::Resolved,
         MailKind::Assigned,
+        MailKind::Breached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl MailKind {
             MailKind::Reply => "reply",
             MailKind::Resolved => "resolved",
             MailKind::Assigned => "assigned",
+            MailKind::Breached => "breached",
         }
     }
 

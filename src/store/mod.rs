@@ -12,6 +12,7 @@ pub mod kb;
 pub mod mail;
 pub mod migrations;
 pub mod outbox;
+pub mod sla;
 pub mod users;
 
 pub use desk::{

@@ -73,6 +73,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "mail/assigned.txt",
         include_str!("../../templates/mail/assigned.txt"),
     ),
+    (
+        "mail/breached.txt",
+        include_str!("../../templates/mail/breached.txt"),
+    ),
     ("macros.html", include_str!("../../templates/macros.html")),
 ];
 

@@ -147,7 +147,7 @@ pub struct Parts {
     pub not_yet_active: Vec<&'static str>,
     /// Whether a mail server is configured.
     pub mail: bool,
-    pub sla: Option<crate::sla::SlaConfig>,
+    pub sla: Option<Arc<crate::sla::SlaConfig>>,
 }
 
 impl AppState {
@@ -180,7 +180,7 @@ impl AppState {
             hooks: p.hooks,
             not_yet_active: p.not_yet_active,
             mail: p.mail,
-            sla: p.sla.map(Arc::new),
+            sla: p.sla,
             config,
         }
     }

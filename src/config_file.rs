@@ -327,7 +327,7 @@ impl ConfigFile {
             .transpose()?;
         let sla = sla_config(&raw, business_hours.clone())?;
         if sla.is_some() {
-            not_yet_active.push("sla badges and compliance chart on the dashboard");
+            not_yet_active.push("sla countdowns and compliance chart on the dashboard");
         }
         let mail = raw.smtp.as_ref().map(RawSmtp::check).transpose()?;
         Ok(ConfigFile {
@@ -371,7 +371,7 @@ from = "support@example.test"
         assert_eq!(c.webhooks.endpoints[0].events, Subscription::All);
         assert_eq!(
             c.not_yet_active,
-            vec!["sla badges and compliance chart on the dashboard"]
+            vec!["sla countdowns and compliance chart on the dashboard"]
         );
         let sla = c.sla.as_ref().expect("sla");
         let critical = &sla.policies[&Priority::Critical];

@@ -238,6 +238,23 @@ async fn a_breach_is_recorded_once_escalates_and_notifies() {
         );
     }
     assert!(app.state.store.mail_counts().expect("mail").pending >= 1);
+    // The list marks it and filters on it.
+    let listed = send(&app.router, admin_get("/api/tickets?sla=breached"))
+        .await
+        .json();
+    let ids: Vec<i64> = listed["tickets"]
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .map(|t| t["id"].as_i64().expect("id"))
+        .collect();
+    assert!(ids.contains(&id), "{listed}");
+    let all = listed["tickets"].as_array().expect("tickets");
+    assert!(all.iter().all(|t| t["sla_breached"] == true), "{listed}");
+    let everyone = send(&app.router, admin_get("/api/tickets")).await.json();
+    assert_eq!(everyone["tickets"][0]["sla_breached"], true, "{everyone}");
+    let bad = send(&app.router, admin_get("/api/tickets?sla=soon")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     // The ticket page says so.
     let (session, _) = sign_in(&app, "root", "a long enough password")
         .await

@@ -179,6 +179,8 @@ pub struct TicketSummary {
     pub created_at: String,
     pub updated_at: String,
     pub assignee: Option<String>,
+    /// A service-level target was missed.
+    pub sla_breached: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -231,6 +233,8 @@ pub struct ListQuery {
     pub status: Option<Status>,
     /// A user's name, or "" for unassigned tickets.
     pub assignee: Option<String>,
+    /// Only tickets that missed a service-level target.
+    pub sla_breached: bool,
     pub sort: Sort,
     /// 1-based.
     pub page: u32,
@@ -967,6 +971,8 @@ impl Store {
 
     /// One page of tickets matching the query, and how many match in all.
     pub fn list(&self, q: &ListQuery) -> Result<(Vec<TicketSummary>, i64), StoreError> {
+        const SLA_BREACHED: &str =
+            "SELECT 1 FROM events e WHERE e.ticket_id = t.id AND e.kind = 'sla_breached'";
         let mut filters = Vec::new();
         let mut args: Vec<String> = Vec::new();
         if let Some(fts) = q.q.as_deref().and_then(fts_query) {
@@ -985,6 +991,9 @@ impl Store {
                 args.push(v.to_string());
                 filters.push(format!("{column} = ?{}", args.len()));
             }
+        }
+        if q.sla_breached {
+            filters.push(format!("EXISTS ({SLA_BREACHED})"));
         }
         match q.assignee.as_deref() {
             Some("") => filters.push("t.assignee IS NULL".to_string()),
@@ -1009,7 +1018,7 @@ impl Store {
         let offset = (q.page.max(1) as i64 - 1) * per_page as i64;
         let sql = format!(
             "SELECT t.id, t.subject, t.status, t.category, t.priority, t.sentiment, t.risk, t.rating,
-                    t.created_at, t.updated_at, t.assignee
+                    t.created_at, t.updated_at, t.assignee, EXISTS ({SLA_BREACHED})
              FROM tickets t {where_sql} ORDER BY {} LIMIT {per_page} OFFSET {offset}",
             q.sort.order_by()
         );
@@ -1028,6 +1037,7 @@ impl Store {
                     created_at: r.get(8)?,
                     updated_at: r.get(9)?,
                     assignee: r.get(10)?,
+                    sla_breached: r.get(11)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

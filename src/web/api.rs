@@ -352,6 +352,15 @@ pub fn list_query(params: &HashMap<String, String>) -> Result<ListQuery, ApiErro
         category: get("category").map(str::parse).transpose().map_err(bad)?,
         priority: get("priority").map(str::parse).transpose().map_err(bad)?,
         status: get("status").map(str::parse).transpose().map_err(bad)?,
+        sla_breached: match get("sla") {
+            None => false,
+            Some("breached") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "sla must be breached, not '{other}'"
+                )));
+            }
+        },
         // `assignee=NAME`; `assignee=-` lists unassigned tickets.
         assignee: get("assignee").map(|a| {
             if a == "-" {

@@ -594,6 +594,7 @@ pub async fn admin_tickets(
             sort => q.sort.as_str(),
             agreement => minijinja::Value::from(minijinja::value::Serde(&agreement)),
             assignee => params.get("assignee").cloned().unwrap_or_default(),
+            sla => q.sla_breached,
             me => admin.staff.user_id.map(|_| admin.staff.name.clone()),
             staff => users.iter().filter(|u| u.active).map(|u| u.name.clone()).collect::<Vec<_>>(),
             categories => Category::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),

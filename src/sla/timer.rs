@@ -15,7 +15,8 @@ use crate::store::{Store, StoreError};
 /// One pass over the open tickets at `now`; returns what was newly recorded.
 pub fn round(store: &Store, cfg: &SlaConfig, now: jiff::Timestamp) -> Result<usize, StoreError> {
     let mut recorded = 0;
-    for id in store.sla_open_tickets()? {
+    let priorities: Vec<_> = cfg.policies.keys().copied().collect();
+    for id in store.sla_open_tickets(&priorities)? {
         let rec = match store.get(id) {
             Ok(r) => r,
             Err(StoreError::NotFound) => continue,

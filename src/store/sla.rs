@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{Store, StoreError, desk, mail::MailKind};
 use crate::clock;
 use crate::notify::webhook::EventType;
-use crate::ticket::{EventKind, Status};
+use crate::ticket::{EventKind, Priority, Status};
 
 /// What happened to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,16 +17,22 @@ pub enum SlaEvent {
 }
 
 impl Store {
-    /// Tickets whose clocks may run: not resolved, with a priority.
-    pub fn sla_open_tickets(&self) -> Result<Vec<i64>, StoreError> {
+    /// Tickets whose clocks may run: not resolved, of a priority with a
+    /// policy.
+    pub fn sla_open_tickets(&self, priorities: &[Priority]) -> Result<Vec<i64>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
-            "SELECT id FROM tickets WHERE status != 'Resolved' AND priority IS NOT NULL ORDER BY id",
+            "SELECT id, priority FROM tickets WHERE status != 'Resolved' AND priority IS NOT NULL
+             ORDER BY id",
         )?;
-        let ids = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, p)| priorities.iter().any(|q| q.as_str() == p))
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// Records `what` for `target` of ticket `id` at `at` (a breach at its

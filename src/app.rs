@@ -156,12 +156,6 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         Some(path) => crate::config_file::ConfigFile::load(path).map_err(AppError::Config)?,
         None => Default::default(),
     };
-    for section in &file.not_yet_active {
-        tracing::warn!(
-            section,
-            "the configuration file's [{section}] section is checked but not in effect yet (issue 12)"
-        );
-    }
     let lock = lock_database(&config.db)?;
     let (store, integrity) = open_store(&config)?;
     let store = Arc::new(store);
@@ -215,12 +209,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
     let mail = crate::notify::mail::spawn(store.clone(), mailer, shutdown.clone());
     let sla = file.sla.map(Arc::new);
     let sla_timer = sla.as_ref().map(|cfg| {
-        crate::sla::timer::spawn(
-            store.clone(),
-            cfg.clone(),
-            cfg.check_every,
-            shutdown.clone(),
-        )
+        crate::sla::timer::spawn(store.clone(), cfg.clone(), handle.clone(), shutdown.clone())
     });
     let hooks = Arc::new(file.webhooks);
     let deliveries = crate::notify::spawn(store.clone(), (*hooks).clone(), shutdown.clone());
@@ -237,7 +226,6 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         integrity,
         policy,
         hooks,
-        not_yet_active: file.not_yet_active,
         mail: mail.is_some(),
         sla,
     };

@@ -52,6 +52,22 @@ pub fn last_days(n: u32) -> Vec<String> {
         .collect()
 }
 
+/// The Mondays (`YYYY-MM-DD`, UTC) of the last `n` weeks, oldest first,
+/// this week's last.
+pub fn last_weeks(n: u32) -> Vec<String> {
+    let today = OffsetDateTime::now_utc().date();
+    let monday = today
+        .checked_sub(time::Duration::days(i64::from(
+            today.weekday().number_days_from_monday(),
+        )))
+        .unwrap_or(today);
+    (0..n)
+        .rev()
+        .filter_map(|back| monday.checked_sub(time::Duration::weeks(i64::from(back))))
+        .map(|d| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

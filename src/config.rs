@@ -292,17 +292,85 @@ impl ModelArgs {
     }
 }
 
+/// `serve`'s flags alone, as a command of their own.
+#[derive(Parser)]
+#[command(name = "smart-support serve")]
+struct ServeOnly {
+    #[command(flatten)]
+    cfg: ServeConfig,
+}
+
 impl ServeConfig {
+    /// Serve's settings from `args` (the words after `serve`), the
+    /// environment, and the configuration file's `[server]` table, in that
+    /// order of precedence: a key of `[server]` is a flag's long name with
+    /// `_` for `-` (`bind`, `db`, `workers`, `gen_model` …) and counts only
+    /// when neither the command line nor the environment sets that flag.
+    /// A key that is no flag, or a bad value, is an error naming the file
+    /// and the key.
+    pub fn from_args_and_file<I, T>(args: I) -> Result<ServeConfig, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let mut argv: Vec<std::ffi::OsString> = vec!["smart-support serve".into()];
+        argv.extend(args.into_iter().map(Into::into));
+        let command = ServeOnly::command();
+        let matches = command
+            .clone()
+            .try_get_matches_from(&argv)
+            .map_err(|e| e.to_string())?;
+        let cfg = ServeOnly::from_arg_matches(&matches)
+            .map_err(|e| e.to_string())?
+            .cfg;
+        let Some(path) = cfg.config_file.clone() else {
+            return Ok(cfg);
+        };
+        let at = |key: &str, e: String| format!("{}: server.{key}: {e}", path.display());
+        let table = crate::config_file::server_table(&path)?;
+        let mut extra = Vec::new();
+        for (key, value) in &table {
+            let long = key.replace('_', "-");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+                .ok_or_else(|| {
+                    at(
+                        key,
+                        "not a flag of serve (see `smart-support serve --help`)".into(),
+                    )
+                })?;
+            let set_here = matches!(
+                matches.value_source(arg.get_id().as_str()),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            let words = flag_words(arg, &long, value).map_err(|e| at(key, e))?;
+            // Each value checked alone, so that an error names its key.
+            command
+                .clone()
+                .try_get_matches_from(
+                    std::iter::once("smart-support serve".to_string()).chain(words.clone()),
+                )
+                .map_err(|e| at(key, clap_message(&e)))?;
+            if !set_here {
+                extra.extend(words.into_iter().map(std::ffi::OsString::from));
+            }
+        }
+        argv.extend(extra);
+        let matches = command
+            .try_get_matches_from(&argv)
+            .map_err(|e| format!("{}: [server]: {}", path.display(), clap_message(&e)))?;
+        ServeOnly::from_arg_matches(&matches)
+            .map(|o| o.cfg)
+            .map_err(|e| e.to_string())
+    }
+
     /// The defaults, as `serve` with no flags would use (the clap attributes
     /// are the one source of every default), on the given database and
     /// without models.
     pub fn defaults(db: PathBuf) -> Self {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            cfg: ServeConfig,
-        }
-        let mut cfg = Only::parse_from(["smart-support"]).cfg;
+        let mut cfg = ServeOnly::parse_from(["smart-support"]).cfg;
         cfg.db = db;
         cfg.models = ModelArgs::rules_only();
         cfg
@@ -314,5 +382,100 @@ impl ServeConfig {
             .unwrap_or_else(|| format!("http://{}", self.bind))
             .trim_end_matches('/')
             .to_string()
+    }
+}
+
+/// The command-line words that say `value` for the flag `--long`.
+fn flag_words(arg: &clap::Arg, long: &str, value: &toml::Value) -> Result<Vec<String>, String> {
+    use toml::Value as V;
+    let scalar = |v: &V| match v {
+        V::String(s) => Ok(s.clone()),
+        V::Integer(n) => Ok(n.to_string()),
+        V::Float(f) => Ok(f.to_string()),
+        V::Boolean(b) => Ok(b.to_string()),
+        _ => Err("a string, a number or true/false".to_string()),
+    };
+    let flag = format!("--{long}");
+    match value {
+        V::Boolean(on) if matches!(arg.get_action(), clap::ArgAction::SetTrue) => {
+            Ok(if *on { vec![flag] } else { Vec::new() })
+        }
+        V::Array(items) => match arg.get_value_delimiter() {
+            Some(sep) => Ok(vec![format!(
+                "{flag}={}",
+                items
+                    .iter()
+                    .map(scalar)
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(&sep.to_string())
+            )]),
+            None => Err("one value, not a list".into()),
+        },
+        v => Ok(vec![format!("{flag}={}", scalar(v)?)]),
+    }
+}
+
+/// A clap error's first line, without its `error: ` prefix.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or("").trim();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, text).expect("write");
+        let p = path.display().to_string();
+        (dir, p)
+    }
+
+    #[test]
+    fn the_file_sets_flags_that_the_command_line_leaves_unset() {
+        let (_d, path) = file(
+            "[server]\nworkers = 5\ndb = \"/srv/t.db\"\nsecure_cookies = true\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1/32\"]\nai_answers = \"draft\"\n\
+             gen_model = \"none\"\nmax_streams = 7\n",
+        );
+        let cfg =
+            ServeConfig::from_args_and_file(["--config", &path, "--workers", "3"]).expect("valid");
+        assert_eq!(cfg.workers, 3, "the command line wins");
+        assert_eq!(cfg.db, PathBuf::from("/srv/t.db"));
+        assert!(cfg.secure_cookies);
+        assert_eq!(cfg.trusted_proxies.len(), 2);
+        assert_eq!(cfg.ai_answers, AiAnswers::Draft);
+        assert_eq!(cfg.models.gen_model, "none");
+        assert_eq!(cfg.limits.max_streams, 7);
+        let plain = ServeConfig::from_args_and_file(["--workers", "3"]).expect("valid");
+        assert_eq!(plain.db, PathBuf::from("data/tickets.db"));
+    }
+
+    #[test]
+    fn a_bad_server_key_or_value_names_the_file_and_key() {
+        let err = |text: &str| {
+            let (_d, path) = file(text);
+            let e = ServeConfig::from_args_and_file(["--config", &path]).expect_err("refused");
+            assert!(e.contains(&path), "{e}");
+            e
+        };
+        let e = err("[server]\nworkres = 2\n");
+        assert!(
+            e.contains("server.workres") && e.contains("not a flag"),
+            "{e}"
+        );
+        let e = err("[server]\nworkers = \"many\"\n");
+        assert!(e.contains("server.workers") && e.contains("many"), "{e}");
+        let e = err("[server]\nai_answers = \"sometimes\"\n");
+        assert!(e.contains("server.ai_answers"), "{e}");
+        let e = err("[server]\nconfig = \"other.toml\"\n");
+        assert!(e.contains("server.config"), "{e}");
+        let e = err("[server]\nbind = [\"a\", \"b\"]\n");
+        assert!(e.contains("server.bind") && e.contains("not a list"), "{e}");
+        let e = err("[server]\nlimits = { a = 1 }\n");
+        assert!(e.contains("server.limits"), "{e}");
     }
 }

@@ -27,6 +27,7 @@ use crate::notify::Webhooks;
 use crate::notify::mail::MailSettings;
 use crate::notify::webhook::{self, Delivery, Endpoint, Secret, Subscription};
 use crate::sla::clock::Policy;
+use crate::sla::report::Escalation;
 use crate::sla::{Calendar, SlaConfig, Slot};
 use crate::ticket::Priority;
 
@@ -41,7 +42,12 @@ struct Raw {
     sla: BTreeMap<String, RawSla>,
     business_hours: Option<RawBusinessHours>,
     sla_options: Option<RawSlaOptions>,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
     smtp: Option<RawSmtp>,
+    /// Serve's flags; read by `config::ServeConfig::from_args_and_file`.
+    #[serde(rename = "server")]
+    _server: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +141,10 @@ struct RawSla {
     resolution: Option<String>,
     #[serde(default)]
     business_hours: bool,
+    /// A `[groups]` name: a miss assigns the ticket to its least busy member.
+    escalate_to: Option<String>,
+    /// After a miss still unmet this long, the admins are mailed.
+    second_level_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,13 +201,17 @@ pub struct ConfigFile {
     pub mail: Option<MailSettings>,
     /// The service levels (`[sla.*]` on `[business_hours]`).
     pub sla: Option<SlaConfig>,
-    /// Sections that are read and checked but do nothing yet.
-    pub not_yet_active: Vec<&'static str>,
 }
 
 /// The `[sla.*]` policies with their calendar and at-risk share.
 fn sla_config(raw: &Raw, business_hours: Option<Calendar>) -> Result<Option<SlaConfig>, String> {
     let mut policies = std::collections::HashMap::new();
+    let mut escalation = std::collections::HashMap::new();
+    for (group, users) in &raw.groups {
+        if users.is_empty() || users.iter().any(|u| u.trim().is_empty()) {
+            return Err(format!("groups.{group}: a list of user names, none empty"));
+        }
+    }
     for (name, sla) in &raw.sla {
         let priority = name
             .parse::<Priority>()
@@ -214,6 +228,21 @@ fn sla_config(raw: &Raw, business_hours: Option<Calendar>) -> Result<Option<SlaC
                 "sla.{name}.business_hours: true needs a [business_hours] section"
             ));
         }
+        let group = match &sla.escalate_to {
+            Some(g) => raw
+                .groups
+                .get(g)
+                .cloned()
+                .ok_or_else(|| format!("sla.{name}.escalate_to: no group '{g}' in [groups]"))?,
+            None => Vec::new(),
+        };
+        escalation.insert(
+            priority,
+            Escalation {
+                group,
+                second_level_after: target("second_level_after", &sla.second_level_after)?,
+            },
+        );
         policies.insert(
             priority,
             Policy {
@@ -240,7 +269,7 @@ fn sla_config(raw: &Raw, business_hours: Option<Calendar>) -> Result<Option<SlaC
         .and_then(|o| o.check_every.as_deref())
     {
         Some(s) => parse_duration(s).map_err(|e| format!("sla_options.check_every: {e}"))?,
-        None => std::time::Duration::from_secs(30),
+        None => crate::sla::timer::DEFAULT_CHECK_EVERY,
     };
     if check_every.is_zero() {
         return Err("sla_options.check_every: at least 1s".into());
@@ -253,6 +282,7 @@ fn sla_config(raw: &Raw, business_hours: Option<Calendar>) -> Result<Option<SlaC
         calendar: business_hours.unwrap_or_else(Calendar::always),
         at_risk,
         check_every,
+        escalation,
     }))
 }
 
@@ -280,6 +310,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(secs)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("'{s}' is too long"))
+}
+
+/// The file's `[server]` table (serve's flags; empty without one), read
+/// for `ServeConfig::from_args_and_file` before the rest is checked.
+pub fn server_table(path: &Path) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
+    let mut all: toml::Table = toml::from_str(&text)
+        .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))?;
+    match all.remove("server") {
+        Some(toml::Value::Table(t)) => Ok(t),
+        Some(_) => Err(format!("{}: server: a table, [server]", path.display())),
+        None => Ok(toml::Table::new()),
+    }
 }
 
 impl ConfigFile {
@@ -319,16 +363,12 @@ impl ConfigFile {
                 delivery.disable_after = n;
             }
         }
-        let mut not_yet_active = Vec::new();
         let business_hours = raw
             .business_hours
             .as_ref()
             .map(RawBusinessHours::check)
             .transpose()?;
         let sla = sla_config(&raw, business_hours.clone())?;
-        if sla.is_some() {
-            not_yet_active.push("sla countdowns and compliance chart on the dashboard");
-        }
         let mail = raw.smtp.as_ref().map(RawSmtp::check).transpose()?;
         Ok(ConfigFile {
             sla,
@@ -337,7 +377,6 @@ impl ConfigFile {
                 endpoints,
                 delivery,
             },
-            not_yet_active,
         })
     }
 }
@@ -369,10 +408,6 @@ from = "support@example.test"
         assert_eq!(c.webhooks.endpoints.len(), 1);
         assert_eq!(c.webhooks.endpoints[0].url, "http://127.0.0.1:9000/hook");
         assert_eq!(c.webhooks.endpoints[0].events, Subscription::All);
-        assert_eq!(
-            c.not_yet_active,
-            vec!["sla countdowns and compliance chart on the dashboard"]
-        );
         let sla = c.sla.as_ref().expect("sla");
         let critical = &sla.policies[&Priority::Critical];
         assert_eq!(critical.first_response, Some(Duration::from_secs(60)));

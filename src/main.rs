@@ -240,8 +240,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        None => serve(ServeConfig::parse_from_env()),
-        Some(Command::Serve(cfg)) => serve(*cfg),
+        // `Cli` has no options of its own, so serve's words follow the
+        // subcommand (or there are none); they are read again with the
+        // configuration file's `[server]` table under them.
+        None => serve(serve_config(1)?),
+        Some(Command::Serve(_)) => serve(serve_config(2)?),
         Some(Command::Triage {
             subject,
             description,
@@ -364,20 +367,10 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-trait FromEnv {
-    fn parse_from_env() -> Self;
-}
-
-impl FromEnv for ServeConfig {
-    /// `smart-support` with no subcommand: serve's flags from the environment.
-    fn parse_from_env() -> Self {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            cfg: ServeConfig,
-        }
-        Only::parse_from(["smart-support"]).cfg
-    }
+/// Serve's settings from the command line after its first `skip` words,
+/// the environment and the configuration file.
+fn serve_config(skip: usize) -> anyhow::Result<ServeConfig> {
+    ServeConfig::from_args_and_file(std::env::args_os().skip(skip)).map_err(anyhow::Error::msg)
 }
 
 fn classify(

@@ -314,6 +314,9 @@ pub enum EventKind {
     SlaAtRisk,
     /// A service-level target was missed (detail: the target; at: its due time).
     SlaBreached,
+    /// A missed target still unmet a configured time later: admins were
+    /// told (detail: the target).
+    SlaSecondLevel,
 }
 
 impl EventKind {
@@ -330,6 +333,7 @@ impl EventKind {
             EventKind::Changed => "changed",
             EventKind::SlaAtRisk => "sla_at_risk",
             EventKind::SlaBreached => "sla_breached",
+            EventKind::SlaSecondLevel => "sla_second_level",
         }
     }
 
@@ -344,6 +348,7 @@ impl EventKind {
             EventKind::Reopened,
             EventKind::SlaAtRisk,
             EventKind::SlaBreached,
+            EventKind::SlaSecondLevel,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -437,3 +437,46 @@ fn backup_copies_a_live_database_and_refuses_to_overwrite() {
         String::from_utf8_lossy(&second.stderr)
     );
 }
+
+#[test]
+fn the_configuration_file_sets_serve_flags_and_a_bad_key_stops_it() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let file = dir.path().join("smart-support.toml");
+    std::fs::write(
+        &file,
+        "[server]\nmax_streams = 3\nnli_model = \"none\"\ngen_model = \"none\"\n\
+         bind = \"127.0.0.1:1\"\nadmin_token = \"file-token-0123456789abcdef0123456789\"\n",
+    )
+    .expect("write");
+    let db = dir.path().join("tickets.db");
+    // `--bind` on the command line wins over the file's unusable port 1.
+    let server = spawn_server(dir, &db, |cmd| {
+        cmd.arg("--config").arg(&file);
+    });
+    let mut s = TcpStream::connect(&server.addr).expect("connect");
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer file-token-0123456789abcdef0123456789\r\nConnection: close\r\n\r\n",
+        server.addr
+    )
+    .expect("write");
+    let mut health = String::new();
+    s.read_to_string(&mut health).expect("read");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"max\":3"), "{health}");
+    assert!(health.contains("keyword rules"), "{health}");
+    // A key that is no flag: the service does not start, and says why.
+    let bad = server.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nworkres = 2\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml: server.workres: not a flag of serve"),
+        "{err}"
+    );
+}

@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
@@ -18,71 +15,6 @@ use common::*;
 use serde_json::Value;
 use smart_support::ticket::Role;
 use tempfile::TempDir;
-
-struct Sink {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Sink {
-    fn start(dir: &Path, port: u16) -> Sink {
-        let log = dir.join(format!("mail-{port}.jsonl"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg("--log")
-            .arg(&log)
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the sink");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the sink prints its port");
-        Sink {
-            child,
-            port: line.trim().parse().expect("a port"),
-            log,
-        }
-    }
-
-    fn mails(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect()
-    }
-
-    /// Waits (a liveness guard, one minute) for `n` mails.
-    async fn wait_for(&self, n: usize) -> Vec<Value> {
-        for _ in 0..600 {
-            let m = self.mails();
-            if m.len() >= n {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("wanted {n} mails, got {:#?}", self.mails());
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn app_for(dir: TempDir, port: u16) -> TestApp {
     let file = dir.path().join("smart-support.toml");
@@ -119,7 +51,7 @@ async fn submit_with(app: &TestApp, subject: &str, email: Option<&str>) -> (Stat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_and_assignees_get_their_mails() {
     let dir = TempDir::new().expect("tempdir");
-    let sink = Sink::start(dir.path(), 0);
+    let sink = SmtpSink::start(dir.path(), 0);
     let app = app_for(dir, sink.port);
     // A bad address is refused, naming the field; nothing is stored.
     let (status, v) = submit_with(&app, "Export broken", Some("not an address")).await;
@@ -276,7 +208,7 @@ async fn mail_waits_for_a_down_server_across_a_restart_and_a_refusal_is_final() 
     let TestApp { dir, lock, .. } = app;
     drop(lock);
 
-    let sink = Sink::start(&data, port);
+    let sink = SmtpSink::start(&data, port);
     let app = app_for(dir, port);
     let mails = sink.wait_for(1).await;
     assert_eq!(mails[0]["to"], serde_json::json!(["<ben@customer.test>"]));

@@ -2,7 +2,9 @@
 //! `GET /api/tickets/{id}` from the configuration file's policies, on wall
 //! time: due times, the first response met by a public staff message (not
 //! an internal note), Pending pausing the clocks, and a breach reported
-//! with the moment it happened. (Business hours, holidays, daylight saving
+//! with the moment it happened, recorded once, escalating, reassigning to
+//! the policy's group and, at the second level, mailing the admins; the
+//! dashboard's countdowns, at-risk filter and compliance chart. (Business hours, holidays, daylight saving
 //! and pauses are unit-tested in `src/sla/`.)
 
 mod common;
@@ -13,6 +15,8 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use common::*;
 use serde_json::Value;
+use smart_support::store::UserChange;
+use smart_support::ticket::Role;
 use tempfile::TempDir;
 
 fn app(policy: &str) -> TestApp {
@@ -104,6 +108,25 @@ async fn due_times_met_paused_and_breached() {
         StatusCode::CREATED
     );
     assert!(sla(&app, id).await["first_response_met"].is_string());
+    // The stored clocks follow the change: the dashboard row now counts
+    // down to the resolution.
+    let mut row = Value::Null;
+    for _ in 0..100 {
+        row = send(&app.router, admin_get("/api/tickets")).await.json()["tickets"][0].clone();
+        if row["sla_target"] == "resolution" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(row["sla_target"], "resolution", "{row}");
+    assert_eq!(
+        ts(&row["sla_due"]),
+        created + jiff::SignedDuration::from_hours(4)
+    );
+    assert_eq!(
+        (row["sla_breached"].clone(), row["sla_at_risk"].clone()),
+        (false.into(), false.into())
+    );
     // Pending: the clocks stand still, and the resolution due time moves on.
     let pending = req(Method::PATCH, &format!("/api/tickets/{id}"))
         .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
@@ -286,4 +309,172 @@ async fn a_breach_during_downtime_is_recorded_at_start_with_its_real_time() {
         ts(&Value::String(breached[0].1.clone())),
         created + jiff::SignedDuration::from_secs(1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_goes_to_the_group_and_then_to_the_admins() {
+    let dir = TempDir::new().expect("tempdir");
+    let sink = SmtpSink::start(dir.path(), 0);
+    let extra = format!(
+        "[groups]\nleads = [\"lead1\", \"Lead2\", \"nobody\"]\n\
+         [sla_options]\ncheck_every = \"1s\"\nat_risk = 0.5\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"support@example.test\"\n\
+         retry_delays = [\"1s\", \"1s\", \"1s\"]\n",
+        sink.port
+    );
+    let policy = "first_response = \"4s\"\nresolution = \"1h\"\n\
+                  escalate_to = \"leads\"\nsecond_level_after = \"2s\"";
+    let app = app_in(dir, policy, &extra);
+    let password = "a long enough password";
+    for (name, role) in [
+        ("root", Role::Admin),
+        ("lead1", Role::Agent),
+        ("lead2", Role::Agent),
+    ] {
+        add_user(&app, name, role, password);
+        let change = UserChange::Email(Some(format!("{name}@staff.test")));
+        app.state.store.update_user(name, change).expect("email");
+    }
+    // lead1 already has an open ticket, so lead2 is the least busy.
+    let (busy, _) = submit(&app.router, "Invoice", "The invoice total is wrong.").await;
+    wait_processed(&app.state, busy).await;
+    app.state
+        .store
+        .assign(busy, Some("lead1"), "root")
+        .expect("assign");
+    let (id, _) = submit(&app.router, "Printer", "The printer is offline.").await;
+    let rec = wait_processed(&app.state, id).await;
+    let created: jiff::Timestamp = rec.created_at.parse().expect("created");
+    // Before the miss: the row counts down to the first response, and past
+    // half its time it is listed as at risk.
+    let row = |v: &Value| {
+        v["tickets"]
+            .as_array()
+            .expect("tickets")
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+    };
+    let listed = send(&app.router, admin_get("/api/tickets")).await.json();
+    let mine = row(&listed).expect("listed");
+    assert_eq!(mine["sla_target"], "first_response", "{mine}");
+    assert_eq!(
+        ts(&mine["sla_due"]),
+        created + jiff::SignedDuration::from_secs(4)
+    );
+    let mut at_risk = None;
+    for _ in 0..80 {
+        let v = send(&app.router, admin_get("/api/tickets?sla=at_risk"))
+            .await
+            .json();
+        if let Some(r) = row(&v) {
+            at_risk = Some((r, v));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (r, v) = at_risk.expect("listed as at risk before the miss");
+    assert_eq!(r["sla_at_risk"], true);
+    assert!(
+        v["tickets"]
+            .as_array()
+            .expect("tickets")
+            .iter()
+            .all(|t| t["sla_at_risk"] == true)
+    );
+    let (session, _) = sign_in(&app, "root", password).await.expect("in");
+    let page = send(&app.router, with_cookie("/admin/tickets", &session)).await;
+    assert!(page.body.contains("SLA at risk"), "{}", page.body);
+    assert!(
+        page.body.contains(&format!(
+            "data-due=\"{}\"",
+            mine["sla_due"].as_str().expect("due")
+        )),
+        "{}",
+        page.body
+    );
+    // The miss: escalated, and assigned to the group's least busy member
+    // (by the service level), who is mailed.
+    wait_for_event(&app, id, "sla_breached").await;
+    let v = send(&app.router, admin_get(&format!("/api/tickets/{id}")))
+        .await
+        .json();
+    assert_eq!(
+        (v["status"].as_str(), v["assignee"].as_str()),
+        (Some("Escalated"), Some("lead2")),
+        "{v}"
+    );
+    let reassigned = v["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .any(|h| h["field"] == "assignee" && h["to"] == "lead2" && h["by"] == "sla");
+    assert!(reassigned, "{v}");
+    let busy_rec = app.state.store.get(busy).expect("busy");
+    assert_eq!(
+        busy_rec.assignee.as_deref(),
+        Some("lead1"),
+        "a member keeps it"
+    );
+    // The second level, two seconds after the miss and still unanswered:
+    // recorded at its own time, and the admins are mailed.
+    let second = wait_for_event(&app, id, "sla_second_level").await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        ts(&Value::String(second[0].1.clone())),
+        created + jiff::SignedDuration::from_secs(6)
+    );
+    // lead1: assigned, its breach; lead2: the breach; root: two second levels.
+    let mails = sink.wait_for(5).await;
+    let to = |who: &str| {
+        mails
+            .iter()
+            .filter(|m| m["to"].to_string().contains(who))
+            .map(|m| m["subject"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    let lead = to("lead2@staff.test");
+    assert!(
+        lead.iter()
+            .any(|s| s.contains("missed") && s.contains(&format!("#{id}"))),
+        "{mails:#?}"
+    );
+    let admin = to("root@staff.test");
+    assert!(
+        admin.iter().any(|s| s.contains("still missed")),
+        "{mails:#?}"
+    );
+    assert!(
+        to("lead1@staff.test")
+            .iter()
+            .all(|s| !s.contains(&format!("#{id}"))),
+        "{mails:#?}"
+    );
+    let log = app.state.store.webhook_log(50).expect("log");
+    assert!(
+        log.is_empty(),
+        "no endpoint configured, nothing queued: {log:?}"
+    );
+    // The dashboard: the missed filter, and the compliance chart counts it.
+    let page = send(
+        &app.router,
+        with_cookie("/admin/tickets?sla=breached", &session),
+    )
+    .await;
+    assert!(page.body.contains("SLA missed"), "{}", page.body);
+    assert!(page.body.contains("id=\"chart-sla\""), "{}", page.body);
+    let monday = crate_monday(created);
+    assert!(
+        page.body.contains(&format!("week of {monday}, ")),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(" met (0%)"), "{}", page.body);
+}
+
+/// The Monday (UTC) of the week of `t`.
+fn crate_monday(t: jiff::Timestamp) -> String {
+    let date = t.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let back = date.weekday().to_monday_zero_offset();
+    (date - jiff::Span::new().days(i64::from(back))).to_string()
 }

@@ -21,6 +21,19 @@ pub struct SlaConfig {
     pub at_risk: f64,
     /// How often the timer looks at the clocks.
     pub check_every: std::time::Duration,
+    /// What a miss sets off, per priority, beyond the escalation.
+    pub escalation: HashMap<Priority, Escalation>,
+}
+
+/// A policy's escalation settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Escalation {
+    /// The users a ticket that missed a target goes to (the `[groups]`
+    /// entry the policy names in `escalate_to`): the least busy active one.
+    pub group: Vec<String>,
+    /// The second level: a miss still unmet this long after it happened
+    /// is mailed to the admins.
+    pub second_level_after: Option<std::time::Duration>,
 }
 
 /// What `GET /api/tickets/{id}` shows under `sla`.
@@ -109,6 +122,22 @@ pub fn clocks_of(cfg: &SlaConfig, rec: &TicketRecord, now: Timestamp) -> Option<
         now,
         cfg.at_risk,
     ))
+}
+
+/// The clocks as the store keeps them, by target name.
+pub fn stored(clocks: &[clock::Clock]) -> Vec<crate::store::sla::StoredClock> {
+    let mut v: Vec<_> = clocks
+        .iter()
+        .map(|c| crate::store::sla::StoredClock {
+            target: c.target.as_str().to_string(),
+            due: crate::clock::format_ts(c.due),
+            met_at: c.met.map(crate::clock::format_ts),
+            breached_at: c.breached_at.map(crate::clock::format_ts),
+            at_risk: c.at_risk,
+        })
+        .collect();
+    v.sort_by(|a, b| a.target.cmp(&b.target));
+    v
 }
 
 /// The report for `rec` at `now`; `None` when its priority has no policy.

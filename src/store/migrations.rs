@@ -205,6 +205,19 @@ pub const MIGRATIONS: &[&str] = &[
         sent_at TEXT
     );
     CREATE INDEX mail_outbox_due ON mail_outbox(state, next_at);",
+    // 11: service-level clocks as last evaluated (on every change and on
+    // the timer), one row per ticket and target: the dashboard's badges,
+    // countdowns and filters read them without running the clocks.
+    "CREATE TABLE sla_clocks (
+        ticket_id INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        due TEXT NOT NULL,
+        met_at TEXT,
+        breached_at TEXT,
+        at_risk INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (ticket_id, target)
+    );
+    CREATE INDEX sla_clocks_running ON sla_clocks(due) WHERE met_at IS NULL AND breached_at IS NULL;",
 ];
 
 pub const LATEST: usize = MIGRATIONS.len();

@@ -181,6 +181,11 @@ pub struct TicketSummary {
     pub assignee: Option<String>,
     /// A service-level target was missed.
     pub sla_breached: bool,
+    /// A running target has used its at-risk share.
+    pub sla_at_risk: bool,
+    /// The earliest due time of a running target, and which target.
+    pub sla_due: Option<String>,
+    pub sla_target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -233,8 +238,9 @@ pub struct ListQuery {
     pub status: Option<Status>,
     /// A user's name, or "" for unassigned tickets.
     pub assignee: Option<String>,
-    /// Only tickets that missed a service-level target.
-    pub sla_breached: bool,
+    /// Only tickets that missed a service-level target, or that are at
+    /// risk of missing one.
+    pub sla: Option<sla::SlaFilter>,
     pub sort: Sort,
     /// 1-based.
     pub page: u32,
@@ -973,6 +979,10 @@ impl Store {
     pub fn list(&self, q: &ListQuery) -> Result<(Vec<TicketSummary>, i64), StoreError> {
         const SLA_BREACHED: &str =
             "SELECT 1 FROM events e WHERE e.ticket_id = t.id AND e.kind = 'sla_breached'";
+        const SLA_AT_RISK: &str =
+            "SELECT 1 FROM sla_clocks c WHERE c.ticket_id = t.id AND c.at_risk = 1";
+        const SLA_NEXT: &str = "FROM sla_clocks c WHERE c.ticket_id = t.id
+            AND c.met_at IS NULL AND c.breached_at IS NULL ORDER BY c.due LIMIT 1";
         let mut filters = Vec::new();
         let mut args: Vec<String> = Vec::new();
         if let Some(fts) = q.q.as_deref().and_then(fts_query) {
@@ -992,8 +1002,10 @@ impl Store {
                 filters.push(format!("{column} = ?{}", args.len()));
             }
         }
-        if q.sla_breached {
-            filters.push(format!("EXISTS ({SLA_BREACHED})"));
+        match q.sla {
+            Some(sla::SlaFilter::Breached) => filters.push(format!("EXISTS ({SLA_BREACHED})")),
+            Some(sla::SlaFilter::AtRisk) => filters.push(format!("EXISTS ({SLA_AT_RISK})")),
+            None => {}
         }
         match q.assignee.as_deref() {
             Some("") => filters.push("t.assignee IS NULL".to_string()),
@@ -1018,7 +1030,8 @@ impl Store {
         let offset = (q.page.max(1) as i64 - 1) * per_page as i64;
         let sql = format!(
             "SELECT t.id, t.subject, t.status, t.category, t.priority, t.sentiment, t.risk, t.rating,
-                    t.created_at, t.updated_at, t.assignee, EXISTS ({SLA_BREACHED})
+                    t.created_at, t.updated_at, t.assignee, EXISTS ({SLA_BREACHED}),
+                    EXISTS ({SLA_AT_RISK}), (SELECT c.due {SLA_NEXT}), (SELECT c.target {SLA_NEXT})
              FROM tickets t {where_sql} ORDER BY {} LIMIT {per_page} OFFSET {offset}",
             q.sort.order_by()
         );
@@ -1038,6 +1051,9 @@ impl Store {
                     updated_at: r.get(9)?,
                     assignee: r.get(10)?,
                     sla_breached: r.get(11)?,
+                    sla_at_risk: r.get(12)?,
+                    sla_due: r.get(13)?,
+                    sla_target: r.get(14)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

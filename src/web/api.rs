@@ -352,15 +352,13 @@ pub fn list_query(params: &HashMap<String, String>) -> Result<ListQuery, ApiErro
         category: get("category").map(str::parse).transpose().map_err(bad)?,
         priority: get("priority").map(str::parse).transpose().map_err(bad)?,
         status: get("status").map(str::parse).transpose().map_err(bad)?,
-        sla_breached: match get("sla") {
-            None => false,
-            Some("breached") => true,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "sla must be breached, not '{other}'"
-                )));
-            }
-        },
+        sla: get("sla")
+            .map(|v| {
+                crate::store::sla::SlaFilter::parse(v).ok_or_else(|| {
+                    ApiError::bad_request(format!("sla must be breached or at_risk, not '{v}'"))
+                })
+            })
+            .transpose()?,
         // `assignee=NAME`; `assignee=-` lists unassigned tickets.
         assignee: get("assignee").map(|a| {
             if a == "-" {

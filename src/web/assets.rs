@@ -84,6 +84,7 @@ const ASSETS: &[(&str, &str)] = &[
     ("app.css", include_str!("../../assets/app.css")),
     ("tracker.js", include_str!("../../assets/tracker.js")),
     ("dashboard.js", include_str!("../../assets/dashboard.js")),
+    ("countdown.js", include_str!("../../assets/countdown.js")),
     (
         "admin_ticket.js",
         include_str!("../../assets/admin_ticket.js"),
@@ -132,6 +133,11 @@ impl Templates {
         env.add_filter("when", |s: String| -> String {
             s.replacen('T', " ", 1).chars().take(16).collect()
         });
+        env.add_filter("countdown", |s: String| -> String {
+            s.parse::<jiff::Timestamp>()
+                .map(|due| countdown(due, jiff::Timestamp::now()))
+                .unwrap_or_default()
+        });
         env.set_loader(move |name| {
             if let Some(text) = read_override(&dir, name) {
                 return Ok(Some(text));
@@ -146,6 +152,26 @@ impl Templates {
 
     pub fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, minijinja::Error> {
         self.env.get_template(name)?.render(ctx)
+    }
+}
+
+/// "in 1h 5m", "12m overdue": the time left to `due` at `now`, to the
+/// minute, in its two largest units (`countdown.js` writes the same).
+pub fn countdown(due: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    let secs = due.as_second() - now.as_second();
+    let mins = secs.unsigned_abs().div_ceil(60);
+    let (d, h, m) = (mins / 1440, mins % 1440 / 60, mins % 60);
+    let text = if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else {
+        format!("{m}m")
+    };
+    if secs >= 0 {
+        format!("in {text}")
+    } else {
+        format!("{text} overdue")
     }
 }
 
@@ -207,5 +233,17 @@ mod tests {
         for (name, _) in TEMPLATES {
             assert!(t.env.get_template(name).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn countdowns_read_to_the_minute() {
+        let t = |s: &str| s.parse::<jiff::Timestamp>().expect("ts");
+        let now = t("2026-12-07T10:00:00Z");
+        assert_eq!(countdown(t("2026-12-07T10:00:00Z"), now), "in 0m");
+        assert_eq!(countdown(t("2026-12-07T10:00:30Z"), now), "in 1m");
+        assert_eq!(countdown(t("2026-12-07T11:05:00Z"), now), "in 1h 5m");
+        assert_eq!(countdown(t("2026-12-09T13:00:00Z"), now), "in 2d 3h");
+        assert_eq!(countdown(t("2026-12-07T09:48:00Z"), now), "12m overdue");
+        assert_eq!(countdown(t("2026-12-06T09:00:00Z"), now), "1d 1h overdue");
     }
 }

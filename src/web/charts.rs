@@ -157,6 +157,99 @@ pub fn share(id: &str, title: &str, part: f64, whole: f64, caption: &str) -> Str
     s
 }
 
+/// Service levels met per week and priority: for each week a column per
+/// priority with a policy, as tall as the share of its decided tickets that
+/// met every target; the figures are in each column's title and the
+/// description.
+pub fn compliance(
+    id: &str,
+    title: &str,
+    weeks: &[String],
+    priorities: &[Priority],
+    rows: &[crate::store::sla::Compliance],
+) -> String {
+    let (w, h, top, bottom, left) = (330u32, 170u32, 10u32, 36u32, 34u32);
+    let plot_h = h - top - bottom;
+    let find = |week: &str, p: Priority| {
+        rows.iter()
+            .find(|r| r.week == week && r.priority == p)
+            .map_or((0, 0), |r| (r.decided, r.missed))
+    };
+    let mut desc = Vec::new();
+    for week in weeks {
+        for p in priorities {
+            let (decided, missed) = find(week, *p);
+            if decided > 0 {
+                desc.push(format!(
+                    "week of {week}, {p}: {} of {decided} met ({:.0}%)",
+                    decided - missed,
+                    100.0 * (decided - missed) as f64 / decided as f64
+                ));
+            }
+        }
+    }
+    let desc = if desc.is_empty() {
+        "No ticket with a service level has an outcome yet".to_string()
+    } else {
+        desc.join(", ")
+    };
+    let mut s = open_svg(id, w, h, title, &desc);
+    let _ = write!(
+        s,
+        r#"<text class="axis" x="2" y="{}">100%</text><text class="axis" x="2" y="{}">0%</text><line class="axis" x1="{left}" y1="{}" x2="{w}" y2="{}"/>"#,
+        top + 8,
+        top + plot_h,
+        top + plot_h,
+        top + plot_h
+    );
+    let group = (w - left - 4) / weeks.len().max(1) as u32;
+    let col = (group.saturating_sub(4) / priorities.len().max(1) as u32).max(1);
+    for (i, week) in weeks.iter().enumerate() {
+        let gx = left + group * i as u32 + 2;
+        for (j, p) in priorities.iter().enumerate() {
+            let (decided, missed) = find(week, *p);
+            if decided == 0 {
+                continue;
+            }
+            let share = (decided - missed) as f64 / decided as f64;
+            let bh = (share * f64::from(plot_h)).round().max(1.0) as u32;
+            let _ = write!(
+                s,
+                r#"<rect class="priority-{cls}" x="{x}" y="{y}" width="{cw}" height="{bh}"><title>week of {week}, {p}: {met} of {decided} met</title></rect>"#,
+                cls = class_name(p.as_str()),
+                x = gx + col * j as u32,
+                y = top + plot_h - bh,
+                cw = col.saturating_sub(1).max(1),
+                week = esc(week),
+                met = decided - missed,
+            );
+        }
+        if (weeks.len() - 1 - i).is_multiple_of(2) {
+            let _ = write!(
+                s,
+                r#"<text class="axis" x="{}" y="{}" text-anchor="middle">{}</text>"#,
+                gx + group / 2,
+                top + plot_h + 14,
+                esc(week.get(5..).unwrap_or(week))
+            );
+        }
+    }
+    for (i, p) in priorities.iter().enumerate() {
+        let x = left + 74 * i as u32;
+        let _ = write!(
+            s,
+            r#"<rect class="priority-{cls}" x="{x}" y="{ly}" width="10" height="10"/><text class="axis" x="{tx}" y="{ty}">{name}</text>"#,
+            cls = class_name(p.as_str()),
+            ly = h - 12,
+            tx = x + 13,
+            ty = h - 3,
+            name = p.as_str()
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// All dashboard charts for `stats`; `days_list` are the 14 days shown.
 pub fn dashboard(stats: &DashboardStats, days_list: &[String]) -> Vec<(String, String)> {
     let find = |v: &[(String, i64)], k: &str| v.iter().find(|(l, _)| l == k).map_or(0, |(_, n)| *n);
@@ -271,5 +364,49 @@ mod tests {
         assert!(charts[2].1.contains("2026-11-24: 2 Open"));
         assert!(charts[3].1.contains("50% escalated (1 of 2"));
         assert!(charts[4].1.contains("4.0 of 5 stars from 1 ratings"));
+    }
+
+    #[test]
+    fn compliance_columns_are_the_met_share() {
+        use crate::store::sla::Compliance;
+        let weeks = ["2026-11-23".to_string(), "2026-11-30".to_string()];
+        let rows = [
+            Compliance {
+                week: "2026-11-30".into(),
+                priority: Priority::Critical,
+                decided: 4,
+                missed: 1,
+            },
+            Compliance {
+                week: "2026-11-30".into(),
+                priority: Priority::Low,
+                decided: 2,
+                missed: 2,
+            },
+        ];
+        let svg = compliance(
+            "c",
+            "T",
+            &weeks,
+            &[Priority::Critical, Priority::Low],
+            &rows,
+        );
+        assert!(
+            svg.contains("week of 2026-11-30, Critical: 3 of 4 met (75%)"),
+            "{svg}"
+        );
+        assert!(svg.contains("week of 2026-11-30, Low: 0 of 2 met (0%)"));
+        // 75% of the 124-pixel plot; a column that met nothing stays visible.
+        assert!(
+            svg.contains(r#"height="93"><title>week of 2026-11-30, Critical"#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"height="1"><title>week of 2026-11-30, Low"#),
+            "{svg}"
+        );
+        assert!(!svg.contains("2026-11-23, Critical"));
+        let empty = compliance("c", "T", &weeks, &[Priority::High], &[]);
+        assert!(empty.contains("No ticket with a service level has an outcome yet"));
     }
 }

@@ -178,10 +178,7 @@ pub async fn health(
         } else {
             json!(null)
         };
-        body["config_file"] = json!({
-            "path": state.config.config_file,
-            "not_in_effect_yet": state.not_yet_active,
-        });
+        body["config_file"] = json!({ "path": state.config.config_file });
     }
     let code = if db.writable {
         StatusCode::OK

@@ -115,8 +115,6 @@ pub struct AppState {
     pub policy: crate::agents::policy::PolicyHandle,
     /// Webhook endpoints from the configuration file.
     pub hooks: Arc<crate::notify::Webhooks>,
-    /// Sections of the configuration file that are read but do nothing yet.
-    pub not_yet_active: Vec<&'static str>,
     /// Whether a mail server is configured (`[smtp]`).
     pub mail: bool,
     /// Service levels (`[sla.*]`), when configured.
@@ -142,9 +140,8 @@ pub struct Parts {
     /// The result of the start-up integrity check, when it found problems.
     pub integrity: Option<String>,
     pub policy: crate::agents::policy::PolicyHandle,
-    /// The configuration file's webhooks and its sections not yet active.
+    /// The configuration file's webhooks.
     pub hooks: Arc<crate::notify::Webhooks>,
-    pub not_yet_active: Vec<&'static str>,
     /// Whether a mail server is configured.
     pub mail: bool,
     pub sla: Option<Arc<crate::sla::SlaConfig>>,
@@ -178,7 +175,6 @@ impl AppState {
             generator: p.generator,
             policy: p.policy,
             hooks: p.hooks,
-            not_yet_active: p.not_yet_active,
             mail: p.mail,
             sla: p.sla,
             config,

@@ -543,6 +543,9 @@ pub async fn admin_tickets(
     let q2 = q.clone();
     let days = crate::clock::last_days(14);
     let since = days.first().cloned().unwrap_or_default();
+    let weeks = crate::clock::last_weeks(8);
+    let first_week = weeks.first().cloned().unwrap_or_default();
+    let sla_on = state.sla.is_some();
     let data = state
         .db(move |s| {
             Ok((
@@ -551,15 +554,33 @@ pub async fn admin_tickets(
                 s.dashboard(&since)?,
                 s.users()?,
                 s.ai_agreement()?,
+                if sla_on {
+                    s.sla_compliance(&first_week)?
+                } else {
+                    Vec::new()
+                },
             ))
         })
         .await;
-    let ((tickets, total), counts, stats, users, agreement) = match data {
+    let ((tickets, total), counts, stats, users, agreement, compliance) = match data {
         Ok(d) => d,
         Err(e) => return api_error_page(&state, e),
     };
+    let mut charts = super::charts::dashboard(&stats, &days);
+    if let Some(sla) = &state.sla {
+        let priorities: Vec<_> = Priority::ALL
+            .iter()
+            .copied()
+            .filter(|p| sla.policies.contains_key(p))
+            .collect();
+        let title = "Service levels met per week";
+        charts.push((
+            title.into(),
+            super::charts::compliance("chart-sla", title, &weeks, &priorities, &compliance),
+        ));
+    }
     // Our own SVG: every text in it is escaped by `charts`.
-    let charts: Vec<_> = super::charts::dashboard(&stats, &days)
+    let charts: Vec<_> = charts
         .into_iter()
         .map(|(title, svg)| context! { title => title, svg => minijinja::Value::from_safe_string(svg) })
         .collect();
@@ -594,7 +615,8 @@ pub async fn admin_tickets(
             sort => q.sort.as_str(),
             agreement => minijinja::Value::from(minijinja::value::Serde(&agreement)),
             assignee => params.get("assignee").cloned().unwrap_or_default(),
-            sla => q.sla_breached,
+            sla => q.sla.map(|f| f.as_str()),
+            sla_on => state.sla.is_some(),
             me => admin.staff.user_id.map(|_| admin.staff.name.clone()),
             staff => users.iter().filter(|u| u.active).map(|u| u.name.clone()).collect::<Vec<_>>(),
             categories => Category::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),

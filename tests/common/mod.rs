@@ -2,6 +2,9 @@
 //! through its router without a socket.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::Router;
@@ -296,4 +299,71 @@ pub fn test_model(relative: &str) -> Option<std::path::PathBuf> {
         p.display()
     );
     None
+}
+
+/// A real SMTP server on loopback (`tests/support/smtp_sink.py`, which
+/// decodes each message with Python's email package and logs it as JSON).
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl SmtpSink {
+    pub fn start(dir: &Path, port: u16) -> SmtpSink {
+        let log = dir.join(format!("mail-{port}.jsonl"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--log")
+            .arg(&log)
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the sink");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the sink prints its port");
+        SmtpSink {
+            child,
+            port: line.trim().parse().expect("a port"),
+            log,
+        }
+    }
+
+    pub fn mails(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    }
+
+    /// Waits (a liveness guard, one minute) for `n` mails.
+    pub async fn wait_for(&self, n: usize) -> Vec<Value> {
+        for _ in 0..600 {
+            let m = self.mails();
+            if m.len() >= n {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("wanted {n} mails, got {:#?}", self.mails());
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

@@ -213,9 +213,11 @@ pub fn compliance(
             }
             let share = (decided - missed) as f64 / decided as f64;
             let bh = (share * f64::from(plot_h)).round().max(1.0) as u32;
+            // The whole column faint, the met share filled: a week that met
+            // nothing still shows its (empty) column.
             let _ = write!(
                 s,
-                r#"<rect class="priority-{cls}" x="{x}" y="{y}" width="{cw}" height="{bh}"><title>week of {week}, {p}: {met} of {decided} met</title></rect>"#,
+                r#"<rect class="track" x="{x}" y="{top}" width="{cw}" height="{plot_h}"/><rect class="priority-{cls}" x="{x}" y="{y}" width="{cw}" height="{bh}"><title>week of {week}, {p}: {met} of {decided} met</title></rect>"#,
                 cls = class_name(p.as_str()),
                 x = gx + col * j as u32,
                 y = top + plot_h - bh,

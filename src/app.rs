@@ -64,6 +64,14 @@ fn check_config(config: &ServeConfig) -> Result<(), AppError> {
             )));
         }
     }
+    let db = config.db.to_string_lossy();
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        return Err(AppError::Config(
+            "--db takes a SQLite file here: PostgreSQL (several nodes on one database) is not \
+             built yet (issue 13)"
+                .into(),
+        ));
+    }
     if config.limits.max_streams >= config.limits.max_connections {
         return Err(AppError::Config(format!(
             "--max-streams ({}) must be below --max-connections ({}), or streams could take every connection",

@@ -487,6 +487,19 @@ async fn admin_list_search_filter_sort_paginate() {
     assert_eq!(v["total"], 12, "all terms must match");
     let v = list("q=%22%29%28*%20OR%20NEAR").await.json();
     assert_eq!(v["total"], 0, "FTS syntax in the query is treated as words");
+    // The query language (src/store/search.rs): phrases, exclusions, OR.
+    let v = list("q=%22change%20my%20password%22").await.json();
+    assert_eq!(v["total"], 5, "a phrase");
+    let v = list("q=%22my%20change%22").await.json();
+    assert_eq!(v["total"], 0, "a phrase is in order");
+    let v = list("q=email%20-password").await.json();
+    assert_eq!(v["total"], 1, "an exclusion");
+    let v = list("q=-refund").await.json();
+    assert_eq!(v["total"], 6, "only an exclusion");
+    let v = list("q=hacked%20OR%20refund").await.json();
+    assert_eq!(v["total"], 13, "either");
+    let v = list("q=hacked%20OR%20refund%20payment").await.json();
+    assert_eq!(v["total"], 12, "OR before AND");
 
     let v = list("category=Refund").await.json();
     assert_eq!(v["total"], 12);
@@ -574,6 +587,34 @@ async fn health_reports_degraded_rules_only_mode() {
             .is_some_and(|n| n.len() == 2)
     );
     assert!(v["worker"]["backlog"].is_number());
+    assert_eq!(
+        (v["role"].as_str(), v["db"]["backend"].as_str()),
+        (Some("all"), Some("sqlite"))
+    );
+    let public = send(&app.router, get("/health")).await.json();
+    assert_eq!(
+        (public["role"].as_str(), public["db"]["backend"].as_str()),
+        (Some("all"), Some("sqlite"))
+    );
+    assert!(
+        public["db"]["ok"].is_null() && public["engines"].is_null(),
+        "{public}"
+    );
+}
+
+#[test]
+fn a_postgres_url_is_refused_clearly() {
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let mut cfg = config(&dir);
+    cfg.db = "postgres://support@127.0.0.1:5432/tickets".into();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let err = rt
+        .block_on(async {
+            smart_support::app::build(cfg, smart_support::models::LoadedModels::rules_only()).err()
+        })
+        .expect("refused");
+    assert!(err.to_string().contains("PostgreSQL"), "{err}");
+    assert!(!std::path::Path::new("postgres:").exists());
 }
 
 #[tokio::test]

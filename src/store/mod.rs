@@ -12,6 +12,7 @@ pub mod kb;
 pub mod mail;
 pub mod migrations;
 pub mod outbox;
+pub mod search;
 pub mod sla;
 pub mod users;
 
@@ -317,16 +318,6 @@ fn new_token() -> String {
 
 /// Turns user words into an FTS5 query of quoted prefix terms, so no input
 /// can be an FTS syntax error.
-fn fts_query(q: &str) -> Option<String> {
-    let terms: Vec<String> = q
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .take(16)
-        .map(|t| format!("\"{}\"*", t.replace('"', "\"\"")))
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
-}
-
 impl Store {
     /// Opens (creating when missing) the database file and migrates it, with
     /// no extra read connections (what command-line tools use).
@@ -985,12 +976,15 @@ impl Store {
             AND c.met_at IS NULL AND c.breached_at IS NULL ORDER BY c.due LIMIT 1";
         let mut filters = Vec::new();
         let mut args: Vec<String> = Vec::new();
-        if let Some(fts) = q.q.as_deref().and_then(fts_query) {
-            args.push(fts);
-            filters.push(format!(
-                "t.id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ?{})",
-                args.len()
-            ));
+        let (must, must_not) = search::parse(q.q.as_deref().unwrap_or("")).fts5();
+        for (fts, op) in [(must, "IN"), (must_not, "NOT IN")] {
+            if let Some(fts) = fts {
+                args.push(fts);
+                filters.push(format!(
+                    "t.id {op} (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ?{})",
+                    args.len()
+                ));
+            }
         }
         for (column, value) in [
             ("t.category", q.category.map(|c| c.as_str())),
@@ -1277,15 +1271,6 @@ pub fn backup(conn: &Connection, to: &Path) -> Result<BackupReport, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fts_query_quotes_every_term() {
-        assert_eq!(
-            fts_query("refund \"NOT\" OR*"),
-            Some("\"refund\"* \"NOT\"* \"OR\"*".into())
-        );
-        assert_eq!(fts_query("  ()*: "), None);
-    }
 
     #[test]
     fn tokens_are_long_and_distinct() {

@@ -144,11 +144,19 @@ pub async fn health(
     } else {
         "ok"
     };
-    let mut body = json!({"status": status, "degraded": words});
+    // One node does everything on its SQLite file (web and worker roles
+    // come with the shared PostgreSQL store).
+    let mut body = json!({
+        "status": status,
+        "degraded": words,
+        "role": "all",
+        "db": {"backend": "sqlite"},
+    });
     if staff {
         let e = &state.engines;
         body["banner"] = json!(e.banner());
         body["db"] = json!({
+            "backend": "sqlite",
             "ok": db.writable,
             "writable": db.writable,
             "error": db.error,

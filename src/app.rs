@@ -196,6 +196,8 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         WorkerConfig {
             concurrency: config.workers,
             grace: Duration::from_secs(config.shutdown_grace_secs),
+            lease: Duration::from_secs(config.lease_secs.max(3)),
+            max_attempts: config.max_attempts,
         },
         shutdown.clone(),
     );

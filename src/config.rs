@@ -93,6 +93,17 @@ pub struct ServeConfig {
     #[arg(long, env = "SMART_SUPPORT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds a worker holds a ticket without renewing its lease (renewed
+    /// every third of it); a ticket whose lease expired is claimed again.
+    #[arg(long, env = "SMART_SUPPORT_LEASE_SECS", default_value_t = 60)]
+    pub lease_secs: u64,
+
+    /// Claims of a ticket after which the models are not run again: the
+    /// rules answer and staff see why (a ticket that kills the process is
+    /// never retried forever).
+    #[arg(long, env = "SMART_SUPPORT_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+
     /// Read-only database connections beside the single writer (0: reads
     /// share the writer's connection).
     #[arg(long, env = "SMART_SUPPORT_DB_READERS", default_value_t = 4)]

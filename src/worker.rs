@@ -1,9 +1,11 @@
-//! The background worker: takes accepted tickets from the store, runs the
-//! pipeline once for each, and stores the result. The store is the queue, so
-//! nothing is lost when the process stops: on start, interrupted tickets are
-//! requeued and every accepted ticket is processed.
+//! The background worker: claims tickets from the store under a lease
+//! (`store::queue`), runs the pipeline once for each, renews the lease
+//! meanwhile, and stores the result under it. The store is the queue, so
+//! nothing is lost when the process stops: on start, the leases of the
+//! last run are expired and their tickets claimed again with the waiting
+//! ones; a ticket whose attempts are used up is answered by the rules.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use tokio::sync::{Notify, Semaphore, broadcast};
 use crate::shutdown::Shutdown;
 
 use crate::pipeline::Pipeline;
+use crate::store::queue::Claim;
 use crate::store::{Store, StoreError};
 use crate::ticket::{Analysis, EventKind, Status, TicketInput};
 
@@ -146,16 +149,24 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 async fn store_result(
     store: &Arc<Store>,
     shutdown: &Shutdown,
-    id: i64,
+    claim: &Arc<Claim>,
     analysis: Arc<Analysis>,
     ai_message: bool,
+    failure: Option<Arc<str>>,
 ) -> Option<Status> {
+    let id = claim.id;
     let mut wait = STORE_RETRY_FIRST;
     loop {
-        let (s, a) = (store.clone(), analysis.clone());
-        match blocking(move || s.complete_with(id, &a, ai_message)).await {
+        let (s, a, c, f) = (
+            store.clone(),
+            analysis.clone(),
+            claim.clone(),
+            failure.clone(),
+        );
+        match blocking(move || s.complete_with(&c, &a, ai_message, f.as_deref())).await {
             Ok(status) => return Some(status),
-            // Not ours any more (requeued at shutdown): nothing to store.
+            // Not ours any more (the lease expired and another worker took
+            // the ticket, or a shutdown handed it back): nothing to store.
             Err(StoreError::Conflict(m)) => {
                 tracing::warn!(ticket = id, reason = %m, "result not stored");
                 return None;
@@ -169,8 +180,8 @@ async fn store_result(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait() => {
-                let s = store.clone();
-                let requeued = blocking(move || s.release(id)).await;
+                let (s, c) = (store.clone(), claim.clone());
+                let requeued = blocking(move || s.release(&c)).await;
                 tracing::warn!(ticket = id, requeued = requeued.is_ok(),
                     "shutting down before the result could be stored; the ticket stays queued");
                 return None;
@@ -180,35 +191,85 @@ async fn store_result(
     }
 }
 
+/// Renews `claim` every third of the lease until dropped (aborted).
+fn keep_lease(ctx: &Ctx, claim: &Arc<Claim>) -> tokio::task::JoinHandle<()> {
+    let (store, claim, lease) = (ctx.store.clone(), claim.clone(), ctx.config.lease);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            let (s, c) = (store.clone(), claim.clone());
+            match blocking(move || s.renew(&c, lease)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        ticket = claim.id,
+                        "lease lost; the result will not be stored"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(ticket = claim.id, error = %e, "could not renew the lease")
+                }
+            }
+        }
+    })
+}
+
+/// Runs the pipeline on a claimed ticket: the models, or past the allowed
+/// attempts the rules alone, with the reason to keep.
+async fn analyse(ctx: &Ctx, claim: &Claim) -> Option<(Analysis, Option<Arc<str>>)> {
+    let input = claim.input.clone();
+    if claim.exhausted(ctx.config.max_attempts) {
+        let why = format!(
+            "processing did not finish in {} attempts (last: {}); answered by the rules alone",
+            claim.attempt - 1,
+            claim.last_error.as_deref().unwrap_or("unknown")
+        );
+        tracing::error!(ticket = claim.id, reason = %why, "giving up on the models for this ticket");
+        let mut a = Pipeline::rules_only().run(&input);
+        a.agents.classifier.error = Some(why.clone());
+        return Some((a, Some(why.into())));
+    }
+    let pipeline = ctx.pipeline.clone();
+    match tokio::task::spawn_blocking(move || run_guarded(&pipeline, &input)).await {
+        Ok(a) => Some((a, None)),
+        Err(e) => {
+            tracing::error!(ticket = claim.id, error = %e, "pipeline task failed; the ticket goes back to the queue");
+            None
+        }
+    }
+}
+
 /// Processes one claimed ticket to the end.
-async fn process(ctx: Ctx, id: i64, input: TicketInput) {
+async fn process(ctx: Ctx, claim: Claim) {
+    let id = claim.id;
+    let claim = Arc::new(claim);
     ctx.handle.publish(TicketUpdate {
         id,
         kind: EventKind::ProcessingStarted,
         status: Status::InProgress,
     });
-    let pipeline = ctx.pipeline.clone();
-    let analysis = match tokio::task::spawn_blocking(move || run_guarded(&pipeline, &input)).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(ticket = id, error = %e, "pipeline task failed; the ticket goes back to the queue");
-            let s = ctx.store.clone();
-            let _ = blocking(move || s.release(id)).await;
-            return;
-        }
+    let renewal = keep_lease(&ctx, &claim);
+    let Some((analysis, failure)) = analyse(&ctx, &claim).await else {
+        renewal.abort();
+        let (s, c) = (ctx.store.clone(), claim.clone());
+        let _ = blocking(move || s.release(&c)).await;
+        return;
     };
     let escalated = analysis.escalation.is_some();
     crate::observe::record_analysis(&analysis);
     let ai_message = crate::desk::customer_sees_ai_answer(&analysis.solution);
-    let Some(status) = store_result(
+    let stored = store_result(
         &ctx.store,
         &ctx.shutdown,
-        id,
+        &claim,
         Arc::new(analysis),
         ai_message,
+        failure,
     )
-    .await
-    else {
+    .await;
+    renewal.abort();
+    let Some(status) = stored else {
         return;
     };
     tracing::info!(ticket = id, status = %status, "ticket processed");
@@ -233,6 +294,9 @@ struct Ctx {
     pipeline: Arc<Pipeline>,
     handle: WorkerHandle,
     shutdown: Shutdown,
+    config: WorkerConfig,
+    /// This worker's name on its leases.
+    owner: Arc<str>,
 }
 
 /// How the worker runs.
@@ -242,6 +306,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// How long a shutdown waits for running tickets.
     pub grace: Duration,
+    /// How long a claim holds a ticket without renewal.
+    pub lease: Duration,
+    /// Claims after which the models are not run again.
+    pub max_attempts: u32,
 }
 
 /// Starts the worker. It stops claiming tickets at `shutdown`, waits up to
@@ -259,74 +327,77 @@ pub fn spawn(
         pipeline,
         handle,
         shutdown,
+        config,
+        owner: worker_name().into(),
     };
     tokio::spawn(async move {
         let s = ctx.store.clone();
-        match blocking(move || s.requeue_interrupted()).await {
+        match blocking(move || s.expire_leases()).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 tickets = n,
-                "requeued tickets interrupted by the last shutdown"
+                "tickets interrupted by the last shutdown are claimed again"
             ),
-            Err(e) => tracing::error!(error = %e, "could not requeue interrupted tickets"),
+            Err(e) => tracing::error!(error = %e, "could not expire the last run's leases"),
         }
         let concurrency = config.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
-        let running = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        let running = Arc::new(std::sync::Mutex::new(HashMap::new()));
         run_queue(&ctx, &slots, &running).await;
         drain(&ctx, &slots, &running, concurrency, config.grace).await;
     })
 }
 
-/// Claims and starts tickets until shutdown.
+/// This process's name on its leases: host, process id and a random part.
+fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let salt: u32 = rand::random();
+    format!("{host}:{}:{salt:08x}", std::process::id())
+}
+
+/// Claims and starts tickets until shutdown, one per free slot.
 async fn run_queue(ctx: &Ctx, slots: &Arc<Semaphore>, running: &Running) {
     while !ctx.shutdown.is_triggered() {
-        let s = ctx.store.clone();
-        let ids = match blocking(move || s.pending(64)).await {
-            Ok(ids) => ids,
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = ctx.shutdown.wait() => return,
+        };
+        let (s, owner, lease) = (ctx.store.clone(), ctx.owner.clone(), ctx.config.lease);
+        match blocking(move || s.claim_next(&owner, lease)).await {
+            Ok(Some(claim)) => {
+                lock(running).insert(claim.id, claim.clone());
+                let (ctx, running) = (ctx.clone(), running.clone());
+                tokio::spawn(async move {
+                    let id = claim.id;
+                    process(ctx, claim).await;
+                    lock(&running).remove(&id);
+                    drop(permit);
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                // The timeout is a safety net (and picks up expired leases);
+                // intake wakes us at once.
+                tokio::select! {
+                    _ = tokio::time::timeout(Duration::from_secs(5), ctx.handle.wake.notified()) => {}
+                    _ = ctx.shutdown.wait() => {}
+                }
+            }
             Err(e) => {
-                tracing::error!(error = %e, "could not read the queue; retrying");
+                drop(permit);
+                tracing::error!(error = %e, "could not claim from the queue; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = ctx.shutdown.wait() => {}
                 }
-                continue;
-            }
-        };
-        if ids.is_empty() {
-            // The timeout is a safety net; intake wakes us at once.
-            tokio::select! {
-                _ = tokio::time::timeout(Duration::from_secs(5), ctx.handle.wake.notified()) => {}
-                _ = ctx.shutdown.wait() => {}
-            }
-            continue;
-        }
-        for id in ids {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = ctx.shutdown.wait() => return,
-            };
-            let s = ctx.store.clone();
-            match blocking(move || s.claim(id)).await {
-                Ok(Some(input)) => {
-                    lock(running).insert(id);
-                    let (ctx, running) = (ctx.clone(), running.clone());
-                    tokio::spawn(async move {
-                        process(ctx, id, input).await;
-                        lock(&running).remove(&id);
-                        drop(permit);
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(ticket = id, error = %e, "could not claim ticket"),
             }
         }
     }
 }
 
-type Running = Arc<std::sync::Mutex<HashSet<i64>>>;
+type Running = Arc<std::sync::Mutex<HashMap<i64, Claim>>>;
 
-fn lock(r: &Running) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+fn lock(r: &Running) -> std::sync::MutexGuard<'_, HashMap<i64, Claim>> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -351,10 +422,10 @@ async fn drain(
     if all.is_ok() {
         return;
     }
-    let left: Vec<i64> = lock(running).iter().copied().collect();
-    for id in left {
-        let s = ctx.store.clone();
-        match blocking(move || s.release(id)).await {
+    let left: Vec<Claim> = lock(running).values().cloned().collect();
+    for claim in left {
+        let (s, id) = (ctx.store.clone(), claim.id);
+        match blocking(move || s.release(&claim)).await {
             Ok(_) => tracing::warn!(
                 ticket = id,
                 "still running at the shutdown deadline; it stays queued"

@@ -631,7 +631,10 @@ async fn public_health_says_only_what_is_degraded_in_words() {
     let app = start();
     let h = send(&app.router, get("/health")).await.json();
     let keys: Vec<_> = h.as_object().expect("object").keys().cloned().collect();
-    assert_eq!(keys, vec!["degraded", "status"], "{h}");
+    // What is degraded, in words; and which kind of node and database this
+    // is (for load balancers and several-node set-ups), nothing more.
+    assert_eq!(keys, vec!["db", "degraded", "role", "status"], "{h}");
+    assert_eq!(h["db"], serde_json::json!({"backend": "sqlite"}), "{h}");
     assert_eq!(h["status"], "degraded");
     let text = h.to_string();
     assert!(

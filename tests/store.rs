@@ -2,12 +2,15 @@
 //! concurrency, once-only claims.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use smart_support::pipeline::Pipeline;
 use smart_support::store::migrations::{LATEST, MIGRATIONS};
 use smart_support::store::{ListQuery, Processing, Store, StoreError};
 use smart_support::ticket::{Status, TicketInput};
 use tempfile::TempDir;
+
+const LEASE: Duration = Duration::from_secs(60);
 
 fn input(subject: &str, description: &str) -> TicketInput {
     TicketInput {
@@ -75,7 +78,12 @@ fn every_earlier_version_upgrades_with_its_data() {
         assert_eq!(total, 1, "from v{start}");
         assert_eq!(rows[0].subject, format!("legacy ticket from v{start}"));
         assert_eq!(store.pending(10).expect("pending"), vec![rows[0].id]);
-        assert!(store.claim(rows[0].id).expect("claim").is_some());
+        assert!(
+            store
+                .claim(rows[0].id, "test", LEASE)
+                .expect("claim")
+                .is_some()
+        );
         // New writes work on the upgraded file.
         store
             .create_ticket(&input("new", "after upgrade"))
@@ -120,20 +128,115 @@ fn a_ticket_is_claimed_once_and_completed_once() {
     let (id, _) = store
         .create_ticket(&input("Refund", "refund please"))
         .expect("create");
-    assert!(store.claim(id).expect("claim").is_some());
-    assert!(store.claim(id).expect("second claim").is_none());
+    let claim = store
+        .claim(id, "a", LEASE)
+        .expect("claim")
+        .expect("claimed");
+    assert!(store.claim(id, "b", LEASE).expect("second claim").is_none());
+    assert!(store.claim_next("b", LEASE).expect("next").is_none());
     let analysis = Pipeline::rules_only().run(&input("Refund", "refund please"));
-    store.complete(id, &analysis).expect("complete");
+    store.complete(&claim, &analysis).expect("complete");
     assert!(matches!(
-        store.complete(id, &analysis),
+        store.complete(&claim, &analysis),
         Err(StoreError::Conflict(_))
     ));
     let rec = store.get(id).expect("get");
     assert_eq!(rec.processing, Processing::Done);
-    assert_eq!(rec.pipeline_runs, 1);
+    assert_eq!((rec.pipeline_runs, rec.attempts), (1, 1));
     assert_eq!(rec.status, Status::InProgress);
-    assert_eq!(store.requeue_interrupted().expect("requeue"), 0);
+    assert_eq!(store.expire_leases().expect("expire"), 0);
     assert!(store.pending(10).expect("pending").is_empty());
+}
+
+#[test]
+fn an_expired_lease_is_claimed_again_and_the_old_holder_is_fenced_off() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = Store::open(&dir.path().join("t.db")).expect("open");
+    let (id, _) = store
+        .create_ticket(&input("Refund", "refund please"))
+        .expect("create");
+    let slow = store
+        .claim_next("slow", Duration::from_millis(200))
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(
+        (slow.id, slow.attempt, slow.last_error.clone()),
+        (id, 1, None)
+    );
+    assert!(
+        store
+            .renew(&slow, Duration::from_millis(200))
+            .expect("renew")
+    );
+    assert!(store.claim_next("fast", LEASE).expect("held").is_none());
+    std::thread::sleep(Duration::from_millis(300));
+    // Expired: another worker takes it, knowing why the last try ended.
+    let fast = store
+        .claim_next("fast", LEASE)
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!((fast.id, fast.attempt), (id, 2));
+    assert!(
+        fast.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("slow")),
+        "{fast:?}"
+    );
+    assert_ne!(fast.token, slow.token);
+    // The old holder can neither renew, nor store, nor hand it back.
+    assert!(!store.renew(&slow, LEASE).expect("renew"));
+    let analysis = Pipeline::rules_only().run(&input("Refund", "refund please"));
+    assert!(matches!(
+        store.complete(&slow, &analysis),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(!store.release(&slow).expect("release"));
+    // The holder stores exactly one result.
+    store.complete(&fast, &analysis).expect("complete");
+    let rec = store.get(id).expect("get");
+    assert_eq!(
+        (rec.processing, rec.attempts, rec.pipeline_runs),
+        (Processing::Done, 2, 2)
+    );
+    assert!(store.claim_next("late", LEASE).expect("done").is_none());
+}
+
+#[test]
+fn a_handed_back_ticket_does_not_count_an_attempt_and_attempts_run_out() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = Store::open(&dir.path().join("t.db")).expect("open");
+    let (id, _) = store
+        .create_ticket(&input("Refund", "refund please"))
+        .expect("create");
+    let c = store
+        .claim_next("a", LEASE)
+        .expect("claim")
+        .expect("claimed");
+    assert!(store.release(&c).expect("release"));
+    let c = store
+        .claim_next("a", LEASE)
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(
+        (c.attempt, c.last_error.clone()),
+        (1, None),
+        "a shutdown is no failed attempt"
+    );
+    // Three processes die holding it (each start expires the leases).
+    for n in 2..=4 {
+        assert_eq!(store.expire_leases().expect("expire"), 1);
+        let c = store
+            .claim_next("a", LEASE)
+            .expect("claim")
+            .expect("claimed");
+        assert_eq!(c.attempt, n);
+        assert_eq!(
+            c.last_error.as_deref(),
+            Some("the service stopped while processing it")
+        );
+        assert_eq!(c.exhausted(3), n > 3, "attempt {n}");
+    }
+    assert_eq!(store.get(id).expect("get").attempts, 4);
 }
 
 #[test]

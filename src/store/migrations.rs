@@ -218,6 +218,17 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (ticket_id, target)
     );
     CREATE INDEX sla_clocks_running ON sla_clocks(due) WHERE met_at IS NULL AND breached_at IS NULL;",
+    // 12: the queue's leases: a worker claims a ticket for a while (token,
+    // owner, expiry) and renews it; its result is stored only under its
+    // token; an expired lease is claimed again. Attempts are counted, and
+    // why the models' run was given up is kept.
+    "ALTER TABLE tickets ADD COLUMN lease_token TEXT;
+    ALTER TABLE tickets ADD COLUMN lease_owner TEXT;
+    ALTER TABLE tickets ADD COLUMN lease_expires TEXT;
+    ALTER TABLE tickets ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tickets ADD COLUMN last_error TEXT;
+    ALTER TABLE tickets ADD COLUMN failure TEXT;
+    UPDATE tickets SET attempts = pipeline_runs;",
 ];
 
 pub const LATEST: usize = MIGRATIONS.len();

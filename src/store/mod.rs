@@ -12,6 +12,7 @@ pub mod kb;
 pub mod mail;
 pub mod migrations;
 pub mod outbox;
+pub mod queue;
 pub mod search;
 pub mod sla;
 pub mod users;
@@ -141,6 +142,11 @@ pub struct TicketRecord {
     pub status: Status,
     pub processing: Processing,
     pub pipeline_runs: i64,
+    /// Claims of the ticket by a worker (a run that a shutdown handed back
+    /// is not counted).
+    pub attempts: i64,
+    /// Why the models' run was given up and the rules answered, if it was.
+    pub failure: Option<String>,
     pub analysis: Option<Analysis>,
     pub events: Vec<Event>,
     pub rating: Option<Rating>,
@@ -316,8 +322,6 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Turns user words into an FTS5 query of quoted prefix terms, so no input
-/// can be an FTS syntax error.
 impl Store {
     /// Opens (creating when missing) the database file and migrates it, with
     /// no extra read connections (what command-line tools use).
@@ -625,97 +629,45 @@ impl Store {
         })
     }
 
-    /// Accepted tickets, oldest first.
-    pub fn pending(&self, limit: usize) -> Result<Vec<i64>, StoreError> {
-        let conn = self.reader();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id FROM tickets WHERE processing = 'accepted' ORDER BY id LIMIT ?1",
-        )?;
-        let ids = stmt
-            .query_map([limit as i64], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
-    }
-
-    /// Tickets not yet done (accepted or being processed).
-    pub fn backlog(&self) -> Result<i64, StoreError> {
-        Ok(self.reader().query_row(
-            "SELECT COUNT(*) FROM tickets WHERE processing != 'done'",
-            [],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// After a crash, tickets caught mid-pipeline have no stored result: run them again.
-    pub fn requeue_interrupted(&self) -> Result<usize, StoreError> {
-        self.write(|c| {
-            Ok(c.execute(
-                "UPDATE tickets SET processing = 'accepted' WHERE processing = 'processing'",
-                [],
-            )?)
-        })
-    }
-
-    /// Takes an accepted ticket for processing; `None` when another worker
-    /// took it or it is already done. Moves an Open ticket to In Progress.
-    pub fn claim(&self, id: i64) -> Result<Option<TicketInput>, StoreError> {
-        let now = clock::now();
-        self.write(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changed = tx.execute(
-                "UPDATE tickets SET processing = 'processing', pipeline_runs = pipeline_runs + 1,
-                     status = CASE status WHEN 'Open' THEN 'In Progress' ELSE status END, updated_at = ?2
-                 WHERE id = ?1 AND processing = 'accepted'",
-                params![id, now],
-            )?;
-            if changed == 0 {
-                return Ok(None);
-            }
-            let input = tx.query_row(
-                "SELECT subject, description FROM tickets WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(TicketInput {
-                        subject: r.get(0)?,
-                        description: r.get(1)?,
-                    })
-                },
-            )?;
-            self.event(&tx, id, EventKind::ProcessingStarted, "", &now)?;
-            tx.commit()?;
-            Ok(Some(input))
-        })
-    }
-
     /// Stores the pipeline's whole result and the status it calls for, in one
     /// transaction. A ticket resolved by hand meanwhile stays resolved.
-    pub fn complete(&self, id: i64, analysis: &Analysis) -> Result<Status, StoreError> {
-        self.complete_with(id, analysis, false)
+    /// The lease (`claim`) fences it: a worker that lost its lease gets a
+    /// conflict and stores nothing.
+    pub fn complete(
+        &self,
+        claim: &queue::Claim,
+        analysis: &Analysis,
+    ) -> Result<Status, StoreError> {
+        self.complete_with(claim, analysis, false, None)
     }
 
     /// Like `complete`; with `ai_message` the AI's answer is also recorded
-    /// as a public message by `ai` (it reaches the customer at once), in
+    /// as a public message by `ai` (it reaches the customer at once), and
+    /// `failure` (why the models' run was given up) is kept for staff, in
     /// the same transaction.
     pub fn complete_with(
         &self,
-        id: i64,
+        claim: &queue::Claim,
         analysis: &Analysis,
         ai_message: bool,
+        failure: Option<&str>,
     ) -> Result<Status, StoreError> {
         let now = clock::now();
         let json = serde_json::to_string(analysis)?;
+        let id = claim.id;
         self.write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<String> = tx
                 .query_row(
-                    "SELECT status FROM tickets WHERE id = ?1 AND processing = 'processing'",
-                    [id],
+                    "SELECT status FROM tickets WHERE id = ?1 AND processing = 'processing'
+                     AND lease_token = ?2",
+                    params![id, claim.token],
                     |r| r.get(0),
                 )
                 .optional()?;
             let Some(current) = current else {
                 return Err(StoreError::Conflict(format!(
-                    "ticket {id} is not being processed"
+                    "ticket {id} is not being processed under this lease"
                 )));
             };
             let status = if current == Status::Resolved.as_str() {
@@ -725,7 +677,8 @@ impl Store {
             };
             tx.execute(
                 "UPDATE tickets SET processing = 'done', analysis = ?2, category = ?3, priority = ?4,
-                     sentiment = ?5, risk = ?6, status = ?7, updated_at = ?8
+                     sentiment = ?5, risk = ?6, status = ?7, updated_at = ?8, failure = ?9,
+                     lease_token = NULL, lease_owner = NULL, lease_expires = NULL
                  WHERE id = ?1",
                 params![
                     id,
@@ -735,7 +688,8 @@ impl Store {
                     analysis.sentiment.as_str(),
                     analysis.risk.as_str(),
                     status.as_str(),
-                    now
+                    now,
+                    failure
                 ],
             )?;
             let detail = format!("{} · {} priority", analysis.category, analysis.priority);
@@ -869,7 +823,8 @@ impl Store {
         let row = conn
             .query_row(
                 "SELECT id, token, subject, description, status, processing, pipeline_runs, analysis,
-                        rating, rating_comment, created_at, updated_at, category, priority, assignee
+                        rating, rating_comment, created_at, updated_at, category, priority, assignee,
+                        attempts, failure
                  FROM tickets WHERE id = ?1",
                 [id],
                 |r| {
@@ -883,6 +838,8 @@ impl Store {
                             status: r.get::<_, String>(4)?.parse().unwrap_or(Status::Open),
                             processing: Processing::parse(&r.get::<_, String>(5)?),
                             pipeline_runs: r.get(6)?,
+                            attempts: r.get(15)?,
+                            failure: r.get(16)?,
                             analysis: None,
                             events: Vec::new(),
                             rating: rating.map(|stars| Rating { stars, comment: None }),
@@ -1137,17 +1094,6 @@ impl Store {
                 params![key, value],
             )?;
             Ok(())
-        })
-    }
-
-    /// Puts a ticket that is being processed back in the queue (shutdown
-    /// deadline, or a result that could not be stored before it).
-    pub fn release(&self, id: i64) -> Result<bool, StoreError> {
-        self.write(|c| {
-            Ok(c.execute(
-                "UPDATE tickets SET processing = 'accepted' WHERE id = ?1 AND processing = 'processing'",
-                [id],
-            )? > 0)
         })
     }
 

@@ -114,6 +114,8 @@ pub fn ticket_json(rec: &TicketRecord, base_url: &str, audience: Audience) -> Va
             json!(tracking_url(base_url, &rec.token)),
         );
         obj.insert("pipeline_runs".into(), json!(rec.pipeline_runs));
+        obj.insert("attempts".into(), json!(rec.attempts));
+        obj.insert("failure".into(), json!(rec.failure));
         obj.insert("events".into(), json!(rec.events));
     }
     v

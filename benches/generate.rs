@@ -77,7 +77,61 @@ fn bench(c: &mut Criterion) {
     g.bench_function("time_to_first_token", |b| {
         b.iter(|| black_box(m.complete(PROMPT, &first).ok()))
     });
+
+    // A ticket's structured answer: time to its first token with the
+    // shared prompt start (system text, worked example) computed anew for
+    // every ticket, and taken from the prefix cache. Only the time to the
+    // first token is counted.
+    let request = ticket_request();
+    let answer = GenerationParams {
+        max_new_tokens: 16,
+        ..GenerationParams::default()
+    };
+    for (name, cached) in [
+        ("answer_ttft_uncached", false),
+        ("answer_ttft_cached", true),
+    ] {
+        m.set_prefix_cache(cached);
+        if let Ok(g) = m
+            .answer(&request, &answer)
+            .and_then(|_| m.answer(&request, &answer))
+        {
+            eprintln!(
+                "{name}: prompt {} tokens, {} of them from the prefix cache",
+                g.prompt_tokens, g.cached_prompt_tokens
+            );
+        }
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let g = m.answer(&request, &answer).expect("answer");
+                    total += Duration::from_secs_f64(g.ttft_secs);
+                }
+                total
+            })
+        });
+    }
     g.finish();
+}
+
+/// A typical ticket's answer request, with an article retrieved from the
+/// starter knowledge base.
+fn ticket_request() -> smart_support::agents::troubleshooter::AnswerRequest {
+    use smart_support::agents::troubleshooter::{self, Knowledge};
+    use smart_support::ticket::{Category, TicketInput};
+    let ticket = TicketInput {
+        subject: "Charged twice for my subscription".into(),
+        description: "My card was charged two times this month for the same plan. Please \
+                      refund the second payment."
+            .into(),
+    };
+    let kb = smart_support::kb::in_memory(None).expect("starter knowledge base");
+    let knowledge = smart_support::kb::retrieve::StoreKnowledge::new(kb);
+    let retrieved = knowledge
+        .retrieve(&ticket, Category::Billing)
+        .unwrap_or_default();
+    troubleshooter::request(&ticket, Category::Billing, &retrieved)
 }
 
 criterion_group!(benches, bench);

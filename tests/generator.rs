@@ -329,6 +329,53 @@ fn troubleshooter_answers_real_tickets_with_smollm2() {
 }
 
 #[test]
+fn the_shared_prompt_start_is_computed_once_and_changes_nothing() {
+    let _heavy = heavy();
+    let Some(path) = model_file(SMOL) else { return };
+    let mut m = GgufGenerator::load(&path, &Device::Cpu).expect("loads");
+    let params = GenerationParams {
+        max_new_tokens: 32,
+        ..Default::default()
+    };
+    // Three tickets that share the worked example, one that has the other.
+    let requests: Vec<_> = tickets()
+        .into_iter()
+        .map(|(t, c)| troubleshooter::request(&t, c, &Default::default()))
+        .collect();
+    let same = |a: &troubleshooter::AnswerRequest, b: &troubleshooter::AnswerRequest| {
+        a.example == b.example
+    };
+    m.set_prefix_cache(false);
+    let cold: Vec<_> = requests
+        .iter()
+        .map(|r| m.answer(r, &params).expect("answer"))
+        .collect();
+    assert!(cold.iter().all(|g| g.cached_prompt_tokens == 0));
+    m.set_prefix_cache(true);
+    for (i, r) in requests.iter().enumerate() {
+        let g = m.answer(r, &params).expect("answer");
+        assert_eq!(g.text, cold[i].text, "the cache changed the answer to {i}");
+        assert_eq!(g.prompt_tokens, cold[i].prompt_tokens);
+        let seen_before = requests[..i].iter().any(|p| same(p, r));
+        if seen_before {
+            // The system text and the worked example: most of the prompt.
+            assert!(
+                g.cached_prompt_tokens > g.prompt_tokens / 2,
+                "{i}: {} of {}",
+                g.cached_prompt_tokens,
+                g.prompt_tokens
+            );
+        } else {
+            assert_eq!(g.cached_prompt_tokens, 0, "{i}: a new prefix is computed");
+        }
+    }
+    assert!(
+        requests.iter().skip(1).any(|r| same(r, &requests[0])),
+        "the set has tickets sharing an example"
+    );
+}
+
+#[test]
 fn gemma3_base_model_answers_through_the_few_shot_prompt() {
     let _heavy = heavy();
     let Some(m) = shared(GEMMA) else { return };

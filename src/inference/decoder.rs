@@ -248,6 +248,21 @@ struct Layer {
     rope_base: f32,
 }
 
+/// A saved key/value cache: every layer's keys and values and the
+/// position, as after some prompt.
+#[derive(Clone)]
+pub struct KvState {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    position: usize,
+}
+
+impl KvState {
+    /// Tokens it holds.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
 /// The model with one sequence's key/value cache.
 pub struct Decoder {
     pub config: DecoderConfig,
@@ -545,6 +560,23 @@ impl Decoder {
             device: device.clone(),
             position: 0,
         })
+    }
+
+    /// The key/value cache as it stands (tensors are shared, not copied):
+    /// `restore` brings the decoder back to exactly this state.
+    pub fn save(&self) -> KvState {
+        KvState {
+            layers: self.layers.iter().map(|l| l.cache.clone()).collect(),
+            position: self.position,
+        }
+    }
+
+    /// Puts back a state `save` returned (of this model).
+    pub fn restore(&mut self, state: &KvState) {
+        for (l, c) in self.layers.iter_mut().zip(&state.layers) {
+            l.cache = c.clone();
+        }
+        self.position = state.position;
     }
 
     /// Forgets the cached sequence.

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use super::InferenceError;
-use super::decoder::{Decoder, architecture};
+use super::decoder::{Decoder, KvState, architecture};
 use super::gguf_tokenizer::{self, SpecialTokens};
 use super::queue::{BatchModel, BatchQueue, QueueConfig, QueueSnapshot};
 use crate::agents::EngineError;
@@ -76,6 +76,8 @@ pub struct Generation {
     pub decode_secs: f64,
     /// Prompt submitted → first generated token.
     pub ttft_secs: f64,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    pub cached_prompt_tokens: usize,
     pub stop: StopReason,
 }
 
@@ -117,7 +119,17 @@ pub struct GgufGenerator {
     chat_template: Option<String>,
     /// Token ids whose text holds a line break, ascending.
     newline_ids: Vec<u32>,
+    /// Computed shared prompt prefixes (system text and worked example),
+    /// most recently used first.
+    prefixes: Vec<(Vec<u32>, KvState)>,
+    /// Whether `answer` reuses them (on by default; off to measure).
+    prefix_cache: bool,
+    /// When `answer` picked its first token (its time to first token).
+    first_token_at: Option<Instant>,
 }
+
+/// Shared prefixes kept per model (one per worked example in use).
+const MAX_PREFIXES: usize = 4;
 
 impl std::fmt::Debug for GgufGenerator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,7 +192,70 @@ impl GgufGenerator {
             special,
             chat_template,
             newline_ids,
+            prefixes: Vec::new(),
+            prefix_cache: true,
+            first_token_at: None,
         })
+    }
+
+    /// Turns the prefix cache on or off (benchmarks compare the two); off
+    /// also forgets what it holds.
+    pub fn set_prefix_cache(&mut self, on: bool) {
+        self.prefix_cache = on;
+        if !on {
+            self.prefixes.clear();
+        }
+    }
+
+    /// Runs the prompt `ids`, whose first `shared` tokens are the same for
+    /// every ticket: their keys and values come from the cache when it
+    /// holds them, and are computed (and kept, with the cache on)
+    /// otherwise. The prompt always runs in the same two pieces, so a
+    /// result never depends on the cache. Returns the logits and the tokens
+    /// reused.
+    fn prefill(&mut self, ids: &[u32], shared: usize) -> Result<(Tensor, usize)> {
+        if shared == 0 || shared >= ids.len() {
+            self.decoder.reset();
+            return Ok((self.decoder.forward(ids)?, 0));
+        }
+        let prefix = &ids[..shared];
+        let hit = self
+            .prefixes
+            .iter()
+            .position(|(t, _)| t == prefix)
+            .filter(|_| self.prefix_cache);
+        let reused = match hit {
+            Some(i) => {
+                let entry = self.prefixes.remove(i);
+                self.decoder.restore(&entry.1);
+                self.prefixes.insert(0, entry);
+                shared
+            }
+            None => {
+                self.decoder.reset();
+                self.decoder.forward(prefix)?;
+                if self.prefix_cache {
+                    self.prefixes
+                        .insert(0, (prefix.to_vec(), self.decoder.save()));
+                    self.prefixes.truncate(MAX_PREFIXES);
+                }
+                0
+            }
+        };
+        Ok((self.decoder.forward(&ids[shared..])?, reused))
+    }
+
+    /// How many leading tokens of `ids` (the prompt for `req`) every ticket
+    /// with the same system text and example shares: the common start of
+    /// `ids` and the same prompt with an empty user turn.
+    fn shared_prefix(&self, req: &AnswerRequest, ids: &[u32], add_special: bool) -> Result<usize> {
+        let blank = AnswerRequest {
+            user: String::new(),
+            few_shot: String::new(),
+            ..req.clone()
+        };
+        let other = self.encode(&self.answer_prompt(&blank)?, add_special)?;
+        Ok(ids.iter().zip(&other).take_while(|(a, b)| a == b).count())
     }
 
     pub fn name(&self) -> &str {
@@ -325,6 +400,7 @@ impl GgufGenerator {
             prefill_secs,
             decode_secs: decode_start.elapsed().as_secs_f64(),
             ttft_secs: ttft,
+            cached_prompt_tokens: 0,
             stop,
         })
     }
@@ -397,10 +473,16 @@ impl GgufGenerator {
                 .is_some_and(|b| text_prompt.starts_with(&b));
         let ids = self.encode(&text_prompt, add_special)?;
         self.check_room(ids.len())?;
-        self.decoder.reset();
-        let mut logits = self.decoder.forward(&ids)?;
+        // Chat prompts share their start (system text, worked example);
+        // the few-shot prompt of a base model is left whole.
+        let shared = if self.chat_template.is_some() {
+            self.shared_prefix(prompt, &ids, add_special)?
+        } else {
+            0
+        };
+        let (mut logits, cached_prompt_tokens) = self.prefill(&ids, shared)?;
         let prefill_secs = started.elapsed().as_secs_f64();
-        let mut ttft = 0.0;
+        self.first_token_at = None;
         let mut sampler = sampler(params);
         let mut context = ids.clone();
         let mut generated = 0usize;
@@ -417,9 +499,6 @@ impl GgufGenerator {
                 STEP_TOKENS,
                 &mut generated,
             )?;
-            if ttft == 0.0 {
-                ttft = started.elapsed().as_secs_f64();
-            }
             logits = next_logits;
             let line = line.trim().to_string();
             // A repeated step means the model is looping: end the list there.
@@ -454,6 +533,11 @@ impl GgufGenerator {
         logits = self.force("RESOLVED:", &mut context)?;
         let resolved = self.prefers(&logits, " yes", " no")?;
         let decode_secs = started.elapsed().as_secs_f64() - prefill_secs;
+        // The first token picked; a model that ends at once has none, and
+        // its prompt time stands in.
+        let ttft = self
+            .first_token_at
+            .map_or(prefill_secs, |t| t.duration_since(started).as_secs_f64());
 
         let mut text = String::from("STEPS:\n");
         for (i, s) in steps.iter().enumerate() {
@@ -471,6 +555,7 @@ impl GgufGenerator {
             prefill_secs,
             decode_secs,
             ttft_secs: ttft,
+            cached_prompt_tokens,
             stop: StopReason::Finished,
         })
     }
@@ -495,6 +580,9 @@ impl GgufGenerator {
             let next = self.pick(&logits, context, params, sampler)?;
             if self.special.stop.contains(&next) {
                 break;
+            }
+            if *generated == 0 {
+                self.first_token_at = Some(Instant::now());
             }
             *generated += 1;
             context.push(next);
@@ -712,6 +800,7 @@ pub struct GenStats {
     pub decode_us: AtomicU64,
     pub ttft_us: AtomicU64,
     pub last_decode_tps_milli: AtomicU64,
+    pub cached_prompt_tokens: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -725,6 +814,8 @@ pub struct GenSnapshot {
     pub decode_tokens_per_sec: f64,
     pub last_decode_tokens_per_sec: f64,
     pub avg_ttft_ms: f64,
+    /// Prompt tokens taken from the shared-prefix cache instead of computed.
+    pub cached_prompt_tokens: u64,
     pub queue: QueueSnapshot,
 }
 
@@ -763,6 +854,8 @@ impl BatchModel for Runner {
                 .fetch_add((g.ttft_secs * 1e6) as u64, Ordering::Relaxed);
             s.last_decode_tps_milli
                 .store((g.decode_tokens_per_sec() * 1e3) as u64, Ordering::Relaxed);
+            s.cached_prompt_tokens
+                .fetch_add(g.cached_prompt_tokens as u64, Ordering::Relaxed);
             out.push(g);
         }
         Ok(out)
@@ -844,6 +937,7 @@ impl GeneratorService {
             } else {
                 l(&s.ttft_us) as f64 / requests as f64 / 1e3
             },
+            cached_prompt_tokens: l(&s.cached_prompt_tokens),
             queue: self.queue.snapshot(),
         }
     }

@@ -337,7 +337,7 @@ fn the_shared_prompt_start_is_computed_once_and_changes_nothing() {
         max_new_tokens: 32,
         ..Default::default()
     };
-    // Three tickets that share the worked example, one that has the other.
+    // Four tickets share one worked example; the technical one has the other.
     let requests: Vec<_> = tickets()
         .into_iter()
         .map(|(t, c)| troubleshooter::request(&t, c, &Default::default()))

@@ -52,7 +52,7 @@ async fn submit_with(app: &TestApp, subject: &str, email: Option<&str>) -> (Stat
 async fn customers_and_assignees_get_their_mails() {
     let dir = TempDir::new().expect("tempdir");
     let sink = SmtpSink::start(dir.path(), 0);
-    let app = app_for(dir, sink.port);
+    let app = app_for(dir, sink.port());
     // A bad address is refused, naming the field; nothing is stored.
     let (status, v) = submit_with(&app, "Export broken", Some("not an address")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");

@@ -320,7 +320,7 @@ async fn a_miss_goes_to_the_group_and_then_to_the_admins() {
          [sla_options]\ncheck_every = \"1s\"\nat_risk = 0.5\n\
          [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"support@example.test\"\n\
          retry_delays = [\"1s\", \"1s\", \"1s\"]\n",
-        sink.port
+        sink.port()
     );
     let policy = "first_response = \"4s\"\nresolution = \"1h\"\n\
                   escalate_to = \"leads\"\nsecond_level_after = \"2s\"";

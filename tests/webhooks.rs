@@ -10,9 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -23,64 +21,32 @@ use tempfile::TempDir;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-struct Receiver {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
+/// The webhook receiver (`tests/support/webhook_receiver.py`).
+struct Receiver(LoopbackService);
 
 impl Receiver {
     /// Starts the receiver; its first `fail` requests get `status`.
     fn start(dir: &Path, port: u16, fail: u32, status: u16) -> Receiver {
-        let log = dir.join(format!("received-{port}-{fail}.jsonl"));
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/webhook_receiver.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--secret", SECRET, "--log"])
-            .arg(&log)
-            .args(["--fail", &fail.to_string(), "--status", &status.to_string()])
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the receiver");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the receiver prints its port");
-        let port = line.trim().parse().expect("a port");
-        Receiver { child, port, log }
+        let (fail, status) = (fail.to_string(), status.to_string());
+        let args = ["--secret", SECRET, "--fail", &fail, "--status", &status];
+        Receiver(LoopbackService::start(
+            "webhook_receiver.py",
+            dir,
+            port,
+            &args,
+        ))
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://127.0.0.1:{}{path}", self.0.port)
     }
 
     fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json line"))
-            .collect()
+        self.0.records()
     }
 
-    /// Waits (up to a minute: a liveness guard) until `done` holds.
     async fn wait_for(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        for _ in 0..600 {
-            let r = self.records();
-            if done(&r) {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{what}: the receiver got {:#?}", self.records());
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.wait_until(what, done).await
     }
 }
 
@@ -329,11 +295,7 @@ retry_delays = ["1s", "1s", "1s", "1s", "1s"]
 async fn a_down_endpoint_is_disabled_nothing_is_lost_across_a_restart_and_replay_resends() {
     let dir = TempDir::new().expect("tempdir");
     // A port with nobody listening, for now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     let file = write_config(
         dir.path(),

@@ -84,14 +84,7 @@ pub fn days(id: &str, title: &str, days: &[(String, Vec<(String, i64)>)]) -> Str
         .collect::<Vec<_>>()
         .join(", ");
     let mut s = open_svg(id, w, h, title, &format!("Tickets created per day: {desc}"));
-    let _ = write!(
-        s,
-        r#"<text class="axis" x="2" y="{}">{max}</text><text class="axis" x="2" y="{}">0</text><line class="axis" x1="{left}" y1="{}" x2="{w}" y2="{}"/>"#,
-        top + 8,
-        top + plot_h,
-        top + plot_h,
-        top + plot_h
-    );
+    value_axis(&mut s, &max.to_string(), top, plot_h, left, w);
     for (i, (day, parts)) in days.iter().enumerate() {
         let x = left + col * i as u32 + 2;
         let mut y = top + plot_h;
@@ -123,19 +116,8 @@ pub fn days(id: &str, title: &str, days: &[(String, Vec<(String, i64)>)]) -> Str
             );
         }
     }
-    // Legend.
-    for (i, st) in Status::ALL.iter().enumerate() {
-        let x = left + 74 * i as u32;
-        let _ = write!(
-            s,
-            r#"<rect class="status-{cls}" x="{x}" y="{ly}" width="10" height="10"/><text class="axis" x="{tx}" y="{ty}">{name}</text>"#,
-            cls = class_name(st.as_str()),
-            ly = h - 12,
-            tx = x + 13,
-            ty = h - 3,
-            name = st.as_str()
-        );
-    }
+    let names: Vec<&str> = Status::ALL.iter().map(|st| st.as_str()).collect();
+    legend(&mut s, "status", &names, left, h);
     s.push_str("</svg>");
     s
 }
@@ -194,14 +176,7 @@ pub fn compliance(
         desc.join(", ")
     };
     let mut s = open_svg(id, w, h, title, &desc);
-    let _ = write!(
-        s,
-        r#"<text class="axis" x="2" y="{}">100%</text><text class="axis" x="2" y="{}">0%</text><line class="axis" x1="{left}" y1="{}" x2="{w}" y2="{}"/>"#,
-        top + 8,
-        top + plot_h,
-        top + plot_h,
-        top + plot_h
-    );
+    value_axis(&mut s, "100%", top, plot_h, left, w);
     let group = (w - left - 4) / weeks.len().max(1) as u32;
     let col = (group.saturating_sub(4) / priorities.len().max(1) as u32).max(1);
     for (i, week) in weeks.iter().enumerate() {
@@ -236,20 +211,41 @@ pub fn compliance(
             );
         }
     }
-    for (i, p) in priorities.iter().enumerate() {
+    let names: Vec<&str> = priorities.iter().map(|p| p.as_str()).collect();
+    legend(&mut s, "priority", &names, left, h);
+    s.push_str("</svg>");
+    s
+}
+
+/// A colour key along the bottom of a chart `h` high: a swatch of class
+/// `{kind}-{name}` and the name, for each name.
+fn legend(s: &mut String, kind: &str, names: &[&str], left: u32, h: u32) {
+    for (i, name) in names.iter().enumerate() {
         let x = left + 74 * i as u32;
         let _ = write!(
             s,
-            r#"<rect class="priority-{cls}" x="{x}" y="{ly}" width="10" height="10"/><text class="axis" x="{tx}" y="{ty}">{name}</text>"#,
-            cls = class_name(p.as_str()),
+            r#"<rect class="{kind}-{cls}" x="{x}" y="{ly}" width="10" height="10"/><text class="axis" x="{tx}" y="{ty}">{name}</text>"#,
+            cls = class_name(name),
             ly = h - 12,
             tx = x + 13,
             ty = h - 3,
-            name = p.as_str()
+            name = esc(name)
         );
     }
-    s.push_str("</svg>");
-    s
+}
+
+/// The value axis: its top and bottom labels and the base line.
+fn value_axis(s: &mut String, top_label: &str, top: u32, plot_h: u32, left: u32, w: u32) {
+    let _ = write!(
+        s,
+        r#"<text class="axis" x="2" y="{}">{}</text><text class="axis" x="2" y="{}">0{}</text><line class="axis" x1="{left}" y1="{}" x2="{w}" y2="{}"/>"#,
+        top + 8,
+        esc(top_label),
+        top + plot_h,
+        if top_label.ends_with('%') { "%" } else { "" },
+        top + plot_h,
+        top + plot_h
+    );
 }
 
 /// All dashboard charts for `stats`; `days_list` are the 14 days shown.

@@ -301,62 +301,94 @@ pub fn test_model(relative: &str) -> Option<std::path::PathBuf> {
     None
 }
 
-/// A real SMTP server on loopback (`tests/support/smtp_sink.py`, which
-/// decodes each message with Python's email package and logs it as JSON).
-pub struct SmtpSink {
+/// A helper service from `tests/support/` on loopback (a Python script
+/// that prints its port on its first line and logs what it receives as JSON
+/// lines), stopped when dropped.
+pub struct LoopbackService {
     child: Child,
     pub port: u16,
     log: PathBuf,
 }
 
-impl SmtpSink {
-    pub fn start(dir: &Path, port: u16) -> SmtpSink {
-        let log = dir.join(format!("mail-{port}.jsonl"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
+impl LoopbackService {
+    /// Runs `tests/support/{script}` with `--log` in `dir`, `--port` and
+    /// `args`.
+    pub fn start(script: &str, dir: &Path, port: u16, args: &[&str]) -> LoopbackService {
+        let log = dir.join(format!("{script}-{port}-{}.jsonl", args.join("-")));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/support")
+            .join(script);
         let mut child = Command::new("python3")
-            .arg(script)
+            .arg(path)
             .arg("--log")
             .arg(&log)
             .args(["--port", &port.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 runs the sink");
+            .unwrap_or_else(|e| panic!("python3 runs {script}: {e}"));
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
-            .expect("the sink prints its port");
-        SmtpSink {
+            .unwrap_or_else(|e| panic!("{script} prints its port: {e}"));
+        LoopbackService {
             child,
             port: line.trim().parse().expect("a port"),
             log,
         }
     }
 
-    pub fn mails(&self) -> Vec<Value> {
+    /// What it has received so far.
+    pub fn records(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
+            .map(|l| serde_json::from_str(l).expect("json line"))
             .collect()
+    }
+
+    /// Waits (up to a minute: a liveness guard) until `done` holds.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        for _ in 0..600 {
+            let r = self.records();
+            if done(&r) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what}: got {:#?}", self.records());
+    }
+}
+
+impl Drop for LoopbackService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real SMTP server on loopback (`tests/support/smtp_sink.py`, which
+/// decodes each message with Python's email package).
+pub struct SmtpSink(pub LoopbackService);
+
+impl SmtpSink {
+    pub fn start(dir: &Path, port: u16) -> SmtpSink {
+        SmtpSink(LoopbackService::start("smtp_sink.py", dir, port, &[]))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    pub fn mails(&self) -> Vec<Value> {
+        self.0.records()
     }
 
     /// Waits (a liveness guard, one minute) for `n` mails.
     pub async fn wait_for(&self, n: usize) -> Vec<Value> {
-        for _ in 0..600 {
-            let m = self.mails();
-            if m.len() >= n {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("wanted {n} mails, got {:#?}", self.mails());
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0
+            .wait_until(&format!("{n} mails"), |m| m.len() >= n)
+            .await
     }
 }
 

@@ -143,9 +143,20 @@ retry_delays = ["1s", "1s", "1s", "1s", "1s"]
     )
     .await;
 
+    // Until the first ticket's messages are all in, and every refused
+    // message was delivered later (the refusals may have hit the second
+    // ticket, whose messages go their own way).
     let records = rx
-        .wait_for("created … resolved", |r| {
-            types_of(&delivered(r), id).contains(&"ticket.resolved".to_string())
+        .wait_for("created … resolved, and the retries", |r| {
+            let refused_then_delivered = r
+                .iter()
+                .filter(|x| x["path"] == "/hook" && x["status"] == 503)
+                .all(|x| {
+                    r.iter()
+                        .any(|y| y["webhook_id"] == x["webhook_id"] && y["status"] == 200)
+                });
+            refused_then_delivered
+                && types_of(&delivered(r), id).contains(&"ticket.resolved".to_string())
         })
         .await;
     // Every request carried a signature Python verified.

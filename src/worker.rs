@@ -235,6 +235,14 @@ async fn analyse(ctx: &Ctx, claim: &Claim) -> Option<(Analysis, Option<Arc<str>>
         Ok(a) => Some((a, None)),
         Err(e) => {
             tracing::error!(ticket = claim.id, error = %e, "pipeline task failed; the ticket goes back to the queue");
+            let (s, c, why) = (
+                ctx.store.clone(),
+                claim.clone(),
+                format!("the pipeline task failed: {e}"),
+            );
+            // The attempt counts: a ticket that keeps failing is not
+            // retried forever.
+            let _ = blocking(move || s.abandon(&c, &why)).await;
             None
         }
     }
@@ -252,8 +260,6 @@ async fn process(ctx: Ctx, claim: Claim) {
     let renewal = keep_lease(&ctx, &claim);
     let Some((analysis, failure)) = analyse(&ctx, &claim).await else {
         renewal.abort();
-        let (s, c) = (ctx.store.clone(), claim.clone());
-        let _ = blocking(move || s.release(&c)).await;
         return;
     };
     let escalated = analysis.escalation.is_some();

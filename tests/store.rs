@@ -237,6 +237,28 @@ fn a_handed_back_ticket_does_not_count_an_attempt_and_attempts_run_out() {
         assert_eq!(c.exhausted(3), n > 3, "attempt {n}");
     }
     assert_eq!(store.get(id).expect("get").attempts, 4);
+    // A failed attempt given up by a live worker counts too, and the
+    // ticket is claimable again at once.
+    assert_eq!(store.expire_leases().expect("expire"), 1);
+    let c = store
+        .claim_next("a", LEASE)
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(c.attempt, 5);
+    assert!(
+        store
+            .abandon(&c, "the pipeline task failed")
+            .expect("abandon")
+    );
+    assert!(!store.abandon(&c, "twice").expect("not held"));
+    let c = store
+        .claim_next("b", LEASE)
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(
+        (c.attempt, c.last_error.as_deref()),
+        (6, Some("the pipeline task failed"))
+    );
 }
 
 #[test]

@@ -151,6 +151,19 @@ impl Store {
         })
     }
 
+    /// Gives the ticket up after a failed attempt (`why`): it can be
+    /// claimed again at once, and the attempt counts; `false` when the
+    /// lease was no longer held.
+    pub fn abandon(&self, claim: &Claim, why: &str) -> Result<bool, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE tickets SET lease_expires = NULL, lease_token = NULL, last_error = ?3
+                 WHERE id = ?1 AND lease_token = ?2 AND processing = 'processing'",
+                params![claim.id, claim.token, why],
+            )? > 0)
+        })
+    }
+
     /// Hands the ticket back to the queue (a shutdown, or a result that
     /// could not be stored before it), not counting the attempt; `false`
     /// when the lease was no longer held.

@@ -172,5 +172,5 @@ fn is_ours(u: &TicketUpdate) -> bool {
     )
 }
 
-/// The default pause between rounds, for tests that build a config.
+/// The pause between rounds when `[sla_options] check_every` is not set.
 pub const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(30);

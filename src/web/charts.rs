@@ -105,16 +105,13 @@ pub fn days(id: &str, title: &str, days: &[(String, Vec<(String, i64)>)]) -> Str
                 status = esc(status),
             );
         }
-        // A date under every other column, counted from today's, to stay readable.
-        if (days.len() - 1 - i).is_multiple_of(2) {
-            let _ = write!(
-                s,
-                r#"<text class="axis" x="{}" y="{}" text-anchor="middle">{}</text>"#,
-                x + col / 2,
-                top + plot_h + 14,
-                esc(day.get(5..).unwrap_or(day))
-            );
-        }
+        date_label(
+            &mut s,
+            days.len() - 1 - i,
+            x + col / 2,
+            top + plot_h + 14,
+            day,
+        );
     }
     let names: Vec<&str> = Status::ALL.iter().map(|st| st.as_str()).collect();
     legend(&mut s, "status", &names, left, h);
@@ -201,20 +198,31 @@ pub fn compliance(
                 met = decided - missed,
             );
         }
-        if (weeks.len() - 1 - i).is_multiple_of(2) {
-            let _ = write!(
-                s,
-                r#"<text class="axis" x="{}" y="{}" text-anchor="middle">{}</text>"#,
-                gx + group / 2,
-                top + plot_h + 14,
-                esc(week.get(5..).unwrap_or(week))
-            );
-        }
+        date_label(
+            &mut s,
+            weeks.len() - 1 - i,
+            gx + group / 2,
+            top + plot_h + 14,
+            week,
+        );
     }
     let names: Vec<&str> = priorities.iter().map(|p| p.as_str()).collect();
     legend(&mut s, "priority", &names, left, h);
     s.push_str("</svg>");
     s
+}
+
+/// The date (`MM-DD` of `YYYY-MM-DD`) under a column centred at `x`, on
+/// every other column counted back from the newest (`back` columns before
+/// it), to stay readable.
+fn date_label(s: &mut String, back: usize, x: u32, y: u32, date: &str) {
+    if back.is_multiple_of(2) {
+        let _ = write!(
+            s,
+            r#"<text class="axis" x="{x}" y="{y}" text-anchor="middle">{}</text>"#,
+            esc(date.get(5..).unwrap_or(date))
+        );
+    }
 }
 
 /// A colour key along the bottom of a chart `h` high: a swatch of class

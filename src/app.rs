@@ -10,6 +10,7 @@ use axum::Router;
 
 use crate::agents::learned::Labelled;
 use crate::agents::policy::PolicyHandle;
+use crate::cluster::{Node, Role, Turn};
 use crate::config::ServeConfig;
 use crate::models::LoadedModels;
 use crate::shutdown::Shutdown;
@@ -26,10 +27,15 @@ pub enum AppError {
     #[error("{0}")]
     Config(String),
     #[error(
-        "another smart-support process is already serving {path} (it holds {lock}); \
-         two processes on one SQLite file would process tickets twice"
+        "another smart-support process is serving {path} (it holds {lock}) in a role that \
+         cannot share it with --role {role}: a process with --role all owns its file alone; \
+         web and worker processes share one"
     )]
-    Locked { path: String, lock: String },
+    Locked {
+        path: String,
+        lock: String,
+        role: &'static str,
+    },
     #[error("cannot create the lock file {lock}: {source}")]
     LockFile {
         lock: String,
@@ -40,15 +46,13 @@ pub enum AppError {
 pub struct App {
     pub router: Router,
     pub state: SharedState,
+    /// The queue's worker (a finished task on a web node).
     pub worker: tokio::task::JoinHandle<()>,
-    pub maintenance: tokio::task::JoinHandle<()>,
-    /// Webhook delivery, when endpoints are configured.
-    pub deliveries: Option<tokio::task::JoinHandle<()>>,
-    /// Sending mail, when a mail server is configured.
-    pub mail: Option<tokio::task::JoinHandle<()>>,
-    /// The service-level timer, when `[sla.*]` is configured.
-    pub sla_timer: Option<tokio::task::JoinHandle<()>>,
-    /// Held for the life of the service: one serving process per database.
+    /// The other background tasks, by name: the change feed, the
+    /// heartbeat, maintenance, deliveries, mail, the service-level timer.
+    pub tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    /// Held for the life of the service: exclusive for `--role all` (one
+    /// serving process per SQLite file), shared for web and worker nodes.
     pub lock: File,
 }
 
@@ -81,9 +85,11 @@ fn check_config(config: &ServeConfig) -> Result<(), AppError> {
     Ok(())
 }
 
-/// An exclusive lock on `DB.lock` (released by the OS when the process ends,
-/// however it ends).
-fn lock_database(db: &Path) -> Result<File, AppError> {
+/// A lock on `DB.lock` (released by the OS when the process ends, however
+/// it ends): exclusive for `--role all`, which owns the file (and expires
+/// every lease in it at start); shared for web and worker nodes, which
+/// share it with each other but not with an `all` process.
+fn lock_database(db: &Path, role: Role) -> Result<File, AppError> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     let lock = std::path::PathBuf::from(name);
@@ -99,11 +105,17 @@ fn lock_database(db: &Path) -> Result<File, AppError> {
             lock: lock.display().to_string(),
             source,
         })?;
-    match file.try_lock() {
+    let taken = if role == Role::All {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match taken {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(AppError::Locked {
             path: db.display().to_string(),
             lock: lock.display().to_string(),
+            role: role.as_str(),
         }),
         Err(std::fs::TryLockError::Error(source)) => Err(AppError::LockFile {
             lock: lock.display().to_string(),
@@ -156,17 +168,8 @@ fn knowledge(
     Ok((policy, trained_on))
 }
 
-/// Opens the store, starts the worker and builds the router. Must run
-/// inside a tokio runtime.
-pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError> {
-    check_config(&config)?;
-    let file = match &config.config_file {
-        Some(path) => crate::config_file::ConfigFile::load(path).map_err(AppError::Config)?,
-        None => Default::default(),
-    };
-    let lock = lock_database(&config.db)?;
-    let (store, integrity) = open_store(&config)?;
-    let store = Arc::new(store);
+/// Sets the admin's password from `SMART_SUPPORT_ADMIN_PASSWORD`.
+fn set_admin_password(store: &Store, config: &ServeConfig) -> Result<(), AppError> {
     if let Some(pw) = config.admin_password.as_deref().filter(|p| !p.is_empty()) {
         let hash = web::auth::hash_password(pw).map_err(|e| AppError::Password(e.to_string()))?;
         store
@@ -174,6 +177,80 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
             .map_err(|e| AppError::Password(e.to_string()))?;
         tracing::info!("password of the user 'admin' set from SMART_SUPPORT_ADMIN_PASSWORD");
     }
+    Ok(())
+}
+
+fn mailer(
+    settings: Option<crate::notify::mail::MailSettings>,
+    config: &ServeConfig,
+) -> Result<Option<crate::notify::mail::Mailer>, AppError> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    Ok(Some(crate::notify::mail::Mailer {
+        transport: crate::notify::mail::transport(&settings).map_err(AppError::Config)?,
+        settings,
+        templates: web::assets::Templates::new(config.templates_dir.clone()),
+        public_url: config.public_url(),
+    }))
+}
+
+/// What a worker node runs besides the queue: the jobs one node at a time
+/// does, each under its turn.
+struct Jobs {
+    mailer: Option<crate::notify::mail::Mailer>,
+    sla: Option<Arc<crate::sla::SlaConfig>>,
+    hooks: crate::notify::Webhooks,
+}
+
+fn spawn_jobs(
+    store: &Arc<Store>,
+    config: &ServeConfig,
+    node: &Node,
+    handle: &WorkerHandle,
+    jobs: Jobs,
+    shutdown: &Shutdown,
+) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
+    let turn = |name| Turn::new(store.clone(), name, node);
+    let retention = config.retention_days.map(|d| (d, config.retention_mode));
+    let mut tasks = vec![(
+        "maintenance",
+        worker::spawn_maintenance(
+            store.clone(),
+            retention,
+            turn("maintenance"),
+            shutdown.clone(),
+        ),
+    )];
+    let (s, sd) = (store.clone(), shutdown.clone());
+    if let Some(t) = crate::notify::mail::spawn(s.clone(), jobs.mailer, turn("mail"), sd.clone()) {
+        tasks.push(("mail", t));
+    }
+    if let Some(cfg) = jobs.sla {
+        let h = handle.clone();
+        let t = crate::sla::timer::spawn(s.clone(), cfg, h, turn("sla"), sd.clone());
+        tasks.push(("sla", t));
+    }
+    if let Some(t) = crate::notify::spawn(s, jobs.hooks, turn("deliveries"), sd) {
+        tasks.push(("deliveries", t));
+    }
+    tasks
+}
+
+/// Opens the store, starts what the node's role runs (the worker and the
+/// background jobs on worker nodes; the change feed and the heartbeat on
+/// every node) and builds the router. Must run inside a tokio runtime.
+pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError> {
+    check_config(&config)?;
+    let file = match &config.config_file {
+        Some(path) => crate::config_file::ConfigFile::load(path).map_err(AppError::Config)?,
+        None => Default::default(),
+    };
+    let role = config.role;
+    let lock = lock_database(&config.db, role)?;
+    let (store, integrity) = open_store(&config)?;
+    let store = Arc::new(store);
+    set_admin_password(&store, &config)?;
     // Install the metrics recorder before anything records.
     web::telemetry::handle();
     // Parse the VADER lexicon now rather than on the first ticket.
@@ -185,46 +262,65 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         notes,
     } = models;
     let (policy, trained_on) = knowledge(&store, &config, &mut pipeline)?;
-    let engines = Engines::from_pipeline(&pipeline, notes);
+    let engines = match role.works() {
+        true => Engines::from_pipeline(&pipeline, notes),
+        false => Engines::on_workers(),
+    };
     let learned = pipeline.classifier.learned();
     let handle = WorkerHandle::new();
     let shutdown = Shutdown::default();
-    let worker = worker::spawn(
-        store.clone(),
-        Arc::new(pipeline),
-        handle.clone(),
-        WorkerConfig {
+    let node = Node::new(role);
+    let mut tasks = vec![
+        (
+            "feed",
+            crate::feed::spawn(store.clone(), handle.clone(), shutdown.clone()),
+        ),
+        (
+            "heartbeat",
+            crate::cluster::spawn_heartbeat(
+                store.clone(),
+                node.clone(),
+                serde_json::json!(engines),
+                shutdown.clone(),
+            ),
+        ),
+    ];
+    // Every node that changes tickets writes their messages and mails; the
+    // worker nodes send them.
+    let mailer = mailer(file.mail, &config)?;
+    let mail = mailer.is_some();
+    store.set_mail(mail);
+    store.set_webhooks(!file.webhooks.endpoints.is_empty());
+    let sla = file.sla.map(Arc::new);
+    let hooks = Arc::new(file.webhooks);
+    let worker = if role.works() {
+        let wc = WorkerConfig {
             concurrency: config.workers,
             grace: Duration::from_secs(config.shutdown_grace_secs),
             lease: Duration::from_secs(config.lease_secs.max(3)),
             max_attempts: config.max_attempts,
-        },
-        shutdown.clone(),
-    );
-    crate::desk::learning::spawn_retrainer(store.clone(), learned, trained_on, shutdown.clone());
-    let maintenance = worker::spawn_maintenance(
-        store.clone(),
-        config.retention_days.map(|d| (d, config.retention_mode)),
-        shutdown.clone(),
-    );
-    let mailer = match file.mail {
-        Some(settings) => Some(crate::notify::mail::Mailer {
-            transport: crate::notify::mail::transport(&settings).map_err(AppError::Config)?,
-            settings,
-            templates: web::assets::Templates::new(config.templates_dir.clone()),
-            public_url: config.public_url(),
-        }),
-        None => None,
+            owns_database: role == Role::All,
+        };
+        let (p, h, sd) = (Arc::new(pipeline), handle.clone(), shutdown.clone());
+        let worker = worker::spawn(store.clone(), p, h, wc, node.name.clone(), sd);
+        crate::desk::learning::spawn_retrainer(
+            store.clone(),
+            learned,
+            trained_on,
+            shutdown.clone(),
+        );
+        let jobs = Jobs {
+            mailer,
+            sla: sla.clone(),
+            hooks: (*hooks).clone(),
+        };
+        tasks.extend(spawn_jobs(&store, &config, &node, &handle, jobs, &shutdown));
+        worker
+    } else {
+        tokio::spawn(async {})
     };
-    let mail = crate::notify::mail::spawn(store.clone(), mailer, shutdown.clone());
-    let sla = file.sla.map(Arc::new);
-    let sla_timer = sla.as_ref().map(|cfg| {
-        crate::sla::timer::spawn(store.clone(), cfg.clone(), handle.clone(), shutdown.clone())
-    });
-    let hooks = Arc::new(file.webhooks);
-    let deliveries = crate::notify::spawn(store.clone(), (*hooks).clone(), shutdown.clone());
-    if let Some(n) = Some(hooks.endpoints.len()).filter(|n| *n > 0) {
-        tracing::info!(endpoints = n, "webhooks on");
+    if !hooks.endpoints.is_empty() {
+        tracing::info!(endpoints = hooks.endpoints.len(), "webhooks on");
     }
     let parts = web::Parts {
         store,
@@ -236,18 +332,20 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         integrity,
         policy,
         hooks,
-        mail: mail.is_some(),
+        mail,
         sla,
+        node,
     };
     let state = Arc::new(AppState::new(config, parts));
+    let router = match role.serves_web() {
+        true => web::router(state.clone()),
+        false => web::worker_router(state.clone()),
+    };
     Ok(App {
-        router: web::router(state.clone()),
+        router,
         state,
         worker,
-        maintenance,
-        deliveries,
-        mail,
-        sla_timer,
+        tasks,
         lock,
     })
 }
@@ -286,13 +384,14 @@ impl App {
                 "the worker did not stop in time; unfinished tickets resume on the next start"
             );
         }
-        let _ = self.maintenance.await;
-        // A try in flight has at most its timeout (10 s) left.
-        for task in [self.deliveries, self.mail, self.sla_timer]
-            .into_iter()
-            .flatten()
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(12), task).await;
+        // A delivery in flight has at most its timeout (10 s) left.
+        for (name, task) in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(12), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = name, "a background task did not stop in time");
+            }
         }
         tracing::info!("stopped");
     }

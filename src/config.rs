@@ -93,6 +93,13 @@ pub struct ServeConfig {
     #[arg(long, env = "SMART_SUPPORT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// What this process does: `all` (one process does everything; it owns
+    /// its SQLite file alone), `web` (pages and API, no models) or `worker`
+    /// (models, the queue and the background jobs; serves /health and
+    /// /metrics only). Web and worker processes share one database.
+    #[arg(long, env = "SMART_SUPPORT_ROLE", value_enum, default_value_t = crate::cluster::Role::All)]
+    pub role: crate::cluster::Role,
+
     /// Seconds a worker holds a ticket without renewing its lease (renewed
     /// every third of it); a ticket whose lease expired is claimed again.
     #[arg(long, env = "SMART_SUPPORT_LEASE_SECS", default_value_t = 60)]

@@ -6,10 +6,12 @@
 pub mod agents;
 pub mod app;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod desk;
 pub mod eval;
+pub mod feed;
 pub mod guard;
 pub mod inference;
 pub mod kb;

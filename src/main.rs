@@ -466,7 +466,12 @@ fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
     rt.block_on(async move {
         let bind = cfg.bind;
         let db = cfg.db.display().to_string();
-        let models = smart_support::models::load(&cfg.models);
+        // A web node runs no models: the worker nodes do.
+        let models = if cfg.role.works() {
+            smart_support::models::load(&cfg.models)
+        } else {
+            smart_support::models::LoadedModels::rules_only()
+        };
         let app = smart_support::app::build(cfg, models)?;
         let listener = tokio::net::TcpListener::bind(bind)
             .await

@@ -306,9 +306,11 @@ pub enum EventKind {
     Rated,
     /// A customer's reply reopened a resolved ticket.
     Reopened,
-    /// A message was added (live updates only; messages have their own table).
+    /// A message was added (detail: its id). For the live feed only:
+    /// messages have their own table.
     Message,
-    /// Staff changed a field or the assignee (live updates only; see `history`).
+    /// A field or the assignee changed (detail: the field). For the live
+    /// feed only: see `history`.
     Changed,
     /// A service-level target passed its at-risk share (detail: the target).
     SlaAtRisk,
@@ -337,21 +339,29 @@ impl EventKind {
         }
     }
 
+    pub const ALL: [EventKind; 12] = [
+        EventKind::Submitted,
+        EventKind::ProcessingStarted,
+        EventKind::AiCompleted,
+        EventKind::Escalated,
+        EventKind::Resolved,
+        EventKind::Rated,
+        EventKind::Reopened,
+        EventKind::Message,
+        EventKind::Changed,
+        EventKind::SlaAtRisk,
+        EventKind::SlaBreached,
+        EventKind::SlaSecondLevel,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            EventKind::Submitted,
-            EventKind::ProcessingStarted,
-            EventKind::AiCompleted,
-            EventKind::Escalated,
-            EventKind::Resolved,
-            EventKind::Rated,
-            EventKind::Reopened,
-            EventKind::SlaAtRisk,
-            EventKind::SlaBreached,
-            EventKind::SlaSecondLevel,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the ticket's history shows it: a message or a staff change
+    /// is an event only for the live feed (they have their own tables).
+    pub fn in_history(self) -> bool {
+        !matches!(self, EventKind::Message | EventKind::Changed)
     }
 }
 

@@ -20,11 +20,15 @@ use crate::store::{Store, StoreError};
 use crate::ticket::{Analysis, EventKind, Status, TicketInput};
 
 /// Something changed on a ticket; the wait API (and live pages) listen.
+/// The feed follower (`crate::feed`) sends them, one per stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TicketUpdate {
     pub id: i64,
     pub kind: EventKind,
+    /// The ticket's status when the event was read.
     pub status: Status,
+    /// The event's id: server-sent events carry it.
+    pub event: i64,
 }
 
 /// Handles the web layer holds to talk to the worker.
@@ -36,6 +40,9 @@ pub struct TicketUpdate {
 #[derive(Clone)]
 pub struct WorkerHandle {
     pub wake: Arc<Notify>,
+    /// Something was written here: the feed follower reads at once instead
+    /// of at its next poll.
+    pub changed: Arc<Notify>,
     pub updates: broadcast::Sender<TicketUpdate>,
     per_ticket: Arc<std::sync::Mutex<HashMap<i64, broadcast::Sender<TicketUpdate>>>>,
 }
@@ -62,6 +69,7 @@ impl WorkerHandle {
     pub fn new() -> Self {
         WorkerHandle {
             wake: Arc::new(Notify::new()),
+            changed: Arc::new(Notify::new()),
             updates: broadcast::channel(1024).0,
             per_ticket: Arc::default(),
         }
@@ -70,8 +78,16 @@ impl WorkerHandle {
     /// A new ticket is in the store.
     pub fn notify_new_ticket(&self) {
         self.wake.notify_one();
+        self.changed();
     }
 
+    /// This process stored a change: its listeners hear of it through the
+    /// feed, which reads it now.
+    pub fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Tells this process's listeners (the feed follower's job).
     pub fn publish(&self, update: TicketUpdate) {
         // No listener is fine: nobody is waiting.
         if let Some(tx) = self
@@ -252,11 +268,7 @@ async fn analyse(ctx: &Ctx, claim: &Claim) -> Option<(Analysis, Option<Arc<str>>
 async fn process(ctx: Ctx, claim: Claim) {
     let id = claim.id;
     let claim = Arc::new(claim);
-    ctx.handle.publish(TicketUpdate {
-        id,
-        kind: EventKind::ProcessingStarted,
-        status: Status::InProgress,
-    });
+    ctx.handle.changed();
     let renewal = keep_lease(&ctx, &claim);
     let Some((analysis, failure)) = analyse(&ctx, &claim).await else {
         renewal.abort();
@@ -278,19 +290,8 @@ async fn process(ctx: Ctx, claim: Claim) {
     let Some(status) = stored else {
         return;
     };
-    tracing::info!(ticket = id, status = %status, "ticket processed");
-    if escalated {
-        ctx.handle.publish(TicketUpdate {
-            id,
-            kind: EventKind::Escalated,
-            status,
-        });
-    }
-    ctx.handle.publish(TicketUpdate {
-        id,
-        kind: EventKind::AiCompleted,
-        status,
-    });
+    tracing::info!(ticket = id, status = %status, escalated, "ticket processed");
+    ctx.handle.changed();
 }
 
 /// What every ticket task needs.
@@ -316,6 +317,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Claims after which the models are not run again.
     pub max_attempts: u32,
+    /// This process owns the database alone (`--role all` on SQLite): every
+    /// lease in it at start is a dead process's, expired at once.
+    pub owns_database: bool,
 }
 
 /// Starts the worker. It stops claiming tickets at `shutdown`, waits up to
@@ -326,6 +330,7 @@ pub fn spawn(
     pipeline: Arc<Pipeline>,
     handle: WorkerHandle,
     config: WorkerConfig,
+    owner: Arc<str>,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     let ctx = Ctx {
@@ -334,11 +339,20 @@ pub fn spawn(
         handle,
         shutdown,
         config,
-        owner: worker_name().into(),
+        owner,
     };
     tokio::spawn(async move {
         let s = ctx.store.clone();
-        match blocking(move || s.expire_leases()).await {
+        // Other nodes' leases run out by themselves.
+        match blocking(move || {
+            if config.owns_database {
+                s.expire_leases()
+            } else {
+                Ok(0)
+            }
+        })
+        .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 tickets = n,
@@ -352,13 +366,6 @@ pub fn spawn(
         run_queue(&ctx, &slots, &running).await;
         drain(&ctx, &slots, &running, concurrency, config.grace).await;
     })
-}
-
-/// This process's name on its leases: host, process id and a random part.
-fn worker_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-    let salt: u32 = rand::random();
-    format!("{host}:{}:{salt:08x}", std::process::id())
 }
 
 /// Claims and starts tickets until shutdown, one per free slot.
@@ -445,15 +452,22 @@ async fn drain(
 
 /// Housekeeping once an hour (and at start): forget old idempotency keys and,
 /// when configured, apply the retention period.
+/// One node at a time does it (the `maintenance` turn; both jobs are
+/// idempotent, so nodes that take turns across the hours do no harm).
 pub fn spawn_maintenance(
     store: Arc<Store>,
     retention: Option<(u32, crate::config::RetentionMode)>,
+    turn: crate::cluster::Turn,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
+    let turn = Arc::new(turn);
     tokio::spawn(async move {
         loop {
-            let s = store.clone();
+            let (s, t) = (store.clone(), turn.clone());
             let done = blocking(move || {
+                if !t.mine() {
+                    return Ok((0, 0));
+                }
                 let keys =
                     s.prune_idempotency_keys(&crate::clock::ago(Duration::from_secs(24 * 3600)))?;
                 let old = match retention {
@@ -473,9 +487,14 @@ pub fn spawn_maintenance(
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => break,
             }
         }
+        let _ = blocking(move || {
+            turn.give_up();
+            Ok(())
+        })
+        .await;
     })
 }
 

@@ -202,30 +202,37 @@ fn send(m: &Mailer, to: &str, r: &Rendered) -> Result<(), Failure> {
     })
 }
 
-/// Starts the mail task; with no `[smtp]`, nothing is queued and no task runs.
+/// Starts the mail task (sending while this node has the `mail` turn);
+/// with no `[smtp]`, nothing is queued and no task runs.
 pub fn spawn(
     store: std::sync::Arc<Store>,
     mailer: Option<Mailer>,
+    turn: crate::cluster::Turn,
     shutdown: crate::shutdown::Shutdown,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    store.set_mail(mailer.is_some());
     let mailer = std::sync::Arc::new(mailer?);
+    let turn = std::sync::Arc::new(turn);
     Some(tokio::spawn(async move {
-        loop {
-            if shutdown.is_triggered() {
-                return;
-            }
+        while !shutdown.is_triggered() {
             let (s, m, sd) = (store.clone(), mailer.clone(), shutdown.clone());
-            match tokio::task::spawn_blocking(move || round(&s, &m, &sd)).await {
+            let t = turn.clone();
+            let run = tokio::task::spawn_blocking(move || {
+                if !t.mine() {
+                    return Ok(0);
+                }
+                round(&s, &m, &sd)
+            });
+            match run.await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "mail: the store failed"),
                 Err(e) => tracing::error!(error = %e, "mail task panicked"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => break,
             }
         }
+        let _ = tokio::task::spawn_blocking(move || turn.give_up()).await;
     }))
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rand::RngExt;
 
+use crate::cluster::Turn;
 use crate::shutdown::Shutdown;
 use crate::store::outbox::DueDelivery;
 use crate::store::{Store, StoreError};
@@ -31,25 +32,31 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Starts delivering; with no endpoint configured, nothing is written to
 /// the outbox and the task is not started.
+/// Delivers webhook messages until shutdown, while this node has the
+/// `deliveries` turn (one node at a time delivers, in order).
 pub fn spawn(
     store: Arc<Store>,
     hooks: Webhooks,
+    turn: Turn,
     shutdown: Shutdown,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    store.set_webhooks(!hooks.endpoints.is_empty());
     if hooks.endpoints.is_empty() {
         return None;
     }
     let hooks = Arc::new(hooks);
     let agent = webhook::agent(hooks.delivery.timeout);
+    let turn = Arc::new(turn);
     Some(tokio::spawn(async move {
-        loop {
-            if shutdown.is_triggered() {
-                return;
-            }
+        while !shutdown.is_triggered() {
             let (s, h, a) = (store.clone(), hooks.clone(), agent.clone());
-            let sd = shutdown.clone();
-            let run = tokio::task::spawn_blocking(move || round(&s, &h, &a, &sd)).await;
+            let (sd, t) = (shutdown.clone(), turn.clone());
+            let run = tokio::task::spawn_blocking(move || {
+                if !t.mine() {
+                    return Ok(0);
+                }
+                round(&s, &h, &a, &sd)
+            })
+            .await;
             match run {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "webhook delivery: the store failed"),
@@ -57,9 +64,10 @@ pub fn spawn(
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => break,
             }
         }
+        let _ = tokio::task::spawn_blocking(move || turn.give_up()).await;
     }))
 }
 

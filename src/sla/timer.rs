@@ -15,6 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::SlaConfig;
 use super::report::{clocks_of, stored};
+use crate::cluster::Turn;
 use crate::shutdown::Shutdown;
 use crate::store::sla::{SlaEvent, SlaRecord};
 use crate::store::{Store, StoreError};
@@ -95,17 +96,6 @@ pub fn round(
     Ok(recorded)
 }
 
-/// Tells live pages about a recorded event.
-fn publish(store: &Store, handle: &WorkerHandle, id: i64, what: SlaEvent) {
-    if let Ok(st) = store.status(id) {
-        handle.publish(TicketUpdate {
-            id,
-            kind: what.event_kind(),
-            status: st.status,
-        });
-    }
-}
-
 /// What the timer does next.
 enum Wake {
     Round,
@@ -115,13 +105,17 @@ enum Wake {
 
 /// Runs `round` every `check_every` and `evaluate` after each change until
 /// shutdown.
+/// Only the node with the `sla` turn evaluates (the records are idempotent,
+/// so a turn that changes hands records nothing twice).
 pub fn spawn(
     store: Arc<Store>,
     cfg: Arc<SlaConfig>,
     handle: WorkerHandle,
+    turn: Turn,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     let mut changes = handle.updates.subscribe();
+    let turn = Arc::new(turn);
     tokio::spawn(async move {
         let mut next_round = tokio::time::Instant::now();
         loop {
@@ -136,21 +130,25 @@ pub fn spawn(
                 },
                 _ = shutdown.wait() => Wake::Stop,
             };
-            let (s, c, h) = (store.clone(), cfg.clone(), handle.clone());
+            let (s, c, h, t) = (store.clone(), cfg.clone(), handle.clone(), turn.clone());
             let job = match wake {
-                Wake::Stop => return,
+                Wake::Stop => {
+                    let _ = tokio::task::spawn_blocking(move || t.give_up()).await;
+                    return;
+                }
                 Wake::Round => {
                     next_round = tokio::time::Instant::now() + cfg.check_every;
                     tokio::task::spawn_blocking(move || {
-                        round(&s, &c, Timestamp::now(), &|id, what| {
-                            publish(&s, &h, id, what)
-                        })
-                        .map(|_| ())
+                        if !t.mine() {
+                            return Ok(());
+                        }
+                        // Live pages hear of what is recorded through the feed.
+                        round(&s, &c, Timestamp::now(), &|_, _| h.changed()).map(|_| ())
                     })
                 }
                 Wake::Ticket(id) => tokio::task::spawn_blocking(move || {
-                    for what in evaluate(&s, &c, id, Timestamp::now())? {
-                        publish(&s, &h, id, what);
+                    if t.mine() && !evaluate(&s, &c, id, Timestamp::now())?.is_empty() {
+                        h.changed();
                     }
                     Ok(())
                 }),

@@ -126,7 +126,7 @@ pub(super) fn record_change(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![id, field, from, to, by, at],
     )?;
-    Ok(())
+    Store::add_event(tx, id, EventKind::Changed, field, at)
 }
 
 /// A ticket's fields that desk changes read before they write.
@@ -240,6 +240,7 @@ impl Store {
                 params![id, m.author.kind(), m.author.label(), m.internal, m.ai_assisted, m.body, now],
             )?;
             let msg_id = tx.last_insert_rowid();
+            Self::add_event(&tx, id, EventKind::Message, &msg_id.to_string(), &now)?;
             tx.execute("UPDATE tickets SET updated_at = ?2 WHERE id = ?1", params![id, now])?;
             if !m.internal {
                 let message = serde_json::json!({

@@ -229,6 +229,36 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE tickets ADD COLUMN last_error TEXT;
     ALTER TABLE tickets ADD COLUMN failure TEXT;
     UPDATE tickets SET attempts = pipeline_runs;",
+    // 13: several processes on one database. Every change to a ticket is an
+    // `events` row (messages and staff changes too: `message`, `changed`),
+    // read by id by each process's feed follower, so ids must never be
+    // reused (AUTOINCREMENT: deleting the newest row, as re-rating does,
+    // would otherwise hand its id out again). `leases` holds the jobs one
+    // node at a time does (deliveries, timers); `nodes` is who is alive.
+    "CREATE TABLE events_v13 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ticket_id INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL
+    );
+    INSERT INTO events_v13 (id, ticket_id, kind, detail, at)
+        SELECT id, ticket_id, kind, detail, at FROM events ORDER BY id;
+    DROP TABLE events;
+    ALTER TABLE events_v13 RENAME TO events;
+    CREATE INDEX events_ticket ON events(ticket_id, id);
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires TEXT NOT NULL
+    );
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        seen_at TEXT NOT NULL,
+        engines TEXT NOT NULL DEFAULT '{}'
+    );",
 ];
 
 pub const LATEST: usize = MIGRATIONS.len();

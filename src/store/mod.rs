@@ -7,6 +7,7 @@
 //! requests never meet SQLITE_BUSY inside this process; the busy timeout
 //! covers other processes (e.g. `admin set-password` on a live database).
 
+pub mod cluster;
 pub mod desk;
 pub mod kb;
 pub mod mail;
@@ -883,9 +884,9 @@ impl Store {
                 ))
             })?
             .filter_map(|row| match row {
-                Ok((kind, detail, at)) => {
-                    EventKind::parse(&kind).map(|kind| Ok(Event { kind, detail, at }))
-                }
+                Ok((kind, detail, at)) => EventKind::parse(&kind)
+                    .filter(|k| k.in_history())
+                    .map(|kind| Ok(Event { kind, detail, at })),
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_, _>>()?;

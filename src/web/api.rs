@@ -141,11 +141,6 @@ pub async fn intake(
             tracing::warn!(ticket = id, error = %e.message, "automatic assignment failed");
         }
     }
-    state.worker.publish(crate::worker::TicketUpdate {
-        id: created.id,
-        kind: EventKind::Submitted,
-        status: crate::ticket::Status::Open,
-    });
     state.worker.notify_new_ticket();
     Ok(created)
 }
@@ -251,11 +246,7 @@ pub async fn customer_status(
 pub async fn resolve(state: &SharedState, id: i64, by: &str) -> Result<(), ApiError> {
     let by = by.to_string();
     state.db(move |s| s.resolve(id, &by)).await?;
-    state.worker.publish(crate::worker::TicketUpdate {
-        id,
-        kind: EventKind::Resolved,
-        status: crate::ticket::Status::Resolved,
-    });
+    state.worker.changed();
     Ok(())
 }
 
@@ -309,11 +300,7 @@ pub async fn rate(
     state
         .db(move |s| s.rate(id, stars, comment.as_deref()))
         .await?;
-    state.worker.publish(crate::worker::TicketUpdate {
-        id,
-        kind: EventKind::Rated,
-        status: crate::ticket::Status::Resolved,
-    });
+    state.worker.changed();
     Ok(())
 }
 
@@ -483,5 +470,15 @@ pub async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this method is not allowed here",
+    )
+}
+
+/// Anything but `/health` and `/metrics` on a worker node.
+pub async fn not_on_worker() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "worker_node",
+        "this is a worker node (--role worker): it serves /health and /metrics only; \
+         the pages and the API are on the web nodes",
     )
 }

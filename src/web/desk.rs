@@ -16,8 +16,6 @@ use super::{ApiJson, SharedState};
 use crate::guard::ClientIp;
 use crate::store::{Author, Message, NewMessage, TicketChanges};
 use crate::text::{self, Lines};
-use crate::ticket::{EventKind, Status};
-use crate::worker::TicketUpdate;
 
 /// Longest message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 5000;
@@ -27,8 +25,9 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::not_found("ticket"))
 }
 
-fn publish(state: &SharedState, id: i64, kind: EventKind, status: Status) {
-    state.worker.publish(TicketUpdate { id, kind, status });
+/// The change is stored: live pages hear of it through the feed.
+fn publish(state: &SharedState) {
+    state.worker.changed();
 }
 
 /// Stores a message and tells both sides' live pages.
@@ -47,10 +46,10 @@ pub async fn post_message(
         body: text::clean("body", body, MAX_MESSAGE_CHARS, Lines::Many)?,
     };
     let reopen_days = state.config.reopen_days;
-    let (msg, status) = state
+    let (msg, _) = state
         .db(move |s| s.add_message(id, &m, reopen_days))
         .await?;
-    publish(state, id, EventKind::Message, status);
+    publish(state);
     Ok(msg)
 }
 
@@ -133,8 +132,7 @@ pub async fn assign_ticket(
     state
         .db(move |s| s.assign(id, user.as_deref(), &by))
         .await?;
-    let status = state.db(move |s| s.status(id)).await?.status;
-    publish(state, id, EventKind::Changed, status);
+    publish(state);
     Ok(())
 }
 
@@ -194,10 +192,10 @@ pub async fn change_ticket(
     by: &Staff,
 ) -> Result<(), ApiError> {
     let by = by.name.clone();
-    let status = state
+    state
         .db(move |s| s.change_ticket(id, &changes, &by))
         .await?;
-    publish(state, id, EventKind::Changed, status);
+    publish(state);
     Ok(())
 }
 

@@ -30,6 +30,15 @@ pub struct DbHealth {
     pub backlog: Option<i64>,
     /// Published knowledge-base articles.
     pub kb_articles: Option<i64>,
+    /// The nodes on this database that said they were alive lately.
+    pub nodes: Vec<crate::store::cluster::Node>,
+}
+
+impl DbHealth {
+    /// Live nodes that process tickets.
+    fn live_workers(&self) -> usize {
+        self.nodes.iter().filter(|n| n.role != "web").count()
+    }
 }
 
 pub struct HealthCache {
@@ -60,13 +69,14 @@ async fn db_health(state: &SharedState) -> DbHealth {
     let probe = state
         .db(|s| {
             s.write_probe()?;
-            Ok((s.schema_version()?, s.backlog()?, s.kb_published()?))
+            let nodes = s.nodes_seen(crate::cluster::HEARTBEAT * 3)?;
+            Ok((s.schema_version()?, s.backlog()?, s.kb_published()?, nodes))
         })
         .await;
     let failing = state.store.write_health().failing;
-    let (writable, error, schema_version, backlog, kb_articles) = match probe {
-        Ok((v, b, k)) => (failing.is_none(), failing, Some(v), Some(b), Some(k)),
-        Err(e) => (false, Some(e.message), None, None, None),
+    let (writable, error, schema_version, backlog, kb_articles, nodes) = match probe {
+        Ok((v, b, k, n)) => (failing.is_none(), failing, Some(v), Some(b), Some(k), n),
+        Err(e) => (false, Some(e.message), None, None, None, Vec::new()),
     };
     let h = DbHealth {
         writable,
@@ -75,6 +85,7 @@ async fn db_health(state: &SharedState) -> DbHealth {
         schema_version,
         backlog,
         kb_articles,
+        nodes,
     };
     if let Ok(mut g) = state.health.last.lock() {
         *g = Some((Instant::now(), h.clone()));
@@ -90,6 +101,9 @@ fn degraded_words(state: &SharedState, db: &DbHealth) -> Vec<&'static str> {
     }
     if db.integrity.is_some() {
         out.push("the database failed its integrity check at start");
+    }
+    if state.node.role == crate::cluster::Role::Web && db.writable && db.live_workers() == 0 {
+        out.push("no worker node is running: new tickets wait to be processed");
     }
     if state.engines.classifier == "rules" {
         out.push("tickets are classified by keyword rules (no classification model)");
@@ -144,12 +158,10 @@ pub async fn health(
     } else {
         "ok"
     };
-    // One node does everything on its SQLite file (web and worker roles
-    // come with the shared PostgreSQL store).
     let mut body = json!({
         "status": status,
         "degraded": words,
-        "role": "all",
+        "role": state.node.role.as_str(),
         "db": {"backend": "sqlite"},
     });
     if staff {
@@ -164,7 +176,13 @@ pub async fn health(
             "schema_version": db.schema_version,
         });
         body["engines"] = json!(e);
-        body["worker"] = json!({"backlog": db.backlog, "concurrency": state.config.workers});
+        body["worker"] = json!({
+            "backlog": db.backlog,
+            "concurrency": state.config.workers,
+            "live_workers": db.live_workers(),
+        });
+        body["node"] = json!({"name": &*state.node.name, "started_at": state.node.started_at});
+        body["nodes"] = json!(db.nodes);
         body["queues"] = json!(
             state
                 .nli

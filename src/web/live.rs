@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
@@ -35,11 +36,16 @@ use crate::worker::{TicketSubscription, TicketUpdate};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-fn event(name: &str, seq: u64, data: &Value) -> Event {
-    Event::default()
-        .event(name)
-        .id(seq.to_string())
-        .data(data.to_string())
+/// An event named `name`; `id` is the change feed's event id it reflects
+/// (a browser that reconnects, to this node or another, sends the last one
+/// back as `Last-Event-ID`). Events that reflect no stored change (presence,
+/// shutdown) carry none, so the browser keeps the last.
+fn event(name: &str, id: Option<i64>, data: &Value) -> Event {
+    let e = Event::default().event(name).data(data.to_string());
+    match id {
+        Some(id) => e.id(id.to_string()),
+        None => e,
+    }
 }
 
 async fn ticket_state(state: &SharedState, id: i64) -> Option<Value> {
@@ -156,10 +162,10 @@ async fn next_update(
     }
 }
 
-fn shutdown_event(seq: u64) -> Event {
+fn shutdown_event() -> Event {
     event(
         "shutdown",
-        seq,
+        None,
         &json!({"message": "the service is restarting; this page reconnects by itself"}),
     )
 }
@@ -168,7 +174,8 @@ struct TicketStream {
     state: SharedState,
     id: i64,
     sub: TicketSubscription,
-    seq: u64,
+    /// The feed id of the last change sent.
+    seen: i64,
     first: bool,
     done: bool,
     _slot: StreamSlot,
@@ -187,7 +194,7 @@ pub async fn customer_events(
         state,
         id,
         sub,
-        seq: 0,
+        seen: 0,
         first: true,
         done: false,
         _slot: slot,
@@ -197,26 +204,32 @@ pub async fn customer_events(
             return None;
         }
         if st.first {
+            // The snapshot reflects every change so far.
             st.first = false;
+            let id = st.id;
+            st.seen = st.state.db(move |s| s.last_event_of(id)).await.ok()?;
         } else {
             loop {
                 match next_update(&mut st.sub.rx, &st.state.shutdown).await {
-                    Next::Update(u) if u.id == st.id => break,
+                    // Already in what was sent (the snapshot read it).
+                    Next::Update(u) if u.id == st.id && u.event <= st.seen => continue,
+                    Next::Update(u) if u.id == st.id => {
+                        st.seen = u.event;
+                        break;
+                    }
                     Next::Update(_) => continue,
                     // Fell behind: the next snapshot covers what was missed.
                     Next::Lagged(_) => break,
                     Next::Shutdown => {
                         st.done = true;
-                        st.seq += 1;
-                        return Some((Ok(shutdown_event(st.seq)), st));
+                        return Some((Ok(shutdown_event()), st));
                     }
                     Next::Closed => return None,
                 }
             }
         }
         let data = ticket_state(&st.state, st.id).await?;
-        st.seq += 1;
-        Some((Ok(event("status", st.seq, &data)), st))
+        Some((Ok(event("status", Some(st.seen), &data)), st))
     });
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
@@ -225,7 +238,11 @@ struct AdminStream {
     state: SharedState,
     rx: broadcast::Receiver<TicketUpdate>,
     presence: broadcast::Receiver<PresenceUpdate>,
-    seq: u64,
+    /// Changes the client missed while it was away (`Last-Event-ID`), sent
+    /// before the live ones.
+    replay: std::collections::VecDeque<TicketUpdate>,
+    /// The feed id of the last change sent.
+    seen: i64,
     first: bool,
     done: bool,
     _slot: StreamSlot,
@@ -238,60 +255,137 @@ async fn counts(state: &SharedState) -> Value {
     }
 }
 
+/// The most changes a reconnecting dashboard is sent again; past it, it
+/// gets `resync` (reload everything).
+const MAX_REPLAY: usize = 500;
+
+/// The `Last-Event-ID` a reconnecting browser sent, when it is a feed id.
+fn last_event_id(headers: &HeaderMap) -> Option<i64> {
+    headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|id| *id >= 0)
+}
+
+/// What a dashboard that connects sees first: the changes after
+/// `Last-Event-ID` (or `None` when there are too many to send: resync), and
+/// where the feed ends now.
+async fn missed(
+    state: &SharedState,
+    after: Option<i64>,
+) -> Result<(Option<Vec<TicketUpdate>>, i64), ApiError> {
+    let now = state.db(|s| s.last_event_id()).await?;
+    let Some(after) = after.filter(|a| *a < now) else {
+        return Ok((Some(Vec::new()), now));
+    };
+    let events = state
+        .db(move |s| s.feed_after(after, MAX_REPLAY + 1))
+        .await?;
+    if events.len() > MAX_REPLAY {
+        return Ok((None, now));
+    }
+    let updates = events
+        .into_iter()
+        .map(|e| TicketUpdate {
+            id: e.ticket_id,
+            kind: e.kind,
+            status: e.status,
+            event: e.id,
+        })
+        .collect();
+    Ok((Some(updates), now))
+}
+
 /// `GET /api/admin/events` (admin): a `hello` event with the status counts,
-/// then a `ticket` event `{id, kind, status, counts}` for every change.
+/// then a `ticket` event `{id, kind, status, counts}` for every change, with
+/// the change's feed id as the event id. A browser that reconnects with
+/// `Last-Event-ID` (to this node or another) is first sent the changes it
+/// missed, or `resync` when they are too many.
 pub async fn admin_events(
     _: AdminApi,
     State(state): State<SharedState>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let slot = state.streams.acquire(None)?;
+    // Subscribe before reading the feed's end, so nothing falls between.
     let rx = state.worker.updates.subscribe();
     let presence = state.presence.updates.subscribe();
+    let (replay, seen) = missed(&state, last_event_id(&headers)).await?;
+    let resync = replay.is_none();
     let init = AdminStream {
         state,
         rx,
         presence,
-        seq: 0,
+        replay: replay.unwrap_or_default().into(),
+        seen,
         first: true,
         done: false,
         _slot: slot,
     };
-    let s = stream::unfold(init, |mut st| async move {
+    let s = stream::unfold(init, move |mut st| async move {
         if st.done {
             return None;
         }
-        let (name, mut data) = if st.first {
+        let (name, id, mut data) = if st.first {
             st.first = false;
-            ("hello", json!({}))
+            let name = if resync { "resync" } else { "hello" };
+            (name, Some(st.seen), json!({}))
+        } else if let Some(u) = st.replay.pop_front() {
+            ("ticket", Some(u.event), ticket_json(&u))
         } else {
-            // Who has which ticket open: sent as it is, without counts.
-            let update = tokio::select! {
-                p = st.presence.recv() => match p {
-                    Ok(p) => {
-                        st.seq += 1;
-                        return Some((Ok(event("presence", st.seq, &json!(p))), st));
-                    }
-                    Err(_) => Next::Lagged(0),
-                },
-                u = next_update(&mut st.rx, &st.state.shutdown) => u,
-            };
-            match update {
-                Next::Update(u) => (
-                    "ticket",
-                    json!({"id": u.id, "kind": u.kind, "status": u.status}),
-                ),
-                Next::Lagged(n) => ("resync", json!({"missed": n})),
-                Next::Shutdown => {
-                    st.done = true;
-                    st.seq += 1;
-                    return Some((Ok(shutdown_event(st.seq)), st));
+            match next_admin_update(&mut st).await {
+                AdminNext::Send(name, id, data) => (name, id, data),
+                AdminNext::Presence(data) => {
+                    return Some((Ok(event("presence", None, &data)), st));
                 }
-                Next::Closed => return None,
+                AdminNext::Stop(Some(e)) => {
+                    st.done = true;
+                    return Some((Ok(e), st));
+                }
+                AdminNext::Stop(None) => return None,
             }
         };
         data["counts"] = counts(&st.state).await;
-        st.seq += 1;
-        Some((Ok(event(name, st.seq, &data)), st))
+        Some((Ok(event(name, id, &data)), st))
     });
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+fn ticket_json(u: &TicketUpdate) -> Value {
+    json!({"id": u.id, "kind": u.kind, "status": u.status})
+}
+
+enum AdminNext {
+    Send(&'static str, Option<i64>, Value),
+    Presence(Value),
+    Stop(Option<Event>),
+}
+
+/// The dashboard stream's next live event.
+async fn next_admin_update(st: &mut AdminStream) -> AdminNext {
+    loop {
+        // Who has which ticket open: sent as it is, without counts.
+        let update = tokio::select! {
+            p = st.presence.recv() => match p {
+                Ok(p) => return AdminNext::Presence(json!(p)),
+                Err(_) => Next::Lagged(0),
+            },
+            u = next_update(&mut st.rx, &st.state.shutdown) => u,
+        };
+        return match update {
+            // Sent already (replayed, or before the stream's start).
+            Next::Update(u) if u.event <= st.seen => continue,
+            Next::Update(u) => {
+                st.seen = u.event;
+                AdminNext::Send("ticket", Some(u.event), ticket_json(&u))
+            }
+            Next::Lagged(n) => AdminNext::Send("resync", None, json!({"missed": n})),
+            Next::Shutdown => AdminNext::Stop(Some(shutdown_event())),
+            Next::Closed => AdminNext::Stop(None),
+        };
+    }
 }

@@ -43,6 +43,9 @@ use auth::Sessions;
 use error::ApiError;
 
 /// Which engines the agents run on, and why models are missing.
+/// The engine a web node names: it runs none, the worker nodes do.
+pub const ON_WORKERS: &str = "worker nodes";
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Engines {
     pub classifier: String,
@@ -71,6 +74,18 @@ impl Engines {
     /// learned classifier that trains at start-up).
     fn model(engine: &str) -> bool {
         engine != "rules" && engine != crate::agents::classifier::LEARNED_ENGINE
+    }
+
+    /// A web node's: the models run on the worker nodes (their engines are
+    /// on `/health`, under `nodes`).
+    pub fn on_workers() -> Self {
+        Engines {
+            classifier: ON_WORKERS.into(),
+            troubleshooter: ON_WORKERS.into(),
+            sentiment: ON_WORKERS.into(),
+            degraded: false,
+            notes: Vec::new(),
+        }
     }
 
     pub fn banner(&self) -> Option<String> {
@@ -119,6 +134,8 @@ pub struct AppState {
     pub mail: bool,
     /// Service levels (`[sla.*]`), when configured.
     pub sla: Option<Arc<crate::sla::SlaConfig>>,
+    /// This process on the database (its role and name).
+    pub node: crate::cluster::Node,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -145,6 +162,7 @@ pub struct Parts {
     /// Whether a mail server is configured.
     pub mail: bool,
     pub sla: Option<Arc<crate::sla::SlaConfig>>,
+    pub node: crate::cluster::Node,
 }
 
 impl AppState {
@@ -177,6 +195,7 @@ impl AppState {
             hooks: p.hooks,
             mail: p.mail,
             sla: p.sla,
+            node: p.node,
             config,
         }
     }
@@ -276,6 +295,18 @@ async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     resp
+}
+
+/// A worker node's HTTP: its health and its metrics, nothing customers or
+/// staff use.
+pub fn worker_router(state: SharedState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/metrics", get(telemetry::metrics_page))
+        .fallback(api::not_on_worker)
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(telemetry::track))
+        .with_state(state)
 }
 
 pub fn router(state: SharedState) -> Router {

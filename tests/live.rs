@@ -16,6 +16,8 @@ use tower::ServiceExt;
 struct Stream {
     body: Body,
     buf: String,
+    /// The id of the last event read that had one.
+    last_id: Option<i64>,
 }
 
 impl Stream {
@@ -35,6 +37,7 @@ impl Stream {
             Some(Stream {
                 body: resp.into_body(),
                 buf: String::new(),
+                last_id: None,
             }),
         )
     }
@@ -51,6 +54,8 @@ impl Stream {
                         name = v.trim().to_string();
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push_str(v.trim_start());
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        self.last_id = Some(v.trim().parse().expect("numeric event id"));
                     }
                 }
                 if name.is_empty() {
@@ -120,14 +125,24 @@ async fn tracker_stream_starts_with_a_snapshot_and_follows_the_ticket() {
     let (_, ev) = s.next().await;
     assert_eq!(ev["status"], "Resolved");
 
-    // Reconnecting (as a browser does, with Last-Event-ID) starts from the current state.
+    // Event ids are the change feed's, growing.
+    let newest = app.state.store.last_event_of(id).expect("events");
+    assert!(
+        s.last_id.is_some_and(|l| l > 2 && l <= newest),
+        "{:?}",
+        s.last_id
+    );
+    // Reconnecting (as a browser does, with Last-Event-ID) starts from the
+    // current state, which reflects the ticket's newest event.
     let again = req(Method::GET, &format!("/api/t/{token}/events"))
         .header("last-event-id", "2")
         .body(Body::empty())
         .expect("req");
     let (_, s2) = Stream::open(&app.router, again).await;
-    let (_, snap) = s2.expect("stream").next().await;
+    let mut s2 = s2.expect("stream");
+    let (_, snap) = s2.next().await;
     assert_eq!(snap["status"], "Resolved");
+    assert_eq!(s2.last_id, Some(newest));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,6 +215,82 @@ async fn admin_stream_needs_auth_and_reports_every_change_with_counts() {
         kinds.first().map(String::as_str),
         Some("processing_started")
     );
+}
+
+/// The dashboard stream opened with `Last-Event-ID: last` (or without).
+async fn admin_stream(app: &TestApp, last: Option<i64>) -> Stream {
+    let mut r = req(Method::GET, "/api/admin/events")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"));
+    if let Some(last) = last {
+        r = r.header("last-event-id", last.to_string());
+    }
+    let (st, s) = Stream::open(&app.router, r.body(Body::empty()).expect("req")).await;
+    assert_eq!(st, StatusCode::OK);
+    s.expect("stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_that_reconnects_with_last_event_id_is_sent_what_it_missed() {
+    let app = start();
+    let (first, _) = submit(&app.router, "Refund", "Please refund order 7").await;
+    wait_processed(&app.state, first).await;
+    let mut s = admin_stream(&app, None).await;
+    let (name, _) = s.next().await;
+    assert_eq!(name, "hello");
+    let seen = s.last_id.expect("hello carries where the feed is");
+    assert_eq!(seen, app.state.store.last_event_id().expect("feed"));
+    drop(s);
+
+    // While it is away: a new ticket, its processing, a staff note.
+    let (id, _) = submit(&app.router, "Login", "I cannot log in to my account").await;
+    wait_processed(&app.state, id).await;
+    let note = admin_json(
+        &format!("/api/tickets/{id}/messages"),
+        r#"{"body": "Checking the logs", "internal": true}"#,
+    );
+    assert_eq!(send(&app.router, note).await.status, StatusCode::CREATED);
+    let missed = app.state.store.feed_after(seen, 100).expect("feed");
+    assert!(missed.len() >= 4, "{missed:?}");
+
+    let mut s = admin_stream(&app, Some(seen)).await;
+    assert_eq!(s.next().await.0, "hello");
+    for want in &missed {
+        let (name, ev) = s.next().await;
+        assert_eq!(name, "ticket");
+        assert_eq!((ev["id"].as_i64(), s.last_id), (Some(id), Some(want.id)));
+        assert_eq!(ev["kind"], serde_json::json!(want.kind));
+    }
+    let kinds: Vec<_> = missed.iter().map(|e| e.kind).collect();
+    use smart_support::ticket::EventKind as K;
+    assert_eq!(kinds.first(), Some(&K::Submitted));
+    assert_eq!(kinds.last(), Some(&K::Message), "{kinds:?}");
+    assert!(kinds.contains(&K::AiCompleted), "{kinds:?}");
+
+    // Live changes follow the replay, ids still growing.
+    let r = send(
+        &app.router,
+        admin_post(&format!("/api/tickets/{id}/resolve")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let before = s.last_id;
+    let (_, ev) = s.next().await;
+    assert_eq!(ev["kind"], "resolved");
+    assert!(s.last_id > before);
+
+    // Too far behind to replay: told to reload everything.
+    let m = smart_support::store::NewMessage {
+        author: smart_support::store::Author::Customer,
+        internal: false,
+        ai_assisted: false,
+        body: "hello?".into(),
+    };
+    let now = app.state.store.last_event_id().expect("feed");
+    for _ in 0..501 {
+        app.state.store.add_message(first, &m, 14).expect("message");
+    }
+    let mut s = admin_stream(&app, Some(now)).await;
+    assert_eq!(s.next().await.0, "resync");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

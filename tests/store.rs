@@ -316,3 +316,60 @@ fn a_second_process_waits_instead_of_failing() {
     releaser.join().expect("thread");
     assert_eq!(store.setting("k").expect("read").as_deref(), Some("v"));
 }
+
+#[test]
+fn the_feed_has_every_change_in_order_and_never_reuses_an_id() {
+    use smart_support::store::{Author, NewMessage};
+    use smart_support::ticket::EventKind as K;
+    let dir = TempDir::new().expect("tempdir");
+    let store = Store::open(&dir.path().join("t.db")).expect("open");
+    let (id, _) = store
+        .create_ticket(&input("Refund", "refund order 7"))
+        .expect("create");
+    let claim = store
+        .claim(id, "w", LEASE)
+        .expect("claim")
+        .expect("claimed");
+    let analysis = Pipeline::rules_only().run(&input("Refund", "refund order 7"));
+    store.complete(&claim, &analysis).expect("complete");
+    let note = NewMessage {
+        author: Author::Staff("ann".into()),
+        internal: true,
+        ai_assisted: false,
+        body: "checking".into(),
+    };
+    store.add_message(id, &note, 14).expect("note");
+    store.resolve(id, "customer").expect("resolve");
+    store.rate(id, 3, None).expect("rate");
+    let feed = store.feed_after(0, 100).expect("feed");
+    let kinds: Vec<_> = feed.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds[..2],
+        [K::Submitted, K::ProcessingStarted],
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&K::AiCompleted) && kinds.contains(&K::Message));
+    assert_eq!(kinds.last(), Some(&K::Rated), "{kinds:?}");
+    assert!(feed.windows(2).all(|w| w[0].id < w[1].id), "ids grow");
+    assert!(
+        feed.iter()
+            .all(|e| e.ticket_id == id && e.status == Status::Resolved)
+    );
+    // Messages and staff changes are in the feed, not in the history.
+    let history = store.get(id).expect("get").events;
+    assert!(history.iter().all(|e| e.kind.in_history()), "{history:?}");
+
+    // Re-rating replaces the newest event: its id is not handed out again,
+    // or a follower that had read it would miss the new rating.
+    let newest = store.last_event_id().expect("last");
+    store.rate(id, 5, None).expect("rate again");
+    let after = store.feed_after(newest, 10).expect("feed");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].id > newest && after[0].kind == K::Rated);
+    assert_eq!(
+        store
+            .feed_after(store.last_event_id().expect("last"), 10)
+            .expect("feed"),
+        []
+    );
+}

@@ -268,7 +268,8 @@ pub fn version(conn: &Connection) -> Result<usize, StoreError> {
     Ok(v as usize)
 }
 
-/// Brings the schema to `target`; each step runs in its own transaction.
+/// Brings the schema to `target`; each step runs in its own transaction,
+/// which checks the version again (nodes may start at the same time).
 pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError> {
     let current = version(conn)?;
     if current > LATEST {
@@ -279,6 +280,11 @@ pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process (a node starting beside this one) may have taken
+        // this step since the version was read.
+        if version(&tx)? > i {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;

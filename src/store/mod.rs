@@ -645,7 +645,8 @@ impl Store {
     /// Like `complete`; with `ai_message` the AI's answer is also recorded
     /// as a public message by `ai` (it reaches the customer at once), and
     /// `failure` (why the models' run was given up) is kept for staff, in
-    /// the same transaction.
+    /// the same transaction. The lease's owner stays on the ticket: which
+    /// node processed it.
     pub fn complete_with(
         &self,
         claim: &queue::Claim,
@@ -679,7 +680,7 @@ impl Store {
             tx.execute(
                 "UPDATE tickets SET processing = 'done', analysis = ?2, category = ?3, priority = ?4,
                      sentiment = ?5, risk = ?6, status = ?7, updated_at = ?8, failure = ?9,
-                     lease_token = NULL, lease_owner = NULL, lease_expires = NULL
+                     lease_token = NULL, lease_expires = NULL
                  WHERE id = ?1",
                 params![
                     id,

@@ -215,6 +215,10 @@ pub async fn customer_events(
                     Next::Update(u) if u.id == st.id && u.event <= st.seen => continue,
                     Next::Update(u) if u.id == st.id => {
                         st.seen = u.event;
+                        // One snapshot covers the changes already queued.
+                        while let Ok(u) = st.sub.rx.try_recv() {
+                            st.seen = st.seen.max(u.event);
+                        }
                         break;
                     }
                     Next::Update(_) => continue,

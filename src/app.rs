@@ -51,9 +51,10 @@ pub struct App {
     /// The other background tasks, by name: the change feed, the
     /// heartbeat, maintenance, deliveries, mail, the service-level timer.
     pub tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
-    /// Held for the life of the service: exclusive for `--role all` (one
-    /// serving process per SQLite file), shared for web and worker nodes.
-    pub lock: File,
+    /// Held for the life of the service on a SQLite file: exclusive for
+    /// `--role all` (one serving process per file), shared for web and
+    /// worker nodes. PostgreSQL takes any number of nodes of any role.
+    pub lock: Option<File>,
 }
 
 /// Refuses a configuration the service must not run with.
@@ -69,12 +70,11 @@ fn check_config(config: &ServeConfig) -> Result<(), AppError> {
         }
     }
     let db = config.db.to_string_lossy();
-    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        return Err(AppError::Config(
-            "--db takes a SQLite file here: PostgreSQL (several nodes on one database) is not \
-             built yet (issue 13)"
-                .into(),
-        ));
+    if db.contains("://") && crate::store::postgres_url(&config.db).is_none() {
+        return Err(AppError::Config(format!(
+            "--db takes a SQLite file or a postgres:// URL, not {}",
+            crate::store::redact_url(&db)
+        )));
     }
     if config.limits.max_streams >= config.limits.max_connections {
         return Err(AppError::Config(format!(
@@ -124,11 +124,16 @@ fn lock_database(db: &Path, role: Role) -> Result<File, AppError> {
     }
 }
 
-fn open_store(config: &ServeConfig) -> Result<(Store, Option<String>), AppError> {
-    let err = |source| AppError::Store {
-        path: config.db.display().to_string(),
+/// A store failure at start-up, naming the database (without a password).
+fn store_error(config: &ServeConfig) -> impl Fn(crate::store::StoreError) -> AppError + Copy + '_ {
+    move |source| AppError::Store {
+        path: crate::store::redact_url(&config.db.display().to_string()),
         source,
-    };
+    }
+}
+
+fn open_store(config: &ServeConfig) -> Result<(Store, Option<String>), AppError> {
+    let err = store_error(config);
     let store = Store::open_service(&config.db, config.db_readers).map_err(err)?;
     if let Some(mb) = config.db_max_mb {
         store.set_max_size_mb(mb).map_err(err)?;
@@ -149,10 +154,7 @@ fn knowledge(
     config: &ServeConfig,
     pipeline: &mut crate::pipeline::Pipeline,
 ) -> Result<(PolicyHandle, Vec<Labelled>), AppError> {
-    let err = |source| AppError::Store {
-        path: config.db.display().to_string(),
-        source,
-    };
+    let err = store_error(config);
     let starter = crate::kb::starter::articles().map_err(|e| AppError::Config(e.to_string()))?;
     let seeded = store.kb_seed_once(&starter).map_err(err)?;
     if seeded > 0 {
@@ -247,7 +249,11 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
         None => Default::default(),
     };
     let role = config.role;
-    let lock = lock_database(&config.db, role)?;
+    let postgres = crate::store::postgres_url(&config.db).is_some();
+    let lock = match postgres {
+        true => None,
+        false => Some(lock_database(&config.db, role)?),
+    };
     let (store, integrity) = open_store(&config)?;
     let store = Arc::new(store);
     set_admin_password(&store, &config)?;
@@ -270,6 +276,12 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
     let handle = WorkerHandle::new();
     let shutdown = Shutdown::default();
     let node = Node::new(role);
+    // Alive before its worker claims anything: other nodes free the leases
+    // of owners they do not see.
+    let engines_json = serde_json::json!(engines);
+    store
+        .node_seen(&node.name, role.as_str(), &node.started_at, &engines_json)
+        .map_err(store_error(&config))?;
     let mut tasks = vec![
         (
             "feed",
@@ -280,7 +292,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
             crate::cluster::spawn_heartbeat(
                 store.clone(),
                 node.clone(),
-                serde_json::json!(engines),
+                engines_json,
                 shutdown.clone(),
             ),
         ),
@@ -299,7 +311,7 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
             grace: Duration::from_secs(config.shutdown_grace_secs),
             lease: Duration::from_secs(config.lease_secs.max(3)),
             max_attempts: config.max_attempts,
-            owns_database: role == Role::All,
+            owns_database: role == Role::All && !postgres,
         };
         let (p, h, sd) = (Arc::new(pipeline), handle.clone(), shutdown.clone());
         let worker = worker::spawn(store.clone(), p, h, wc, node.name.clone(), sd);

@@ -22,6 +22,16 @@ pub fn format_ts(t: jiff::Timestamp) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
 }
 
+/// Now moved by `ms` milliseconds (back when negative), formatted like
+/// `now()`: the store's reading of the database server's clock.
+pub fn now_plus_ms(ms: i64) -> String {
+    let now = OffsetDateTime::now_utc();
+    format(
+        now.checked_add(time::Duration::milliseconds(ms))
+            .unwrap_or(now),
+    )
+}
+
 /// The time `d` from now, formatted like `now()`.
 pub fn after(d: std::time::Duration) -> String {
     let ahead = time::Duration::try_from(d).unwrap_or(time::Duration::ZERO);

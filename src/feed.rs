@@ -3,7 +3,10 @@
 //! by id and tells the process's listeners (live pages, the wait API, the
 //! service-level timer), so a page served by one node sees what another
 //! node did. A write in this process wakes the follower at once
-//! (`WorkerHandle::changed`); the poll catches the other processes' writes.
+//! (`WorkerHandle::changed`); on PostgreSQL, so does another process's
+//! commit (`LISTEN`/`NOTIFY`, `Store::listen_for_changes`), and the poll is
+//! the backstop for a notification lost while the listening session was
+//! down (on SQLite the poll is how other processes' writes are seen).
 //! New tickets also wake this process's worker, wherever they came in.
 
 use std::sync::Arc;
@@ -27,6 +30,9 @@ pub fn spawn(
     handle: WorkerHandle,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
+    let remote = store
+        .listen_for_changes()
+        .unwrap_or_else(|| Arc::new(tokio::sync::Notify::new()));
     tokio::spawn(async move {
         let mut last = loop {
             let s = store.clone();
@@ -51,6 +57,7 @@ pub fn spawn(
             }
             tokio::select! {
                 _ = handle.changed.notified() => {}
+                _ = remote.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = shutdown.wait() => return,
             }

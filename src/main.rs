@@ -2,7 +2,7 @@
 //! `generate`, `models fetch`, `backup`, `users`, `admin set-password`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -137,6 +137,11 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// The database as a whole: copy it into another (SQLite or PostgreSQL).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Staff accounts: add, list, disable, set a password.
     Users {
         #[command(flatten)]
@@ -199,6 +204,22 @@ enum KbCommand {
     },
     /// Write every article to DIR/{slug}.md.
     Export { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Copies everything (tickets, events, accounts, articles, settings,
+    /// outboxes) into a new, empty database and checks every table's count.
+    /// Stop the service first: the copy reads one snapshot, and what is
+    /// written after it stays behind.
+    Copy {
+        /// The database to copy: a SQLite file or a postgres:// URL.
+        #[arg(long)]
+        from: PathBuf,
+        /// The destination: a new SQLite file or an empty PostgreSQL database.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -363,6 +384,9 @@ fn main() -> anyhow::Result<()> {
             command: AdminCommand::SetPassword { db },
         }) => set_password(db),
         Some(Command::Backup { db, to }) => backup(db, to),
+        Some(Command::Db {
+            command: DbCommand::Copy { from, to },
+        }) => db_copy(&from, &to),
         Some(Command::Users { db, command }) => users(db.path, command),
     }
 }
@@ -465,7 +489,7 @@ fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let bind = cfg.bind;
-        let db = cfg.db.display().to_string();
+        let db = smart_support::store::redact_url(&cfg.db.display().to_string());
         // A web node runs no models: the worker nodes do.
         let models = if cfg.role.works() {
             smart_support::models::load(&cfg.models)
@@ -507,6 +531,32 @@ fn backup(db: PathBuf, to: PathBuf) -> anyhow::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     let report = smart_support::store::backup(&conn, &to)
         .with_context(|| format!("cannot back up {} to {}", db.display(), to.display()))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn db_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use smart_support::store::{Store, postgres_url, redact_url};
+    let shown = |p: &Path| match postgres_url(p) {
+        Some(url) => redact_url(url),
+        None => p.display().to_string(),
+    };
+    if postgres_url(from).is_none() && !from.is_file() {
+        bail!("{} does not exist", from.display());
+    }
+    let same = match (postgres_url(from), postgres_url(to)) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => to.exists() && from.canonicalize().ok() == to.canonicalize().ok(),
+        _ => false,
+    };
+    if same {
+        bail!("--from and --to are the same database");
+    }
+    let source = Store::open(from).with_context(|| format!("cannot open {}", shown(from)))?;
+    let dest = Store::open(to).with_context(|| format!("cannot open {}", shown(to)))?;
+    let report = source
+        .copy_to(&dest)
+        .with_context(|| format!("cannot copy {} to {}", shown(from), shown(to)))?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -304,6 +304,8 @@ struct Ctx {
     config: WorkerConfig,
     /// This worker's name on its leases.
     owner: Arc<str>,
+    /// When it last freed the leases of stopped nodes.
+    reaped: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// How the worker runs.
@@ -340,16 +342,15 @@ pub fn spawn(
         shutdown,
         config,
         owner,
+        reaped: Arc::default(),
     };
     tokio::spawn(async move {
         let s = ctx.store.clone();
-        // Other nodes' leases run out by themselves.
-        match blocking(move || {
-            if config.owns_database {
-                s.expire_leases()
-            } else {
-                Ok(0)
-            }
+        // Alone on the file, every lease is a dead process's; on a shared
+        // database, those of nodes that stopped saying they are alive.
+        match blocking(move || match config.owns_database {
+            true => s.expire_leases(),
+            false => s.expire_orphaned_leases(crate::cluster::HEARTBEAT * 3),
         })
         .await
         {
@@ -389,6 +390,7 @@ async fn run_queue(ctx: &Ctx, slots: &Arc<Semaphore>, running: &Running) {
             }
             Ok(None) => {
                 drop(permit);
+                reap_orphans(ctx).await;
                 // The timeout is a safety net (and picks up expired leases);
                 // intake wakes us at once.
                 tokio::select! {
@@ -405,6 +407,27 @@ async fn run_queue(ctx: &Ctx, slots: &Arc<Semaphore>, running: &Running) {
                 }
             }
         }
+    }
+}
+
+/// While it waits for work, a worker on a shared database frees the leases
+/// of nodes that died (at most once per heartbeat).
+async fn reap_orphans(ctx: &Ctx) {
+    if ctx.config.owns_database {
+        return;
+    }
+    {
+        let mut last = ctx.reaped.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < crate::cluster::HEARTBEAT) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    let s = ctx.store.clone();
+    match blocking(move || s.expire_orphaned_leases(crate::cluster::HEARTBEAT * 3)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(tickets = n, "freed the tickets of a node that stopped"),
+        Err(e) => tracing::warn!(error = %e, "could not free the tickets of stopped nodes"),
     }
 }
 

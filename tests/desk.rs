@@ -263,12 +263,10 @@ async fn a_customer_reply_reopens_a_resolved_ticket_within_the_window() {
     );
     // Resolved long ago: the reply is refused with a clear message.
     app.state.store.resolve(id, "admin").expect("resolve");
-    let conn = rusqlite::Connection::open(&app.state.config.db).expect("open");
-    conn.execute(
-        "UPDATE tickets SET updated_at = '2020-01-01T00:00:00.000Z' WHERE id = ?1",
-        [id],
-    )
-    .expect("age");
+    run_sql(
+        &app,
+        &format!("UPDATE tickets SET updated_at = '2020-01-01T00:00:00.000Z' WHERE id = {id}"),
+    );
     let r = send(&app.router, reply("Hello again")).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert!(r.body.contains("open a new ticket"), "{}", r.body);

@@ -729,3 +729,61 @@ async fn similar_resolved_tickets_offer_public_staff_replies_only() {
         "{staff}"
     );
 }
+
+/// On PostgreSQL the knowledge base is ranked by the same BM25 as SQLite's
+/// FTS5 (same weights, same rows): the articles the AI is given, and how
+/// strong they count, must not depend on the backend. Runs in the
+/// PostgreSQL pass (it needs both).
+#[test]
+fn the_knowledge_base_ranks_alike_on_both_backends() {
+    let Some(url) = fresh_postgres() else {
+        return; // the SQLite pass: nothing to compare with
+    };
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let starter = smart_support::kb::starter::articles().expect("starter");
+    let open = |db: std::path::PathBuf| {
+        let s = smart_support::store::Store::open(&db).expect("open");
+        s.kb_import(&starter, "starter", false).expect("import");
+        s
+    };
+    let lite = open(dir.path().join("kb.db"));
+    let pg = open(url.into());
+    let queries = [
+        "I was charged twice for my subscription please refund",
+        "cannot log in password reset email never arrives",
+        "my parcel never arrived tracking number",
+        "the app crashes when I upload a photo",
+        "someone hacked my account and changed the email",
+        "how do I export my invoices",
+    ];
+    for q in queries {
+        // The words retrieval searches with.
+        let terms = smart_support::agents::keywords::query_terms(q, 48);
+        let a = lite.kb_search(&terms, 3).expect("sqlite");
+        let b = pg.kb_search(&terms, 3).expect("postgres");
+        let show = |h: &[smart_support::store::kb::KbHit]| {
+            h.iter()
+                .map(|h| format!("{} {:.2}", h.slug, h.score))
+                .collect::<Vec<_>>()
+        };
+        // Stemmers and stop words differ a little (Porter and unicode61
+        // against Snowball English), so near ties may swap: each backend's
+        // best is in the other's top three, and the scores agree closely.
+        let top =
+            |h: &[smart_support::store::kb::KbHit], slug: &str| h.iter().any(|h| h.slug == slug);
+        assert!(
+            top(&a, &b[0].slug) && top(&b, &a[0].slug),
+            "'{q}': sqlite {:?}, postgres {:?}",
+            show(&a),
+            show(&b)
+        );
+        let (x, y) = (a[0].score, b[0].score);
+        assert!(
+            (x - y).abs() <= x.max(y) * 0.15,
+            "'{q}': sqlite {:?}, postgres {:?}",
+            show(&a),
+            show(&b)
+        );
+        eprintln!("'{q}': sqlite {:?}, postgres {:?}", show(&a), show(&b));
+    }
+}

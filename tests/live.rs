@@ -471,3 +471,67 @@ async fn login(app: &TestApp) -> String {
         .and_then(|c| c.split(';').next().map(str::to_string))
         .expect("session cookie")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_another_nodes_commit_is_announced_and_a_cut_listener_reconnects() {
+    if !on_postgres() {
+        eprintln!("PostgreSQL only (LISTEN/NOTIFY): runs in the PostgreSQL pass");
+        return;
+    }
+    use smart_support::store::Store;
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let db = test_db(&dir);
+    let (here, there) = (
+        Store::open(&db).expect("open"),
+        Store::open(&db).expect("open"),
+    );
+    let heard = here.listen_for_changes().expect("a listener on PostgreSQL");
+    let wait = |what: &'static str| {
+        let heard = heard.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), heard.notified())
+                .await
+                .unwrap_or_else(|_| panic!("{what}"));
+        }
+    };
+    wait("the listener says when it is connected").await;
+    let ticket = smart_support::ticket::TicketInput {
+        subject: "Where is my parcel".into(),
+        description: "It has not moved for days.".into(),
+    };
+    there.create_ticket(&ticket).expect("create");
+    wait("another session's commit is announced").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), heard.notified())
+            .await
+            .is_err(),
+        "one commit, one signal"
+    );
+    // The server ends the listening session: it connects again and says
+    // so (the follower then reads what it may have missed).
+    let cut = there
+        .number_for_test(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .expect("terminate");
+    assert_eq!(cut, Some(1));
+    wait("the listener connects again").await;
+    there.create_ticket(&ticket).expect("create");
+    wait("and hears the next commit").await;
+}
+
+#[test]
+fn leases_and_heartbeats_are_written_in_the_database_servers_time() {
+    use smart_support::store::Store;
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let store = Store::open(&test_db(&dir)).expect("open");
+    let skew = store.clock_skew_ms();
+    if on_postgres() {
+        // The test server runs on this machine: one clock, read across a
+        // round trip (a wrong unit or sign would be off by far more).
+        assert!(skew.abs() < 2_000, "{skew} ms");
+    } else {
+        assert_eq!(skew, 0, "SQLite's clock is this machine's");
+    }
+}

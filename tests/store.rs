@@ -1,5 +1,9 @@
-//! The SQLite store: migrations from every earlier version, writes under
-//! concurrency, once-only claims.
+//! The store: once-only claims under leases, writes under concurrency and
+//! the change feed (on the tests' backend: SQLite, or PostgreSQL in its
+//! pass); and the SQLite file's own: migrations from every earlier version,
+//! a newer or foreign file refused, a second process waiting its turn.
+
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,7 +128,7 @@ fn not_a_database_is_a_clear_error() {
 #[test]
 fn a_ticket_is_claimed_once_and_completed_once() {
     let dir = TempDir::new().expect("tempdir");
-    let store = Store::open(&dir.path().join("t.db")).expect("open");
+    let store = Store::open(&common::test_db(&dir)).expect("open");
     let (id, _) = store
         .create_ticket(&input("Refund", "refund please"))
         .expect("create");
@@ -151,7 +155,7 @@ fn a_ticket_is_claimed_once_and_completed_once() {
 #[test]
 fn an_expired_lease_is_claimed_again_and_the_old_holder_is_fenced_off() {
     let dir = TempDir::new().expect("tempdir");
-    let store = Store::open(&dir.path().join("t.db")).expect("open");
+    let store = Store::open(&common::test_db(&dir)).expect("open");
     let (id, _) = store
         .create_ticket(&input("Refund", "refund please"))
         .expect("create");
@@ -204,7 +208,7 @@ fn an_expired_lease_is_claimed_again_and_the_old_holder_is_fenced_off() {
 #[test]
 fn a_handed_back_ticket_does_not_count_an_attempt_and_attempts_run_out() {
     let dir = TempDir::new().expect("tempdir");
-    let store = Store::open(&dir.path().join("t.db")).expect("open");
+    let store = Store::open(&common::test_db(&dir)).expect("open");
     let (id, _) = store
         .create_ticket(&input("Refund", "refund please"))
         .expect("create");
@@ -264,7 +268,7 @@ fn a_handed_back_ticket_does_not_count_an_attempt_and_attempts_run_out() {
 #[test]
 fn concurrent_writers_never_hit_busy() {
     let dir = TempDir::new().expect("tempdir");
-    let store = Arc::new(Store::open(&dir.path().join("t.db")).expect("open"));
+    let store = Arc::new(Store::open(&common::test_db(&dir)).expect("open"));
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let store = store.clone();
@@ -322,7 +326,7 @@ fn the_feed_has_every_change_in_order_and_never_reuses_an_id() {
     use smart_support::store::{Author, NewMessage};
     use smart_support::ticket::EventKind as K;
     let dir = TempDir::new().expect("tempdir");
-    let store = Store::open(&dir.path().join("t.db")).expect("open");
+    let store = Store::open(&common::test_db(&dir)).expect("open");
     let (id, _) = store
         .create_ticket(&input("Refund", "refund order 7"))
         .expect("create");

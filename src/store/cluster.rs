@@ -10,11 +10,10 @@
 
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Store, StoreError};
-use crate::clock;
 use crate::ticket::{EventKind, Status};
 
 /// A change to a ticket, as the feed reads it: the event and the ticket's
@@ -91,7 +90,7 @@ impl Store {
     /// Takes or renews the lease `name` for `owner` until `ttl` from now;
     /// `false` while another owner's lease runs.
     pub fn hold_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let (now, expires) = (clock::now(), clock::after(ttl));
+        let (now, expires) = (self.db_now(), self.db_after(ttl));
         self.write(|c| {
             let changed = c.execute(
                 "INSERT INTO leases (name, owner, expires) VALUES (?1, ?2, ?3)
@@ -121,7 +120,7 @@ impl Store {
             .reader()
             .query_row(
                 "SELECT owner FROM leases WHERE name = ?1 AND expires >= ?2",
-                params![name, clock::now()],
+                params![name, self.db_now()],
                 |r| r.get(0),
             )
             .optional()?)
@@ -135,7 +134,10 @@ impl Store {
         started_at: &str,
         engines: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let now = clock::now();
+        // The heartbeat also keeps this machine's reading of the server's
+        // clock fresh (leases are written in the server's time).
+        self.read_server_clock()?;
+        let now = self.db_now();
         let engines = engines.to_string();
         self.write(|c| {
             c.execute(
@@ -159,7 +161,7 @@ impl Store {
 
     /// Nodes seen in the last `within`, by name.
     pub fn nodes_seen(&self, within: Duration) -> Result<Vec<Node>, StoreError> {
-        let since = clock::ago(within);
+        let since = self.db_ago(within);
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT name, role, started_at, seen_at, engines FROM nodes
@@ -183,7 +185,7 @@ impl Store {
     /// Removes nodes not seen for `older`: a process killed without a
     /// goodbye leaves its row behind.
     pub fn forget_nodes(&self, older: Duration) -> Result<usize, StoreError> {
-        let before = clock::ago(older);
+        let before = self.db_ago(older);
         self.write(|c| Ok(c.execute("DELETE FROM nodes WHERE seen_at < ?1", [before])?))
     }
 }

@@ -2,7 +2,7 @@
 //! internal messages), the history of staff changes (who changed which field
 //! from what to what, when), and the assignee.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use super::sql::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -234,12 +234,12 @@ impl Store {
                 record_change(&tx, id, "status", Some(Status::Pending.as_str()), Some(Status::Open.as_str()), "customer", &now)?;
                 status = Status::Open;
             }
-            tx.execute(
+            let msg_id: i64 = tx.query_row(
                 "INSERT INTO messages (ticket_id, author_kind, author_name, internal, ai_assisted, body, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
                 params![id, m.author.kind(), m.author.label(), m.internal, m.ai_assisted, m.body, now],
+                |r| r.get(0),
             )?;
-            let msg_id = tx.last_insert_rowid();
             Self::add_event(&tx, id, EventKind::Message, &msg_id.to_string(), &now)?;
             tx.execute("UPDATE tickets SET updated_at = ?2 WHERE id = ?1", params![id, now])?;
             if !m.internal {
@@ -416,8 +416,8 @@ impl Store {
         let conn = self.reader();
         let mut st = conn.prepare_cached(
             "SELECT c.to_value, COUNT(*),
-                    SUM(t.category = c.to_value),
-                    SUM(t.priority = p.to_value)
+                    SUM(CASE WHEN t.category = c.to_value THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN t.priority = p.to_value THEN 1 ELSE 0 END)
              FROM history c
              JOIN history p ON p.ticket_id = c.ticket_id AND p.field = 'priority' AND p.by = 'ai'
              JOIN tickets t ON t.id = c.ticket_id
@@ -475,7 +475,7 @@ impl Store {
         let conn = self.reader();
         let mut st = conn.prepare_cached(
             "SELECT id, category, title, body FROM canned_replies
-             WHERE ?1 IS NULL OR category IS NULL OR category = ?1
+             WHERE CAST(?1 AS TEXT) IS NULL OR category IS NULL OR category = ?1
              ORDER BY title COLLATE NOCASE, id",
         )?;
         let rows = st
@@ -499,11 +499,12 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let now = clock::now();
         self.write(|c| {
-            c.execute(
-                "INSERT INTO canned_replies (category, title, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+            Ok(c.query_row(
+                "INSERT INTO canned_replies (category, title, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4) RETURNING id",
                 params![category.map(|c| c.as_str()), title, body, now],
-            )?;
-            Ok(c.last_insert_rowid())
+                |r| r.get(0),
+            )?)
         })
     }
 

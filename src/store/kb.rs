@@ -2,7 +2,7 @@
 //! plain terms; how they become a query (FTS5 here) stays in the store, so
 //! another backend can answer the same calls.
 
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use super::sql::{Backend, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -49,7 +49,52 @@ fn any_of(terms: &[String]) -> Option<String> {
     (!quoted.is_empty()).then(|| quoted.join(" OR "))
 }
 
-fn article_row(r: &Row<'_>) -> rusqlite::Result<ArticleRow> {
+/// FTS5's `bm25(kb_fts, 4.0, 2.0, 1.0)` on PostgreSQL: per query stem, its
+/// IDF over every article times its frequency weighted by column, damped by
+/// the article's length against the average; `?1` holds the query's words.
+const PG_BM25: &str = "
+    WITH docs AS (
+        SELECT a.id, a.slug, a.title, a.category, a.published,
+               setweight(to_tsvector('english', a.title), 'A')
+               || setweight(to_tsvector('english', a.tags), 'B')
+               || setweight(to_tsvector('english', a.body), 'C') AS v
+        FROM kb_articles a),
+    lens AS (
+        SELECT d.id,
+               (SELECT COALESCE(SUM(array_length(u.positions, 1)), 0) FROM unnest(d.v) u)::float8
+                   AS dl
+        FROM docs d),
+    corpus AS (SELECT COUNT(*)::float8 AS n, GREATEST(AVG(dl), 1.0)::float8 AS avgdl FROM lens),
+    terms AS (SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', ?1)) u),
+    hits AS (
+        SELECT d.id, u.lexeme,
+               (SELECT SUM(CASE w WHEN 'A' THEN 4.0 WHEN 'B' THEN 2.0 ELSE 1.0 END)
+                FROM unnest(u.weights) w)::float8 AS f
+        FROM docs d CROSS JOIN LATERAL unnest(d.v) u
+        WHERE u.lexeme IN (SELECT lexeme FROM terms)),
+    df AS (SELECT lexeme, COUNT(*)::float8 AS n FROM hits GROUP BY lexeme)
+    SELECT d.slug, d.title, d.category,
+           SUM(GREATEST(ln((c.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
+               * (h.f * 2.2) / (h.f + 1.2 * (0.25 + 0.75 * l.dl / c.avgdl))) AS score
+    FROM hits h JOIN docs d ON d.id = h.id JOIN lens l ON l.id = h.id
+         JOIN df ON df.lexeme = h.lexeme CROSS JOIN corpus c
+    WHERE d.published = 1
+    GROUP BY d.slug, d.title, d.category
+    ORDER BY score DESC, d.slug LIMIT ?2";
+
+/// Any of `terms`, for PostgreSQL's `websearch_to_tsquery` (which takes
+/// any text without a syntax error).
+fn websearch_any(terms: &[String]) -> String {
+    terms
+        .iter()
+        .filter(|t| !t.is_empty())
+        .take(64)
+        .map(|t| format!("\"{}\"", t.replace('"', " ")))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+fn article_row(r: &Row<'_>) -> super::sql::Result<ArticleRow> {
     let category: Option<String> = r.get(3)?;
     let tags: String = r.get(4)?;
     Ok(ArticleRow {
@@ -77,7 +122,7 @@ pub struct ImportReport {
     pub deleted: usize,
 }
 
-fn slug_taken(tx: &rusqlite::Transaction<'_>, slug: &str) -> Result<bool, StoreError> {
+fn slug_taken(tx: &Transaction<'_>, slug: &str) -> Result<bool, StoreError> {
     Ok(tx
         .query_row("SELECT 1 FROM kb_articles WHERE slug = ?1", [slug], |_| {
             Ok(())
@@ -86,12 +131,7 @@ fn slug_taken(tx: &rusqlite::Transaction<'_>, slug: &str) -> Result<bool, StoreE
         .is_some())
 }
 
-fn upsert(
-    tx: &rusqlite::Transaction<'_>,
-    a: &Article,
-    by: &str,
-    now: &str,
-) -> Result<bool, StoreError> {
+fn upsert(tx: &Transaction<'_>, a: &Article, by: &str, now: &str) -> Result<bool, StoreError> {
     let existed = slug_taken(tx, &a.slug)?;
     tx.execute(
         "INSERT INTO kb_articles (slug, title, body, category, tags, published, created_at, updated_at, updated_by)
@@ -252,12 +292,20 @@ impl Store {
             return Ok(Vec::new());
         };
         let conn = self.reader();
-        let mut st = conn.prepare_cached(
-            "SELECT a.slug, a.title, a.category, -bm25(kb_fts, 4.0, 2.0, 1.0) AS score
-             FROM kb_fts JOIN kb_articles a ON a.id = kb_fts.rowid
-             WHERE kb_fts MATCH ?1 AND a.published = 1
-             ORDER BY score DESC LIMIT ?2",
-        )?;
+        let (sql, q) = match conn.backend() {
+            Backend::Sqlite => (
+                "SELECT a.slug, a.title, a.category, -bm25(kb_fts, 4.0, 2.0, 1.0) AS score
+                 FROM kb_fts JOIN kb_articles a ON a.id = kb_fts.rowid
+                 WHERE kb_fts MATCH ?1 AND a.published = 1
+                 ORDER BY score DESC LIMIT ?2",
+                q,
+            ),
+            // FTS5's BM25, in SQL: the same weights (title 4, tags 2, body
+            // 1), k1 = 1.2, b = 0.75, over the same rows (published or not,
+            // as FTS5's index has them), on English stems.
+            Backend::Postgres => (PG_BM25, terms.join(" ")),
+        };
+        let mut st = conn.prepare_cached(sql)?;
         let rows = st
             .query_map(params![q, limit as i64], |r| {
                 let category: Option<String> = r.get(2)?;
@@ -284,16 +332,34 @@ impl Store {
             return Ok(Vec::new());
         };
         let conn = self.reader();
-        let mut st = conn.prepare_cached(
-            "SELECT t.id, t.subject,
-                    (SELECT m.body FROM messages m
+        const REPLY: &str = "(SELECT m.body FROM messages m
                      WHERE m.ticket_id = t.id AND m.author_kind = 'staff' AND m.internal = 0
-                     ORDER BY m.id DESC LIMIT 1) AS reply,
-                    -bm25(tickets_fts) AS score
-             FROM tickets_fts JOIN tickets t ON t.id = tickets_fts.rowid
-             WHERE tickets_fts MATCH ?1 AND t.status = 'Resolved' AND t.id != ?2
-             ORDER BY score DESC LIMIT 50",
-        )?;
+                     ORDER BY m.id DESC LIMIT 1) AS reply";
+        let (sql, q) = match conn.backend() {
+            Backend::Sqlite => (
+                format!(
+                    "SELECT t.id, t.subject, {REPLY}, -bm25(tickets_fts) AS score
+                     FROM tickets_fts JOIN tickets t ON t.id = tickets_fts.rowid
+                     WHERE tickets_fts MATCH ?1 AND t.status = 'Resolved' AND t.id != ?2
+                     ORDER BY score DESC LIMIT 50"
+                ),
+                q,
+            ),
+            Backend::Postgres => (
+                format!(
+                    "SELECT t.id, t.subject, {REPLY},
+                            ts_rank(to_tsvector('simple', t.subject || ' ' || t.description),
+                                    websearch_to_tsquery('simple', ?1))::float8 AS score
+                     FROM tickets t
+                     WHERE to_tsvector('simple', t.subject || ' ' || t.description)
+                           @@ websearch_to_tsquery('simple', ?1)
+                       AND t.status = 'Resolved' AND t.id != ?2
+                     ORDER BY score DESC LIMIT 50"
+                ),
+                websearch_any(terms),
+            ),
+        };
+        let mut st = conn.prepare_cached(&sql)?;
         let rows = st
             .query_map(params![q, except.unwrap_or(-1)], |r| {
                 Ok((

@@ -5,7 +5,7 @@
 //! while the mail server is down. Nothing is queued while no mail server is
 //! configured.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::sql::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::{Store, StoreError};

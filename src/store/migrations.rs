@@ -1,7 +1,7 @@
 //! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
 //! Never edit a released step: add a new one.
 
-use rusqlite::{Connection, TransactionBehavior};
+use super::sql::{Backend, Connection, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
 
@@ -263,22 +263,47 @@ pub const MIGRATIONS: &[&str] = &[
 
 pub const LATEST: usize = MIGRATIONS.len();
 
+/// The schema version: SQLite's `user_version`; PostgreSQL's
+/// `schema_version` table (0 before the first migration).
 pub fn version(conn: &Connection) -> Result<usize, StoreError> {
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    Ok(v as usize)
+    let v: i64 = match conn.backend() {
+        Backend::Sqlite => conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+        Backend::Postgres => conn
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0),
+    };
+    Ok(usize::try_from(v).unwrap_or(0))
+}
+
+/// The migrations of `backend`.
+pub fn steps(backend: Backend) -> &'static [&'static str] {
+    match backend {
+        Backend::Sqlite => MIGRATIONS,
+        Backend::Postgres => super::postgres::MIGRATIONS,
+    }
 }
 
 /// Brings the schema to `target`; each step runs in its own transaction,
 /// which checks the version again (nodes may start at the same time).
 pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError> {
+    let backend = conn.backend();
+    let steps = steps(backend);
+    if backend == Backend::Postgres {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
+    }
     let current = version(conn)?;
-    if current > LATEST {
+    if current > steps.len() {
         return Err(StoreError::SchemaTooNew {
             found: current,
-            supported: LATEST,
+            supported: steps.len(),
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+    for (i, sql) in steps.iter().enumerate().take(target).skip(current) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Another process (a node starting beside this one) may have taken
         // this step since the version was read.
@@ -286,7 +311,16 @@ pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError
             continue;
         }
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        match backend {
+            Backend::Sqlite => tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?,
+            Backend::Postgres => {
+                tx.execute("DELETE FROM schema_version", [])?;
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [(i + 1) as i64],
+                )?;
+            }
+        }
         tx.commit()?;
         tracing::info!(version = i + 1, "applied schema migration");
     }

@@ -1,21 +1,28 @@
-//! Ticket storage in SQLite (rusqlite, bundled). The store is the work queue
-//! too: a ticket is committed before anyone is told about it, and its
-//! `processing` column (accepted → processing → done) makes the pipeline run
-//! once per ticket across restarts.
+//! Ticket storage: a SQLite file (rusqlite, bundled; the default) or a
+//! PostgreSQL database shared by several nodes (`sql` says how one set of
+//! queries runs on both, `postgres` holds that backend's schema, `copy`
+//! moves a database between them). The store is the work queue too: a
+//! ticket is committed before anyone is told about it, and its
+//! `processing` column (accepted → processing → done) with its lease makes
+//! the pipeline's result land once per ticket across restarts and nodes.
 //!
-//! One connection behind a mutex serialises every write, so concurrent
-//! requests never meet SQLITE_BUSY inside this process; the busy timeout
-//! covers other processes (e.g. `admin set-password` on a live database).
+//! One connection behind a mutex serialises this process's writes, so
+//! concurrent requests never meet SQLITE_BUSY inside this process; the busy
+//! timeout covers other processes (e.g. `admin set-password` on a live
+//! database), and on PostgreSQL the write lock spans every node.
 
 pub mod cluster;
+pub mod copy;
 pub mod desk;
 pub mod kb;
 pub mod mail;
 pub mod migrations;
 pub mod outbox;
+pub mod postgres;
 pub mod queue;
 pub mod search;
 pub mod sla;
+pub mod sql;
 pub mod users;
 
 pub use desk::{
@@ -25,12 +32,12 @@ pub use users::{User, UserChange};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::RngExt;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
+use sql::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use subtle::ConstantTimeEq;
 
 use crate::clock;
@@ -75,6 +82,19 @@ pub enum StoreError {
     KeyReused,
     #[error("backup failed: {0}")]
     Backup(String),
+    #[error("copy failed: {0}")]
+    Copy(String),
+    #[error("database error: {}", sql::pg_message(.0))]
+    Postgres(tokio_postgres::Error),
+    /// The database server cannot take the query right now (the
+    /// connection is lost, it is read-only or shutting down, an I/O fault).
+    #[error("the database cannot be reached right now: {0}")]
+    Gone(String),
+    /// The database server is out of disk (or memory).
+    #[error("the database is full (the server's disk or memory): {0}")]
+    ServerFull(String),
+    #[error("stored data has an unexpected type: {0}")]
+    Column(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -95,11 +115,42 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<sql::Error> for StoreError {
+    fn from(e: sql::Error) -> Self {
+        match e {
+            sql::Error::Sqlite(e) => StoreError::from(e),
+            sql::Error::NoRows => StoreError::from(rusqlite::Error::QueryReturnedNoRows),
+            sql::Error::Postgres(e) if e.is_closed() || e.code().is_none() => {
+                StoreError::Gone(e.to_string())
+            }
+            sql::Error::Postgres(e) => match e.code().map(|c| c.code()) {
+                // Out of disk or memory on the server.
+                Some(c) if c.starts_with("53") => StoreError::ServerFull(sql::pg_message(&e)),
+                // Read-only, shutting down, connection or I/O trouble.
+                Some(c)
+                    if c == "25006"
+                        || c.starts_with("08")
+                        || c.starts_with("57P")
+                        || c.starts_with("58") =>
+                {
+                    StoreError::Gone(sql::pg_message(&e))
+                }
+                _ => StoreError::Postgres(e),
+            },
+            sql::Error::Gone => StoreError::Gone(e.to_string()),
+            e @ sql::Error::Column { .. } => StoreError::Column(e.to_string()),
+        }
+    }
+}
+
 impl StoreError {
     /// A fault of the storage (full, I/O, corrupt), not of the request.
     pub fn is_storage_fault(&self) -> bool {
         match self {
-            StoreError::Full(_) | StoreError::Unavailable(_) => true,
+            StoreError::Full(_)
+            | StoreError::ServerFull(_)
+            | StoreError::Unavailable(_)
+            | StoreError::Gone(_) => true,
             StoreError::Sqlite(e) => matches!(
                 e.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
@@ -280,6 +331,58 @@ pub struct WriteHealth {
     pub full: Option<String>,
 }
 
+/// The runtime a PostgreSQL store's sessions run on, shut down in the
+/// background when the store goes (a runtime may not be dropped inside
+/// another's async context).
+struct PgRuntime(Option<tokio::runtime::Runtime>);
+
+impl PgRuntime {
+    fn new() -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Gone(format!("cannot start the PostgreSQL runtime: {e}")))?;
+        Ok(PgRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle(),
+            None => unreachable!("the runtime lives as long as the store"),
+        }
+    }
+}
+
+impl Drop for PgRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The URL in `--db`, when it names a PostgreSQL database.
+pub fn postgres_url(db: &Path) -> Option<&str> {
+    db.to_str()
+        .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
+/// `url` without its password (for logs and messages).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 pub struct Store {
     path: std::path::PathBuf,
     /// The one connection that writes (and reads, when there are no readers).
@@ -293,7 +396,24 @@ pub struct Store {
     webhooks_on: std::sync::atomic::AtomicBool,
     /// Whether changes queue mails (`mail`).
     mail_on: std::sync::atomic::AtomicBool,
+    /// How far the database server's clock is ahead of this machine's, in
+    /// milliseconds (0 on SQLite): leases and heartbeats are compared
+    /// across machines, so they are written in the server's time.
+    clock_skew_ms: std::sync::atomic::AtomicI64,
+    /// The PostgreSQL URL, with its password (never shown; `path` is the
+    /// redacted form). `None` on SQLite.
+    pg_url: Option<String>,
+    /// PostgreSQL's sessions run here (`None` on SQLite). Last, so the
+    /// connections above close first.
+    _runtime: Option<PgRuntime>,
 }
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The channel on which PostgreSQL announces new events (`add_event`).
+const CHANGES_CHANNEL: &str = "smart_support_events";
 
 /// The outcome of `Store::backup_to`.
 #[derive(Debug, Clone, Serialize)]
@@ -341,6 +461,9 @@ impl Store {
     }
 
     fn open_with(path: &Path, version: usize, readers: usize) -> Result<Store, StoreError> {
+        if let Some(url) = postgres_url(path) {
+            return Self::open_postgres(url, version, readers);
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
                 path: dir.display().to_string(),
@@ -363,36 +486,123 @@ impl Store {
             }
             _ => StoreError::from(e),
         };
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        let lite = rusqlite::Connection::open(path)?;
+        lite.busy_timeout(Duration::from_secs(10))?;
+        lite.pragma_update(None, "journal_mode", "WAL")
             .map_err(not_a_db)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
+        lite.pragma_update(None, "synchronous", "NORMAL")?;
+        lite.pragma_update(None, "foreign_keys", true)?;
+        let mut conn = Connection::Sqlite(lite);
         migrations::migrate_to(&mut conn, version).map_err(|e| match e {
             StoreError::Sqlite(e) => not_a_db(e),
             other => other,
         })?;
         let readers = (0..readers)
             .map(|_| {
-                let r = Connection::open_with_flags(
+                let r = rusqlite::Connection::open_with_flags(
                     path,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 r.busy_timeout(Duration::from_secs(10))?;
-                Ok(Mutex::new(r))
+                Ok(Mutex::new(Connection::Sqlite(r)))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Store {
-            path: path.to_path_buf(),
-            writer: Mutex::new(conn),
+        Ok(Self::with_connections(
+            path.to_path_buf(),
+            conn,
+            readers,
+            None,
+        ))
+    }
+
+    fn with_connections(
+        path: std::path::PathBuf,
+        writer: Connection,
+        readers: Vec<Mutex<Connection>>,
+        runtime: Option<PgRuntime>,
+    ) -> Store {
+        Store {
+            path,
+            writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
             write_health: Mutex::new(WriteHealth::default()),
             webhooks_on: std::sync::atomic::AtomicBool::new(false),
             mail_on: std::sync::atomic::AtomicBool::new(false),
-        })
+            clock_skew_ms: std::sync::atomic::AtomicI64::new(0),
+            pg_url: None,
+            _runtime: runtime,
+        }
+    }
+
+    /// Opens a PostgreSQL database: the writer and `readers` (at least one)
+    /// sessions on a runtime of the store's own, and migrates it.
+    fn open_postgres(url: &str, version: usize, readers: usize) -> Result<Store, StoreError> {
+        let runtime = PgRuntime::new()?;
+        let connect = || sql::PgConn::connect(url, runtime.handle()).map(Connection::Postgres);
+        let mut writer = connect()?;
+        migrations::migrate_to(&mut writer, version)?;
+        let readers = (0..readers.max(1))
+            .map(|_| Ok(Mutex::new(connect()?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let shown = std::path::PathBuf::from(redact_url(url));
+        let mut store = Self::with_connections(shown, writer, readers, Some(runtime));
+        store.pg_url = Some(url.to_string());
+        store.read_server_clock()?;
+        Ok(store)
+    }
+
+    /// Now by the database's clock (leases, heartbeats), formatted like
+    /// `clock::now()`; `lease_after`/`lease_ago` likewise.
+    pub(crate) fn db_now(&self) -> String {
+        clock::now_plus_ms(self.clock_skew_ms())
+    }
+
+    pub(crate) fn db_after(&self, d: Duration) -> String {
+        clock::now_plus_ms(self.clock_skew_ms().saturating_add(millis(d)))
+    }
+
+    pub(crate) fn db_ago(&self, d: Duration) -> String {
+        clock::now_plus_ms(self.clock_skew_ms().saturating_sub(millis(d)))
+    }
+
+    /// How far the database server's clock is ahead of this machine's (ms).
+    pub fn clock_skew_ms(&self) -> i64 {
+        self.clock_skew_ms.load(Ordering::Relaxed)
+    }
+
+    /// Reads the PostgreSQL server's clock and keeps its offset from this
+    /// machine's (the round trip's middle); nothing on SQLite, whose clock
+    /// is this machine's. Called at open and with every heartbeat.
+    pub(crate) fn read_server_clock(&self) -> Result<(), StoreError> {
+        if self.pg_url.is_none() {
+            return Ok(());
+        }
+        let local_ms = || {
+            i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(i64::MAX)
+        };
+        let before = local_ms();
+        let server: i64 = self.reader().query_row(
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            [],
+            |r| r.get(0),
+        )?;
+        let after = local_ms();
+        let skew = server - before / 2 - after / 2;
+        self.clock_skew_ms.store(skew, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Which engine the store runs on.
+    pub fn backend(&self) -> sql::Backend {
+        self.reader().backend()
     }
 
     pub fn path(&self) -> &Path {
@@ -433,7 +643,8 @@ impl Store {
         match &result {
             Err(e) if e.is_storage_fault() => {
                 h.failing = Some(e.to_string());
-                h.full = matches!(e, StoreError::Full(_)).then(|| e.to_string());
+                h.full = matches!(e, StoreError::Full(_) | StoreError::ServerFull(_))
+                    .then(|| e.to_string());
             }
             Ok(_) => {
                 h.failing = None;
@@ -457,8 +668,42 @@ impl Store {
     /// until called with `false`: tests of the storage-fault paths use it.
     #[doc(hidden)]
     pub fn block_writes_for_test(&self, blocked: bool) -> Result<(), StoreError> {
-        self.conn().pragma_update(None, "query_only", blocked)?;
+        let conn = self.conn();
+        match conn.sqlite() {
+            Some(c) => c.pragma_update(None, "query_only", blocked)?,
+            None => {
+                let on = if blocked { "on" } else { "off" };
+                conn.execute_batch(&format!("SET default_transaction_read_only = {on}"))?
+            }
+        }
         Ok(())
+    }
+
+    /// Runs `sql` on the writer: tests set up what the API cannot.
+    #[doc(hidden)]
+    pub fn sql_for_test(&self, sql: &str) -> Result<(), StoreError> {
+        self.write(|c| Ok(c.execute_batch(sql)?))
+    }
+
+    /// The first column of the first row of `sql` as a number (`None`
+    /// when there is no row): tests read what the API does not show.
+    #[doc(hidden)]
+    pub fn number_for_test(&self, sql: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .reader()
+            .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// As `number_for_test`, for text.
+    #[doc(hidden)]
+    pub fn text_for_test(&self, sql: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .reader()
+            .query_row(sql, [], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
     }
 
     pub fn write_health(&self) -> WriteHealth {
@@ -485,10 +730,15 @@ impl Store {
             .clone();
         let result = self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT INTO health_probe (filler) VALUES (zeroblob(65536))",
-                [],
-            )?;
+            let fill = match tx.backend() {
+                sql::Backend::Sqlite => {
+                    "INSERT INTO health_probe (filler) VALUES (zeroblob(65536))"
+                }
+                sql::Backend::Postgres => {
+                    "INSERT INTO health_probe (filler) VALUES (decode(repeat('00', 65536), 'hex'))"
+                }
+            };
+            tx.execute(fill, [])?;
             tx.execute("DELETE FROM health_probe", [])?;
             tx.commit()?;
             Ok(())
@@ -501,9 +751,13 @@ impl Store {
         result
     }
 
-    /// SQLite's `quick_check`: `Ok(())` or the problems it found.
+    /// SQLite's `quick_check`: `Ok(())` or the problems it found
+    /// (PostgreSQL checks its own pages: always `Ok`).
     pub fn quick_check(&self) -> Result<(), String> {
         let conn = self.conn();
+        if conn.backend() == sql::Backend::Postgres {
+            return Ok(());
+        }
         let rows: Result<Vec<String>, _> = conn
             .prepare("PRAGMA quick_check")
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect());
@@ -514,9 +768,16 @@ impl Store {
         }
     }
 
-    /// Caps the database at `mb` MiB: past it writes fail as on a full disk.
+    /// Caps the database at `mb` MiB: past it writes fail as on a full disk
+    /// (SQLite only: a PostgreSQL server's room is its administrator's).
     pub fn set_max_size_mb(&self, mb: u64) -> Result<(), StoreError> {
         let conn = self.conn();
+        if conn.backend() == sql::Backend::Postgres {
+            return Err(StoreError::Conflict(
+                "--db-max-mb applies to a SQLite file; limit a PostgreSQL database on its server"
+                    .into(),
+            ));
+        }
         let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let pages = (mb as i64 * 1024 * 1024 / page.max(512)).max(1);
         let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
@@ -534,6 +795,10 @@ impl Store {
         Ok(())
     }
 
+    /// Records an event in `tx`, which holds the write lock (an immediate
+    /// transaction): on PostgreSQL event ids are then committed in id
+    /// order, which the change feed relies on (it reads by id), and the
+    /// commit announces them to every node listening (`listen_for_changes`).
     pub(super) fn add_event(
         tx: &Transaction,
         id: i64,
@@ -545,7 +810,22 @@ impl Store {
             "INSERT INTO events (ticket_id, kind, detail, at) VALUES (?1, ?2, ?3, ?4)",
             params![id, kind.as_str(), detail, at],
         )?;
+        if tx.backend() == sql::Backend::Postgres {
+            // Sent at commit, once per transaction however many events.
+            tx.execute_batch(&format!("NOTIFY {CHANGES_CHANNEL}"))?;
+        }
         Ok(())
+    }
+
+    /// On PostgreSQL, a signal raised whenever another session commits new
+    /// events (and after each reconnect of the listening session, when
+    /// something may have been missed); `None` on SQLite, where the change
+    /// feed's poll is all there is. Each call starts one listening session.
+    pub fn listen_for_changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        let (url, rt) = (self.pg_url.as_deref()?, self._runtime.as_ref()?);
+        let heard = Arc::new(tokio::sync::Notify::new());
+        sql::pg_listen(url, CHANGES_CHANNEL, rt.handle(), heard.clone());
+        Some(heard)
     }
 
     /// Stores a new ticket (status Open) with its first event, in one transaction.
@@ -604,12 +884,12 @@ impl Store {
                     });
                 }
             }
-            tx.execute(
+            let id: i64 = tx.query_row(
                 "INSERT INTO tickets (token, token_prefix, subject, description, status, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
                 params![token, &token[..TOKEN_PREFIX_LEN], input.subject, input.description, Status::Open.as_str(), now],
+                |r| r.get(0),
             )?;
-            let id = tx.last_insert_rowid();
             if let Some(email) = email {
                 tx.execute("UPDATE tickets SET email = ?2 WHERE id = ?1", params![id, email])?;
             }
@@ -935,14 +1215,30 @@ impl Store {
             AND c.met_at IS NULL AND c.breached_at IS NULL ORDER BY c.due LIMIT 1";
         let mut filters = Vec::new();
         let mut args: Vec<String> = Vec::new();
-        let (must, must_not) = search::parse(q.q.as_deref().unwrap_or("")).fts5();
-        for (fts, op) in [(must, "IN"), (must_not, "NOT IN")] {
-            if let Some(fts) = fts {
-                args.push(fts);
-                filters.push(format!(
-                    "t.id {op} (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ?{})",
-                    args.len()
-                ));
+        let conn = self.reader();
+        let query = search::parse(q.q.as_deref().unwrap_or(""));
+        match conn.backend() {
+            sql::Backend::Sqlite => {
+                let (must, must_not) = query.fts5();
+                for (fts, op) in [(must, "IN"), (must_not, "NOT IN")] {
+                    if let Some(fts) = fts {
+                        args.push(fts);
+                        filters.push(format!(
+                            "t.id {op} (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ?{})",
+                            args.len()
+                        ));
+                    }
+                }
+            }
+            sql::Backend::Postgres => {
+                if let Some(tsq) = query.tsquery() {
+                    args.push(tsq);
+                    filters.push(format!(
+                        "to_tsvector('simple', t.subject || ' ' || t.description) \
+                         @@ to_tsquery('simple', ?{})",
+                        args.len()
+                    ));
+                }
             }
         }
         for (column, value) in [
@@ -973,10 +1269,9 @@ impl Store {
         } else {
             format!("WHERE {}", filters.join(" AND "))
         };
-        let conn = self.reader();
         let total: i64 = conn.query_row(
             &format!("SELECT COUNT(*) FROM tickets t {where_sql}"),
-            rusqlite::params_from_iter(args.iter()),
+            sql::params_from_iter(&args),
             |r| r.get(0),
         )?;
         let per_page = q.per_page.max(1);
@@ -990,7 +1285,7 @@ impl Store {
         );
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            .query_map(sql::params_from_iter(&args), |r| {
                 Ok(TicketSummary {
                     id: r.get(0)?,
                     subject: r.get(1)?,
@@ -1160,12 +1455,17 @@ impl Store {
     /// INTO`, one read transaction), checked with `integrity_check` before it
     /// is moved into place. An existing `to` is never overwritten.
     pub fn backup_to(&self, to: &Path) -> Result<BackupReport, StoreError> {
-        backup(&self.reader(), to)
+        match self.reader().sqlite() {
+            Some(c) => backup(c, to),
+            None => Err(StoreError::Backup(
+                "a PostgreSQL database is backed up with pg_dump".into(),
+            )),
+        }
     }
 }
 
 /// Backs up the database behind `conn` into `to`; see [`Store::backup_to`].
-pub fn backup(conn: &Connection, to: &Path) -> Result<BackupReport, StoreError> {
+pub fn backup(conn: &rusqlite::Connection, to: &Path) -> Result<BackupReport, StoreError> {
     let fail = |m: String| StoreError::Backup(m);
     if to.exists() {
         return Err(fail(format!("{} exists; choose a new file", to.display())));
@@ -1181,8 +1481,10 @@ pub fn backup(conn: &Connection, to: &Path) -> Result<BackupReport, StoreError> 
         .ok_or_else(|| fail("the backup path must be valid UTF-8".into()))?;
     conn.execute("VACUUM INTO ?1", [partial_str])?;
     let check = (|| -> Result<BackupReport, StoreError> {
-        let copy =
-            Connection::open_with_flags(&partial, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let copy = rusqlite::Connection::open_with_flags(
+            &partial,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
         let integrity: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if integrity != "ok" {
             return Err(fail(format!(
@@ -1199,7 +1501,10 @@ pub fn backup(conn: &Connection, to: &Path) -> Result<BackupReport, StoreError> 
             bytes: std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0),
             tickets,
             events,
-            schema_version: migrations::version(&copy)?,
+            schema_version: copy
+                .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
+                .try_into()
+                .unwrap_or(0),
             integrity,
         })
     })();

@@ -6,7 +6,7 @@
 //! delivery row each) and works the deliveries (`crate::notify`). Nothing
 //! is written while no endpoint is configured.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::sql::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -285,7 +285,7 @@ impl Store {
             )?;
             let failures: u32 = tx.query_row(
                 "INSERT INTO webhook_endpoints (url, failures) VALUES (?1, 1)
-                 ON CONFLICT(url) DO UPDATE SET failures = failures + 1
+                 ON CONFLICT(url) DO UPDATE SET failures = webhook_endpoints.failures + 1
                  RETURNING failures",
                 [endpoint],
                 |r| r.get(0),

@@ -17,10 +17,9 @@
 
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use super::sql::{Backend, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{Store, StoreError, new_token};
-use crate::clock;
 use crate::ticket::{EventKind, TicketInput};
 
 /// A ticket held under a lease.
@@ -56,7 +55,7 @@ impl Store {
             "SELECT id FROM tickets WHERE {CLAIMABLE} ORDER BY id LIMIT ?2"
         ))?;
         let ids = stmt
-            .query_map(params![clock::now(), limit as i64], |r| r.get(0))?
+            .query_map(params![self.db_now(), limit as i64], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(ids)
     }
@@ -83,6 +82,25 @@ impl Store {
         })
     }
 
+    /// Expires the leases whose owner is not a node seen alive in the last
+    /// `within` (it died without handing them back): on a shared database
+    /// a node that starts, or one that waits for work, frees them at once
+    /// instead of waiting each lease out. Returns how many.
+    pub fn expire_orphaned_leases(&self, within: Duration) -> Result<usize, StoreError> {
+        let since = self.db_ago(within);
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE tickets SET lease_expires = NULL,
+                     last_error = 'the service stopped while processing it (node '
+                         || COALESCE(lease_owner, '?') || ')'
+                 WHERE processing = 'processing' AND lease_expires IS NOT NULL
+                   AND (lease_owner IS NULL
+                        OR lease_owner NOT IN (SELECT name FROM nodes WHERE seen_at >= ?1))",
+                [since],
+            )?)
+        })
+    }
+
     /// Claims the oldest claimable ticket for `owner` for `lease`.
     pub fn claim_next(&self, owner: &str, lease: Duration) -> Result<Option<Claim>, StoreError> {
         self.claim_where(None, owner, lease)
@@ -104,16 +122,23 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claim>, StoreError> {
-        let now = clock::now();
-        let expires = clock::after(lease);
+        let now = self.db_now();
+        let expires = self.db_after(lease);
         let token = new_token();
         self.write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Under the write lock on both backends; on PostgreSQL the row
+            // lock also keeps any other claimant off it.
+            let skip_locked = match tx.backend() {
+                Backend::Sqlite => "",
+                Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            };
             let found: Option<(i64, String, Option<String>, Option<String>)> = tx
                 .query_row(
                     &format!(
                         "SELECT id, processing, lease_owner, last_error FROM tickets
-                         WHERE ({CLAIMABLE}) AND (?2 IS NULL OR id = ?2) ORDER BY id LIMIT 1"
+                         WHERE ({CLAIMABLE}) AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2)
+                         ORDER BY id LIMIT 1{skip_locked}"
                     ),
                     params![now, only],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -141,7 +166,7 @@ impl Store {
     /// Extends the lease by `lease` from now; `false` when it is no longer
     /// held (expired and taken, or the ticket is done).
     pub fn renew(&self, claim: &Claim, lease: Duration) -> Result<bool, StoreError> {
-        let expires = clock::after(lease);
+        let expires = self.db_after(lease);
         self.write(|c| {
             Ok(c.execute(
                 "UPDATE tickets SET lease_expires = ?3
@@ -170,7 +195,7 @@ impl Store {
     pub fn release(&self, claim: &Claim) -> Result<bool, StoreError> {
         self.write(|c| {
             Ok(c.execute(
-                "UPDATE tickets SET processing = 'accepted', attempts = MAX(attempts - 1, 0),
+                "UPDATE tickets SET processing = 'accepted', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
                      lease_token = NULL, lease_owner = NULL, lease_expires = NULL
                  WHERE id = ?1 AND lease_token = ?2 AND processing = 'processing'",
                 params![claim.id, claim.token],

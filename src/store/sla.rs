@@ -6,7 +6,7 @@
 //! the reassignment to the policy's group and the staff mail; for the second
 //! level, the admins' mail).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::sql::{Backend, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::{Store, StoreError, desk, mail::MailKind};
@@ -147,7 +147,7 @@ impl Store {
             return Ok(false);
         }
         self.write(|conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
             let exists = tx
                 .query_row("SELECT 1 FROM tickets WHERE id = ?1", [id], |_| Ok(()))
                 .optional()?
@@ -173,7 +173,7 @@ impl Store {
     pub fn record_sla(&self, id: i64, rec: &SlaRecord) -> Result<bool, StoreError> {
         let (kind, hook) = rec.what.kinds();
         self.write(|conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
             let seen = tx
                 .query_row(
                     "SELECT 1 FROM events WHERE ticket_id = ?1 AND kind = ?2 AND detail = ?3",
@@ -285,18 +285,27 @@ impl Store {
     /// whose outcome is known, and how many of them missed a target.
     pub fn sla_compliance(&self, since: &str) -> Result<Vec<Compliance>, StoreError> {
         let conn = self.reader();
-        let mut stmt = conn.prepare_cached(
-            "SELECT date(t.created_at, '-6 days', 'weekday 1') AS week, t.priority,
-                    SUM(m.missed OR NOT m.running), SUM(m.missed)
+        // The Monday of the week of creation (UTC).
+        let week = match conn.backend() {
+            Backend::Sqlite => "date(t.created_at, '-6 days', 'weekday 1')",
+            Backend::Postgres => {
+                "to_char(date_trunc('week', t.created_at::timestamp), 'YYYY-MM-DD')"
+            }
+        };
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {week} AS week, t.priority,
+                    SUM(CASE WHEN m.missed = 1 OR m.running = 0 THEN 1 ELSE 0 END),
+                    SUM(m.missed)
              FROM tickets t
              JOIN (SELECT c.ticket_id,
-                          EXISTS (SELECT 1 FROM events e WHERE e.ticket_id = c.ticket_id
-                                  AND e.kind = 'sla_breached') AS missed,
-                          MAX(c.met_at IS NULL AND c.breached_at IS NULL) AS running
+                          CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.ticket_id = c.ticket_id
+                                  AND e.kind = 'sla_breached') THEN 1 ELSE 0 END AS missed,
+                          MAX(CASE WHEN c.met_at IS NULL AND c.breached_at IS NULL
+                              THEN 1 ELSE 0 END) AS running
                    FROM sla_clocks c GROUP BY c.ticket_id) m ON m.ticket_id = t.id
              WHERE t.created_at >= ?1 AND t.priority IS NOT NULL
-             GROUP BY week, t.priority ORDER BY week, t.priority",
-        )?;
+             GROUP BY week, t.priority ORDER BY week, t.priority"
+        ))?;
         let rows = stmt
             .query_map([since], |r| {
                 Ok((

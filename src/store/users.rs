@@ -1,7 +1,7 @@
 //! Staff accounts: named users with a role, an argon2 password hash and an
 //! active flag. Names are unique regardless of case.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{Backend, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -22,7 +22,7 @@ pub struct User {
 
 const COLUMNS: &str = "id, name, role, active, created_at, email";
 
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+fn user_row(r: &super::sql::Row<'_>) -> super::sql::Result<User> {
     Ok(User {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -47,12 +47,12 @@ impl Store {
                     "a user named '{name}' exists"
                 )));
             }
-            c.execute(
+            let id: i64 = c.query_row(
                 "INSERT INTO users (name, role, password_hash, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                 VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
                 params![name, role.as_str(), hash, now],
+                |r| r.get(0),
             )?;
-            let id = c.last_insert_rowid();
             Ok(User {
                 id,
                 name: name.to_string(),
@@ -74,11 +74,19 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = clock::now();
         self.write(|c| {
+            // Names are unique regardless of case: SQLite's NOCASE column,
+            // PostgreSQL's index on lower(name).
+            let target = match c.backend() {
+                Backend::Sqlite => "name",
+                Backend::Postgres => "(lower(name))",
+            };
             c.execute(
-                "INSERT INTO users (name, role, password_hash, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4)
-                 ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash,
-                     updated_at = excluded.updated_at",
+                &format!(
+                    "INSERT INTO users (name, role, password_hash, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT({target}) DO UPDATE SET password_hash = excluded.password_hash,
+                         updated_at = excluded.updated_at"
+                ),
                 params![name, role.as_str(), hash, now],
             )?;
             Ok(())
@@ -120,7 +128,7 @@ impl Store {
     pub fn update_user(&self, name: &str, change: UserChange) -> Result<User, StoreError> {
         let now = clock::now();
         self.write(|conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = conn.transaction_with_behavior(super::sql::TransactionBehavior::Immediate)?;
             let user = tx
                 .query_row(
                     &format!("SELECT {COLUMNS} FROM users WHERE name = ?1"),

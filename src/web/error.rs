@@ -88,7 +88,7 @@ impl From<StoreError> for ApiError {
                 "idempotency_key_reused",
                 e.to_string(),
             ),
-            e @ StoreError::Full(_) => {
+            e @ (StoreError::Full(_) | StoreError::ServerFull(_)) => {
                 tracing::error!(error = %e, "store full");
                 ApiError::unavailable(
                     "storage_full",

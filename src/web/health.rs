@@ -162,13 +162,14 @@ pub async fn health(
         "status": status,
         "degraded": words,
         "role": state.node.role.as_str(),
-        "db": {"backend": "sqlite"},
+        "db": {"backend": state.store.backend().as_str()},
     });
     if staff {
         let e = &state.engines;
         body["banner"] = json!(e.banner());
         body["db"] = json!({
-            "backend": "sqlite",
+            "backend": state.store.backend().as_str(),
+            "location": state.store.path(),
             "ok": db.writable,
             "writable": db.writable,
             "error": db.error,

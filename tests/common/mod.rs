@@ -27,19 +27,108 @@ pub struct TestApp {
     pub worker: tokio::task::JoinHandle<()>,
     pub dir: TempDir,
     /// The database lock, held as long as the app lives.
-    pub lock: std::fs::File,
+    pub lock: Option<std::fs::File>,
 }
 
 /// The defaults, with an admin token and intake limits lifted: tests of
 /// other things submit many tickets from one (in-process) address. The
 /// limits' own tests set them back.
 pub fn config(dir: &TempDir) -> ServeConfig {
-    let mut c = ServeConfig::defaults(dir.path().join("data").join("tickets.db"));
+    let mut c = ServeConfig::defaults(test_db(dir));
     c.admin_token = Some(ADMIN_TOKEN.into());
     c.limits.intake_per_address = 0;
     c.limits.intake_per_minute = 0;
     c.limits.writes_per_address = 0;
     c
+}
+
+/// The database a test runs on: a SQLite file in `dir`; with
+/// `SMART_SUPPORT_TEST_DB=postgres`, a new database on the server at
+/// `SMART_SUPPORT_TEST_POSTGRES_URL` (the same tests, the other backend).
+pub fn test_db(dir: &TempDir) -> PathBuf {
+    if !on_postgres() {
+        return dir.path().join("data").join("tickets.db");
+    }
+    // One database per directory, as the file would be: a test that
+    // restarts the service with `config(&dir)` again finds its data.
+    static BY_DIR: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut known = BY_DIR.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, url)) = known.iter().find(|(d, _)| d == dir.path()) {
+        return PathBuf::from(url);
+    }
+    let url = fresh_postgres().expect("on PostgreSQL");
+    known.push((dir.path().to_path_buf(), url.clone()));
+    PathBuf::from(url)
+}
+
+/// Whether the tests run on PostgreSQL (`SMART_SUPPORT_TEST_DB=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("SMART_SUPPORT_TEST_DB").is_ok_and(|v| v == "postgres")
+}
+
+/// `true` (and a note on stderr) when the tests run on PostgreSQL and this
+/// one is about the SQLite file itself (its size cap, its lock, a damaged
+/// file, its backup): it runs in the SQLite pass of the same suite.
+pub fn sqlite_only(what: &str) -> bool {
+    if on_postgres() {
+        eprintln!("SQLite only ({what}): runs in the SQLite pass");
+    }
+    on_postgres()
+}
+
+/// The backend name `/health` reports for the tests' database.
+pub fn backend_name() -> &'static str {
+    if on_postgres() { "postgres" } else { "sqlite" }
+}
+
+/// Runs `sql` (a statement without parameters) on the test's database, as
+/// an operator would with its shell: tests use it to set up what the API
+/// cannot (a ticket resolved long ago).
+pub fn run_sql(app: &TestApp, sql: &str) {
+    app.state.store.sql_for_test(sql).expect("sql");
+}
+
+/// A new, empty database on the test server, as a URL; `None` when the
+/// tests run on SQLite.
+pub fn fresh_postgres() -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let base = std::env::var("SMART_SUPPORT_TEST_POSTGRES_URL").expect(
+        "SMART_SUPPORT_TEST_DB=postgres needs SMART_SUPPORT_TEST_POSTGRES_URL \
+         (postgres://USER@HOST:PORT/DB of a server the tests may create databases on)",
+    );
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "ss_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let (b, n) = (base.clone(), name.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&b, tokio_postgres::NoTls)
+                .await
+                .expect("the test PostgreSQL server answers");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE DATABASE {n}"))
+                .await
+                .expect("create a test database");
+        });
+    })
+    .join()
+    .expect("create database");
+    let (head, _) = base.rsplit_once('/').expect("a URL with a database name");
+    Some(format!("{head}/{name}"))
 }
 
 pub fn start_with(dir: TempDir, cfg: ServeConfig) -> TestApp {

@@ -7,14 +7,17 @@ and each worker count, on a fresh database:
 
 1. one `serve --role web` node takes --tickets submissions from 8 client
    threads with no worker running: intake, in tickets per second;
-2. then N `serve --role worker` processes start; once all say they listen,
-   the clock runs until the backlog is empty: processing, in tickets per
-   minute.
+2. then N `serve --role worker` processes start and work that backlog off;
+3. once it is empty, --tickets more are submitted the same way and the clock
+   runs from the first submission until the backlog is empty again:
+   processing, in tickets per minute, with every worker already running.
 
 Rules only by default; with --gen-model the workers also load that GGUF
-model (each worker process loads its own copy, and on one machine they share
-its cores: the figure says what one more process buys on this machine, not
-on another one). Prints a Markdown table and a JSON line per run. Standard
+model (each worker process loads its own copy). On one machine the worker
+processes share its cores: each gets an equal share (RAYON_NUM_THREADS =
+cores / workers, at least 1), so the figure says what splitting one
+machine's cores among processes costs or buys, not what another machine
+would add. Prints a Markdown table and a JSON line per run. Standard
 library only; builds nothing (pass --bin, default target/release).
 
     python3 scripts/bench_nodes.py [--postgres postgres://USER@HOST:PORT/DB] \\
@@ -61,10 +64,12 @@ def call(addr, method, path, body=None):
 class Node:
     """A `serve` process, once it listens."""
 
-    def __init__(self, binary, db, role, extra):
+    def __init__(self, binary, db, role, extra, threads=None):
         args = [binary, "serve", "--bind", "127.0.0.1:0", "--db", db, "--role", role,
                 "--intake-per-address", "0", "--intake-per-minute", "0"] + extra
         env = dict(os.environ, SMART_SUPPORT_ADMIN_TOKEN=TOKEN, RUST_LOG="warn,smart_support=info")
+        if threads:
+            env["RAYON_NUM_THREADS"] = str(threads)
         self.proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
         self.addr = None
         deadline = time.time() + 600
@@ -115,7 +120,20 @@ def submit_all(addr, count, threads=8):
 
 
 def backlog(addr):
-    return call(addr, "GET", "/health")["worker"]["backlog"]
+    """Tickets not yet processed, read from the database at each call
+    (`/metrics`; `/health` caches its figures for a few seconds)."""
+    req = urllib.request.Request(f"http://{addr}/metrics")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("tickets_backlog "):
+                return int(float(line.split()[1]))
+    raise SystemExit("no tickets_backlog in /metrics")
+
+
+def drained(addr):
+    while backlog(addr) > 0:
+        time.sleep(0.02)
 
 
 def one_run(binary, db, workers, tickets, gen_model):
@@ -125,16 +143,16 @@ def one_run(binary, db, workers, tickets, gen_model):
     try:
         intake = submit_all(web.addr, tickets)
         for _ in range(workers):
-            started.append(Node(binary, db, "worker", models))
-        left = backlog(web.addr)
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            started.append(Node(binary, db, "worker", models, threads))
+        drained(web.addr)
         t0 = time.perf_counter()
-        while backlog(web.addr) > 0:
-            time.sleep(0.05)
+        submit_all(web.addr, tickets)
+        drained(web.addr)
         took = time.perf_counter() - t0
         return {
             "intake_per_sec": round(tickets / intake, 1),
-            "processed": left,
-            "per_minute": round(left / took * 60, 1),
+            "per_minute": round(tickets / took * 60, 1),
             "seconds": round(took, 2),
         }
     finally:

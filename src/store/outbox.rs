@@ -6,7 +6,7 @@
 //! delivery row each) and works the deliveries (`crate::notify`). Nothing
 //! is written while no endpoint is configured.
 
-use super::sql::{OptionalExtension, Transaction, params};
+use super::sql::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -167,7 +167,7 @@ impl Store {
         }
         let now = clock::now();
         self.write(|conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let fresh: Vec<(i64, String, i64)> = {
                 let mut stmt = tx.prepare(
                     "SELECT id, type, ticket_id FROM webhook_messages
@@ -241,7 +241,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = clock::now();
         self.write(|conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1,
                    last_status = ?2, last_error = NULL, updated_at = ?3 WHERE id = ?1",
@@ -271,7 +271,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = clock::now();
         self.write(|conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let state = if retry_at.is_some() {
                 "pending"
             } else {
@@ -310,7 +310,7 @@ impl Store {
     pub fn enable_webhook_endpoint(&self, url: &str) -> Result<(), StoreError> {
         let now = clock::now();
         self.write(|conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL,
                    failures = 0 WHERE url = ?1",

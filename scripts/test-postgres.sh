@@ -6,9 +6,12 @@
 #   scripts/test-postgres.sh [cargo test arguments...]
 #
 # With SMART_SUPPORT_TEST_POSTGRES_URL set (postgres://USER@HOST:PORT/DB of
-# a server on which the tests may create databases) that server is used;
+# a server on which the tests may create databases) that server is used
+# (and SMART_SUPPORT_TEST_POSTGRES_CA, the PEM file of the CA of its TLS
+# certificate, for the TLS test);
 # otherwise Debian's `postgresql` binaries start a cluster in a temporary
-# directory (as the `postgres` user when run as root), stopped at the end.
+# directory (as the `postgres` user when run as root), with TLS from a test
+# CA made here by openssl, stopped at the end.
 # Without PostgreSQL the pass is skipped with a note, unless
 # SMART_SUPPORT_REQUIRE_POSTGRES=1 (CI), which makes that a failure.
 set -euo pipefail
@@ -42,9 +45,22 @@ if [ -z "${SMART_SUPPORT_TEST_POSTGRES_URL:-}" ]; then
   }
   as_owner "$bindir/initdb" -D "$tmp/data" -A trust -U postgres -E UTF8 >"$tmp/initdb.log" 2>&1 ||
     { cat "$tmp/initdb.log" >&2; exit 1; }
+  # TLS on too (plain sessions stay allowed): a test CA and a certificate
+  # for 127.0.0.1, so the TLS test checks a real chain.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=smart-support test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$tmp/ca.key" -out "$tmp/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$tmp/server.key" -out "$tmp/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$tmp/server.ext"
+  openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial \
+    -days 2 -extfile "$tmp/server.ext" -out "$tmp/server.pem" 2>/dev/null
+  chmod 600 "$tmp/server.key"
   # Durability is not what these tests are about: fsync off keeps them quick.
   as_owner "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w \
-    -o "-p $port -k $tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
+    -o "-p $port -k $tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 \
+        -c ssl=on -c ssl_cert_file=$tmp/server.pem -c ssl_key_file=$tmp/server.key" start >/dev/null
+  export SMART_SUPPORT_TEST_POSTGRES_CA="$tmp/ca.pem"
   stop() {
     as_owner "$bindir/pg_ctl" -D "$tmp/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$tmp"

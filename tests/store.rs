@@ -377,3 +377,40 @@ fn the_feed_has_every_change_in_order_and_never_reuses_an_id() {
         []
     );
 }
+
+#[test]
+fn on_postgres_a_tls_url_encrypts_and_checks_the_certificate() {
+    if !common::on_postgres() {
+        eprintln!("PostgreSQL only (TLS): runs in the PostgreSQL pass");
+        return;
+    }
+    let Ok(ca) = std::env::var("SMART_SUPPORT_TEST_POSTGRES_CA") else {
+        // scripts/test-postgres.sh always sets it for its own cluster.
+        assert_ne!(
+            std::env::var("SMART_SUPPORT_REQUIRE_POSTGRES").as_deref(),
+            Ok("1"),
+            "SMART_SUPPORT_TEST_POSTGRES_CA is needed for the TLS test"
+        );
+        eprintln!("skipping: SMART_SUPPORT_TEST_POSTGRES_CA (the server's CA) is not set");
+        return;
+    };
+    let url = common::fresh_postgres().expect("a test database");
+    let how = "SELECT CASE WHEN ssl THEN 'tls' ELSE 'plain' END FROM pg_stat_ssl
+               WHERE pid = pg_backend_pid()";
+    let session = |url: &str| {
+        Store::open(std::path::Path::new(url))
+            .and_then(|s| s.text_for_test(how))
+            .map(|t| t.unwrap_or_default())
+    };
+    let tls = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    assert_eq!(session(&tls).expect("a TLS session"), "tls");
+    assert_eq!(session(&url).expect("a plain session"), "plain");
+    // The public web roots do not know the test CA: refused, not downgraded.
+    let err = session(&format!("{url}?sslmode=require")).expect_err("an unknown issuer is refused");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    let err = session(&format!(
+        "{url}?sslmode=require&sslrootcert=/nowhere/ca.pem"
+    ))
+    .expect_err("a missing CA file is refused");
+    assert!(err.to_string().contains("/nowhere/ca.pem"), "{err}");
+}

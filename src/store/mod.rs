@@ -18,6 +18,7 @@ pub mod kb;
 pub mod mail;
 pub mod migrations;
 pub mod outbox;
+pub mod pg_tls;
 pub mod postgres;
 pub mod queue;
 pub mod search;
@@ -84,6 +85,8 @@ pub enum StoreError {
     Backup(String),
     #[error("copy failed: {0}")]
     Copy(String),
+    #[error("{0}")]
+    Url(String),
     #[error("database error: {}", sql::pg_message(.0))]
     Postgres(tokio_postgres::Error),
     /// The database server cannot take the query right now (the
@@ -121,7 +124,7 @@ impl From<sql::Error> for StoreError {
             sql::Error::Sqlite(e) => StoreError::from(e),
             sql::Error::NoRows => StoreError::from(rusqlite::Error::QueryReturnedNoRows),
             sql::Error::Postgres(e) if e.is_closed() || e.code().is_none() => {
-                StoreError::Gone(e.to_string())
+                StoreError::Gone(sql::pg_message(&e))
             }
             sql::Error::Postgres(e) => match e.code().map(|c| c.code()) {
                 // Out of disk or memory on the server.
@@ -138,6 +141,7 @@ impl From<sql::Error> for StoreError {
                 _ => StoreError::Postgres(e),
             },
             sql::Error::Gone => StoreError::Gone(e.to_string()),
+            e @ sql::Error::Url(_) => StoreError::Url(e.to_string()),
             e @ sql::Error::Column { .. } => StoreError::Column(e.to_string()),
         }
     }

@@ -21,6 +21,8 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+
+use super::pg_tls::Target;
 use tokio_postgres::types::{IsNull, ToSql as PgToSql, Type};
 
 /// Which engine a connection talks to.
@@ -52,6 +54,8 @@ pub enum Error {
     Column { column: usize, detail: String },
     #[error("the database connection is gone")]
     Gone,
+    #[error("the database URL: {0}")]
+    Url(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -67,7 +71,18 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
             }
             m
         }
-        None => e.to_string(),
+        // tokio-postgres names only the kind ("error connecting to
+        // server"); the reason is its source.
+        None => {
+            let mut m = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                m.push_str(": ");
+                m.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            m
+        }
     }
 }
 
@@ -464,19 +479,72 @@ impl Row<'_> {
 /// A PostgreSQL session, driven on the store's runtime; it connects again
 /// when the server closed it (a restart), before the next query.
 pub struct PgConn {
-    url: Arc<str>,
+    target: Arc<Target>,
     client: std::sync::Mutex<Arc<tokio_postgres::Client>>,
     rt: tokio::runtime::Handle,
 }
 
+/// A session's connection half, plain or encrypted: what reads the
+/// server's messages.
+trait Session: Send {
+    fn poll_message(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<
+        Option<std::result::Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>,
+    >;
+}
+
+impl<S, T> Session for tokio_postgres::Connection<S, T>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    fn poll_message(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<
+        Option<std::result::Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>,
+    > {
+        tokio_postgres::Connection::poll_message(self, cx)
+    }
+}
+
+/// Opens a session to `target`, with TLS when its URL asked for it.
+async fn open_session(
+    target: &Target,
+) -> std::result::Result<(tokio_postgres::Client, Box<dyn Session>), tokio_postgres::Error> {
+    Ok(match &target.tls {
+        None => {
+            let (c, s) = tokio_postgres::connect(&target.url, tokio_postgres::NoTls).await?;
+            (c, Box::new(s))
+        }
+        Some(config) => {
+            let tls = super::pg_tls::Rustls(config.clone());
+            let (c, s) = tokio_postgres::connect(&target.url, tls).await?;
+            (c, Box::new(s))
+        }
+    })
+}
+
+/// The server's next message (`None` once the session has ended).
+async fn next_message(
+    session: &mut Box<dyn Session>,
+) -> Option<std::result::Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>> {
+    std::future::poll_fn(|cx| session.poll_message(cx)).await
+}
+
 async fn pg_connect(
-    url: Arc<str>,
+    target: Arc<Target>,
     rt: tokio::runtime::Handle,
 ) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    let (client, mut session) = open_session(&target).await?;
     rt.spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "a PostgreSQL connection ended");
+        while let Some(message) = next_message(&mut session).await {
+            if let Err(e) = message {
+                tracing::warn!(error = %pg_message(&e), "a PostgreSQL connection ended");
+                break;
+            }
         }
     });
     Ok(client)
@@ -485,10 +553,10 @@ async fn pg_connect(
 impl PgConn {
     /// Connects to `url` on `rt` (which the caller keeps alive).
     pub fn connect(url: &str, rt: &tokio::runtime::Handle) -> Result<PgConn> {
-        let url: Arc<str> = url.into();
-        let client = block(rt, pg_connect(url.clone(), rt.clone()))??;
+        let target = Arc::new(Target::parse(url).map_err(Error::Url)?);
+        let client = block(rt, pg_connect(target.clone(), rt.clone()))??;
         Ok(PgConn {
-            url,
+            target,
             client: std::sync::Mutex::new(Arc::new(client)),
             rt: rt.clone(),
         })
@@ -498,7 +566,7 @@ impl PgConn {
     fn client(&self) -> Result<Arc<tokio_postgres::Client>> {
         let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if c.is_closed() {
-            let fresh = block(&self.rt, pg_connect(self.url.clone(), self.rt.clone()))??;
+            let fresh = block(&self.rt, pg_connect(self.target.clone(), self.rt.clone()))??;
             *c = Arc::new(fresh);
             tracing::info!("connected to PostgreSQL again");
         }
@@ -549,12 +617,21 @@ pub fn pg_listen(
     rt: &tokio::runtime::Handle,
     heard: Arc<tokio::sync::Notify>,
 ) {
-    let url: Arc<str> = url.into();
+    let target = match Target::parse(url) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "not listening for changes (the feed polls)");
+            return;
+        }
+    };
     rt.spawn(async move {
         let mut failing = false;
         loop {
-            match listen_once(&url, channel, &heard).await {
-                Ok(()) => failing = false,
+            match listen_once(&target, channel, &heard).await {
+                Ok(ended) => {
+                    failing = false;
+                    tracing::warn!(reason = %ended, "the session listening for changes ended; connecting again");
+                }
                 Err(e) if !failing => {
                     failing = true;
                     tracing::warn!(error = %e, "not listening for changes (the feed polls meanwhile); trying again");
@@ -566,19 +643,18 @@ pub fn pg_listen(
     });
 }
 
-/// One listening session, until it ends.
+/// One listening session: why it ended once it was listening, or why it
+/// could not start.
 async fn listen_once(
-    url: &str,
+    target: &Target,
     channel: &str,
     heard: &Arc<tokio::sync::Notify>,
-) -> std::result::Result<(), String> {
-    let (client, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| pg_message(&e))?;
+) -> std::result::Result<String, String> {
+    let (client, mut session) = open_session(target).await.map_err(|e| pg_message(&e))?;
     let h = heard.clone();
     let driver = tokio::spawn(async move {
         loop {
-            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            match next_message(&mut session).await {
                 Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => h.notify_one(),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(pg_message(&e)),
@@ -591,9 +667,13 @@ async fn listen_once(
         return Err(pg_message(&e));
     }
     heard.notify_one();
-    let ended = driver.await.map_err(|e| e.to_string())?;
+    let ended = match driver.await {
+        Ok(Ok(())) => "the server closed it".to_string(),
+        Ok(Err(e)) => e,
+        Err(e) => e.to_string(),
+    };
     drop(client);
-    ended.and(Err("the listening session ended".into()))
+    Ok(ended)
 }
 
 /// Runs `fut` on `rt` and waits for it on this thread (any thread: the

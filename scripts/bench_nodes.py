@@ -39,16 +39,8 @@ import urllib.request
 
 TOKEN = "bench-nodes-admin-token-0123456789abcdef"
 
-TICKETS = [
-    ("Charged twice for my subscription", "My card was charged two times this month for the same plan. Please refund the second payment."),
-    ("Cannot log in after password reset", "I reset my password yesterday and now the login page says my password is wrong."),
-    ("Parcel never arrived", "My order 4471 was marked delivered last week but nothing came. What can I do?"),
-    ("App crashes on start", "Since the last update the app closes right after I open it on my phone."),
-    ("Reset email does not arrive", "I asked for a password reset link three times today but no email came."),
-    ("Refund for a cancelled order", "I cancelled order 5123 within an hour and still have not received my money back."),
-    ("Someone used my account", "There are logins from another country and my email address was changed. Urgent."),
-    ("Invoice shows the wrong amount", "The invoice for November shows 49 euros but my plan costs 29 euros."),
-]
+# The same tickets as the burst benchmark.
+from bench_burst import TICKETS  # noqa: E402
 
 
 def call(addr, method, path, body=None):

@@ -292,26 +292,17 @@ impl FromValue for i64 {
         pg_i64(row, i)?.ok_or_else(|| "NULL where an integer was expected".into())
     }
 }
-impl FromValue for i32 {
-    fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
-        i32::try_from(i64::from_pg(row, i)?).map_err(|e| e.to_string())
-    }
+/// The narrower integers: read as `i64`, refused when out of range.
+macro_rules! narrow_from_value {
+    ($($t:ty),*) => {$(
+        impl FromValue for $t {
+            fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
+                <$t>::try_from(i64::from_pg(row, i)?).map_err(|e| e.to_string())
+            }
+        }
+    )*};
 }
-impl FromValue for u32 {
-    fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
-        u32::try_from(i64::from_pg(row, i)?).map_err(|e| e.to_string())
-    }
-}
-impl FromValue for u8 {
-    fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
-        u8::try_from(i64::from_pg(row, i)?).map_err(|e| e.to_string())
-    }
-}
-impl FromValue for u16 {
-    fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
-        u16::try_from(i64::from_pg(row, i)?).map_err(|e| e.to_string())
-    }
-}
+narrow_from_value!(i32, u32, u8, u16);
 impl FromValue for bool {
     fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
         Ok(i64::from_pg(row, i)? != 0)

@@ -606,7 +606,11 @@ impl Store {
 
     /// Which engine the store runs on.
     pub fn backend(&self) -> sql::Backend {
-        self.reader().backend()
+        // Known from how it was opened: no connection is taken to ask.
+        match self.pg_url {
+            Some(_) => sql::Backend::Postgres,
+            None => sql::Backend::Sqlite,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -814,10 +818,7 @@ impl Store {
             "INSERT INTO events (ticket_id, kind, detail, at) VALUES (?1, ?2, ?3, ?4)",
             params![id, kind.as_str(), detail, at],
         )?;
-        if tx.backend() == sql::Backend::Postgres {
-            // Sent at commit, once per transaction however many events.
-            tx.execute_batch(&format!("NOTIFY {CHANGES_CHANNEL}"))?;
-        }
+        tx.announce(CHANGES_CHANNEL);
         Ok(())
     }
 

@@ -270,13 +270,26 @@ pub trait FromValue: rusqlite::types::FromSql + Sized {
     fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String>;
 }
 
-fn pg_i64(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Option<i64>, String> {
-    let ty = row
+/// Column `i`'s type as the server sent it.
+fn column_type(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Type, String> {
+    Ok(row
         .columns()
         .get(i)
         .ok_or("no such column")?
         .type_()
-        .clone();
+        .clone())
+}
+
+/// Whether column `i` is NULL, whatever its type.
+fn is_null(row: &tokio_postgres::Row, i: usize) -> std::result::Result<bool, String> {
+    Ok(row
+        .try_get::<_, Option<Raw>>(i)
+        .map_err(|e| e.to_string())?
+        .is_none())
+}
+
+fn pg_i64(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Option<i64>, String> {
+    let ty = column_type(row, i)?;
     let e = |e: tokio_postgres::Error| e.to_string();
     Ok(match ty {
         Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(e)?,
@@ -310,12 +323,7 @@ impl FromValue for bool {
 }
 impl FromValue for f64 {
     fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
-        let ty = row
-            .columns()
-            .get(i)
-            .ok_or("no such column")?
-            .type_()
-            .clone();
+        let ty = column_type(row, i)?;
         let e = |e: tokio_postgres::Error| e.to_string();
         match ty {
             Type::FLOAT8 => row.try_get::<_, f64>(i).map_err(e),
@@ -336,12 +344,7 @@ impl FromValue for Vec<u8> {
 }
 impl<T: FromValue> FromValue for Option<T> {
     fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
-        // A NULL reads as None whatever the column's type.
-        let null = row
-            .try_get::<_, Option<Raw>>(i)
-            .map_err(|e| e.to_string())?
-            .is_none();
-        if null {
+        if is_null(row, i)? {
             Ok(None)
         } else {
             T::from_pg(row, i).map(Some)
@@ -389,19 +392,10 @@ impl ToValue for AnyValue {
 
 impl FromValue for AnyValue {
     fn from_pg(row: &tokio_postgres::Row, i: usize) -> std::result::Result<Self, String> {
-        let null = row
-            .try_get::<_, Option<Raw>>(i)
-            .map_err(|e| e.to_string())?
-            .is_none();
-        if null {
+        if is_null(row, i)? {
             return Ok(AnyValue(PgValue::Null));
         }
-        let ty = row
-            .columns()
-            .get(i)
-            .ok_or("no such column")?
-            .type_()
-            .clone();
+        let ty = column_type(row, i)?;
         Ok(AnyValue(match ty {
             Type::INT8 | Type::INT4 | Type::INT2 => PgValue::Int(i64::from_pg(row, i)?),
             Type::BOOL => PgValue::Bool(bool::from_pg(row, i)?),
@@ -845,6 +839,7 @@ impl Connection {
         Ok(Transaction {
             conn: self,
             done: false,
+            announce: std::cell::Cell::new(None),
         })
     }
 
@@ -905,12 +900,25 @@ impl Statement<'_> {
 pub struct Transaction<'c> {
     conn: &'c mut Connection,
     done: bool,
+    /// A PostgreSQL channel told at commit (`announce`).
+    announce: std::cell::Cell<Option<&'static str>>,
 }
 
 impl Transaction<'_> {
     pub fn commit(mut self) -> Result<()> {
+        if let (Some(channel), Backend::Postgres) = (self.announce.get(), self.conn.backend()) {
+            // Delivered with the commit, once however often it was asked;
+            // a failure here still rolls back (on drop).
+            self.conn.execute_batch(&format!("NOTIFY {channel}"))?;
+        }
         self.done = true;
         self.conn.execute_batch("COMMIT")
+    }
+
+    /// Has PostgreSQL tell the sessions listening on `channel` when this
+    /// transaction commits (nothing on SQLite).
+    pub fn announce(&self, channel: &'static str) {
+        self.announce.set(Some(channel));
     }
 
     pub fn rollback(mut self) -> Result<()> {

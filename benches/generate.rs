@@ -1,7 +1,10 @@
 //! Text generation speed on the test model (SmolLM2-135M-Instruct Q4_1, from
 //! `scripts/fetch-test-models.sh`; or the file SMART_SUPPORT_BENCH_GEN_MODEL
 //! names): prefill tokens/s on a 64-token prompt, decode tokens/s, and time
-//! to first token. `scripts/bench_vs_llamacpp.py` compares with llama.cpp.
+//! to first token, a ticket's answer with and without the prefix cache, and
+//! generated tokens/s for one answer alone against eight written together
+//! (continuous batching). `scripts/bench_vs_llamacpp.py` compares with
+//! llama.cpp; `scripts/bench_burst.py` measures a burst on the service.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use smart_support::inference::decoder::{Decoder, KvState, Seq};
 use smart_support::inference::generator::{GenerationParams, GgufGenerator};
 use smart_support::inference::hub;
 
@@ -112,7 +116,145 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+
+    // One decode step for 1 and for 8 sequences in one pass, each after its
+    // own 128-token prompt: tokens per second of the decoder alone.
+    if let Some(d) = decoder(&path) {
+        for n in [1usize, 8] {
+            let mut states: Vec<KvState> = (0..n).map(|_| KvState::default()).collect();
+            let prompts: Vec<Vec<u32>> = (0..n)
+                .map(|i| {
+                    (0..128)
+                        .map(|t| 100 + ((t * 7 + i * 13) % 5000) as u32)
+                        .collect()
+                })
+                .collect();
+            let mut seqs: Vec<Seq<'_>> = states
+                .iter_mut()
+                .zip(&prompts)
+                .map(|(state, p)| Seq { state, tokens: p })
+                .collect();
+            if d.forward_batch(&mut seqs).is_err() {
+                continue;
+            }
+            let saved: Vec<KvState> = seqs.iter().map(|s| s.state.clone()).collect();
+            let token = [200u32];
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_function(format!("decode_step_{n}_sequences"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    let mut done = 0u64;
+                    while done < iters {
+                        let mut states = saved.clone();
+                        let steps = (iters - done).min(64);
+                        let t = Instant::now();
+                        for _ in 0..steps {
+                            let mut seqs: Vec<Seq<'_>> = states
+                                .iter_mut()
+                                .map(|state| Seq {
+                                    state,
+                                    tokens: &token,
+                                })
+                                .collect();
+                            black_box(d.forward_batch(&mut seqs).ok());
+                        }
+                        total += t.elapsed();
+                        done += steps;
+                    }
+                    total
+                })
+            });
+        }
+    }
+
+    // Continuous batching: generated tokens per second for one ticket's
+    // answer alone and for eight tickets' answers written together.
+    m.set_prefix_cache(true);
+    let burst = burst_requests();
+    let full = GenerationParams {
+        max_new_tokens: 64,
+        ..GenerationParams::default()
+    };
+    for (name, requests) in [
+        ("answer_tokens_1_ticket", &burst[..1]),
+        ("answer_tokens_8_tickets_together", &burst[..]),
+    ] {
+        let tokens: usize = match m.answer_all(requests, &full) {
+            Ok(all) => all.iter().flatten().map(|g| g.generated_tokens).sum(),
+            Err(e) => {
+                eprintln!("skipping {name}: {e}");
+                continue;
+            }
+        };
+        g.throughput(Throughput::Elements(tokens as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(m.answer_all(requests, &full).ok()))
+        });
+    }
     g.finish();
+}
+
+fn decoder(path: &std::path::Path) -> Option<Decoder> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let ct = candle_core::quantized::gguf_file::Content::read(&mut f).ok()?;
+    Decoder::from_gguf(&ct, &mut f, &Device::Cpu).ok()
+}
+
+/// Eight tickets of different kinds, as a burst brings them.
+fn burst_requests() -> Vec<smart_support::agents::troubleshooter::AnswerRequest> {
+    use smart_support::agents::troubleshooter;
+    use smart_support::ticket::{Category, TicketInput};
+    [
+        (
+            "Charged twice",
+            "My card was charged two times for the same plan.",
+            Category::Billing,
+        ),
+        (
+            "Cannot log in",
+            "The login page says my password is wrong after a reset.",
+            Category::Account,
+        ),
+        (
+            "Parcel never arrived",
+            "Order 4471 was marked delivered but nothing came.",
+            Category::Order,
+        ),
+        (
+            "App crashes on start",
+            "The app closes right after I open it.",
+            Category::Technical,
+        ),
+        (
+            "Reset email missing",
+            "No password reset email arrives.",
+            Category::Account,
+        ),
+        (
+            "Refund for a cancelled order",
+            "I cancelled order 5123 and have no refund yet.",
+            Category::Refund,
+        ),
+        (
+            "Someone used my account",
+            "Logins from another country; my email was changed.",
+            Category::Security,
+        ),
+        (
+            "Wrong invoice amount",
+            "The invoice shows 49 euros but my plan costs 29.",
+            Category::Billing,
+        ),
+    ]
+    .into_iter()
+    .map(|(s, d, c)| {
+        let t = TicketInput {
+            subject: s.into(),
+            description: d.into(),
+        };
+        troubleshooter::request(&t, c, &Default::default())
+    })
+    .collect()
 }
 
 /// A typical ticket's answer request, with an article retrieved from the

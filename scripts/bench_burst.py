@@ -93,9 +93,10 @@ def wait_done(port, tid, timeout=1800):
 
 
 def summary(name, started, rows):
-    took = [done - sent for sent, done, _ in rows]
-    ttft = [x for _, _, x in rows if x is not None]
-    wall = max(done for _, done, _ in rows) - started
+    took = [done - sent for sent, done, _, _ in rows]
+    ttft = [x for _, _, x, _ in rows if x is not None]
+    tokens = sum(n for _, _, _, n in rows if n is not None)
+    wall = max(done for _, done, _, _ in rows) - started
     took.sort()
     p95 = took[min(len(took) - 1, round(0.95 * (len(took) - 1)))]
     return {
@@ -105,6 +106,7 @@ def summary(name, started, rows):
         "median_s": round(statistics.median(took), 2),
         "p95_s": round(p95, 2),
         "median_ttft_ms": round(statistics.median(ttft), 1) if ttft else None,
+        "generated_tokens_per_s": round(tokens / wall, 1),
     }
 
 
@@ -142,7 +144,7 @@ def main():
             for s, d in tickets:
                 tid, sent = submit(args.port, s, d)
                 done, v = wait_done(args.port, tid)
-                rows.append((sent, done, find(v, "ttft_ms")))
+                rows.append((sent, done, find(v, "ttft_ms"), find(v, "generated_tokens")))
             results.append(summary("one at a time", started, rows))
             steady = memory(proc.pid)
             # The burst: everything at once.
@@ -162,9 +164,12 @@ def main():
             rows = []
             for tid, sent in sent_ids:
                 done, v = wait_done(args.port, tid)
-                rows.append((sent, done, find(v, "ttft_ms")))
+                rows.append((sent, done, find(v, "ttft_ms"), find(v, "generated_tokens")))
             results.append(summary("burst", started, rows))
             mem = memory(proc.pid)
+            gen = (call(args.port, "GET", "/health", token=TOKEN) or {}).get("generator") or {}
+            batching = {k: gen.get(k) for k in (
+                "max_sequences", "max_batch_sequences", "avg_batch_sequences")}
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -172,6 +177,7 @@ def main():
         "engines": {k: engines.get(k) for k in ("classifier", "troubleshooter")},
         "cpus": os.cpu_count(),
         "results": results,
+        "batching": batching,
         "peak_rss_mib": mem.get("VmHWM"),
         "steady_rss_mib": steady.get("VmRSS"),
     }

@@ -15,10 +15,18 @@ import statistics
 import subprocess
 import time
 
+# A support ticket of about 400 tokens (SmolLM2: 425, Gemma 3: 415), the
+# size of a real answer prompt.
+DETAILS = (
+    "I use the mobile app on Android and the website on my laptop. Yesterday I also changed my "
+    "email address in the account settings, and since then the two-factor codes arrive late. "
+    "My colleague on the same plan has no problem. I cleared the browser cache, tried another "
+    "browser and restarted the phone. The app shows error 401 after the code screen. "
+)
 PROMPT = (
     "Customer support ticket. Subject: Cannot log in. Description: I reset my password "
     "twice but the login page still says invalid credentials, and the reset email took "
-    "an hour to arrive. What should I do next? Answer:"
+    "an hour to arrive. " + DETAILS * 5 + "What should I do next? Answer:"
 )
 
 
@@ -71,7 +79,7 @@ def main():
 
     from llama_cpp import Llama
 
-    llm = Llama(model_path=a.model, n_ctx=1024, n_threads=a.threads, n_batch=512, verbose=False)
+    llm = Llama(model_path=a.model, n_ctx=2048, n_threads=a.threads, n_batch=512, verbose=False)
     results = {"ours": [], "llama.cpp": []}
     for _ in range(a.runs):  # interleaved so that machine noise hits both
         results["ours"].append(ours(a.binary, a.model, a.tokens, a.threads))

@@ -306,8 +306,12 @@ pub fn build(config: ServeConfig, models: LoadedModels) -> Result<App, AppError>
     let sla = file.sla.map(Arc::new);
     let hooks = Arc::new(file.webhooks);
     let worker = if role.works() {
+        // With a generator, enough tickets run at once to fill its batch.
+        let batch = generator
+            .as_ref()
+            .map_or(0, |_| config.models.gen_max_sequences);
         let wc = WorkerConfig {
-            concurrency: config.workers,
+            concurrency: config.workers.max(batch),
             grace: Duration::from_secs(config.shutdown_grace_secs),
             lease: Duration::from_secs(config.lease_secs.max(3)),
             max_attempts: config.max_attempts,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser};
 
 use crate::guard::Cidr;
+use crate::inference::batching;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -273,8 +274,19 @@ pub struct ModelArgs {
     pub gen_repeat_penalty: f32,
 
     /// Requests the generator queue holds.
-    #[arg(long, env = "SMART_SUPPORT_GEN_QUEUE_CAPACITY", default_value_t = 64)]
+    #[arg(long, env = "SMART_SUPPORT_GEN_QUEUE_CAPACITY", default_value_t = batching::DEFAULT_QUEUE_CAPACITY)]
     pub gen_queue_capacity: usize,
+
+    /// Answers the generator writes together (continuous batching); ticket
+    /// processing runs at least this many tickets at once when a generator
+    /// is loaded.
+    #[arg(long, env = "SMART_SUPPORT_GEN_MAX_SEQUENCES", default_value_t = batching::DEFAULT_MAX_SEQUENCES)]
+    pub gen_max_sequences: usize,
+
+    /// Memory for the answers' key/value caches, MiB; an answer waits when
+    /// the ones in flight could fill it (one always runs).
+    #[arg(long, env = "SMART_SUPPORT_GEN_KV_BUDGET_MB", default_value_t = batching::DEFAULT_KV_BUDGET_MB)]
+    pub gen_kv_budget_mb: usize,
 
     /// Directory searched for models by repo id (models/ORG/NAME).
     #[arg(long, env = "SMART_SUPPORT_MODELS_DIR", default_value = "models")]
@@ -282,6 +294,15 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The generator worker's limits from the `--gen-*` flags.
+    pub fn batch_config(&self) -> batching::BatchConfig {
+        batching::BatchConfig {
+            capacity: self.gen_queue_capacity,
+            max_sequences: self.gen_max_sequences,
+            kv_budget_bytes: self.gen_kv_budget_mb.saturating_mul(1 << 20),
+        }
+    }
+
     /// Sampling settings from the `--gen-*` flags.
     pub fn generation_params(&self) -> crate::inference::generator::GenerationParams {
         crate::inference::generator::GenerationParams {

@@ -114,7 +114,7 @@ pub fn load_generator(args: &ModelArgs) -> Result<Option<GeneratorService>, Infe
     };
     let device = inference::parse_device(&args.device)?;
     let model = GgufGenerator::load(&path, &device)?;
-    GeneratorService::start(model, args.generation_params(), args.gen_queue_capacity).map(Some)
+    GeneratorService::start(model, args.generation_params(), args.batch_config()).map(Some)
 }
 
 /// Everything the service or a command needs; never fails.

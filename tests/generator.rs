@@ -17,7 +17,7 @@ use serde_json::Value;
 use smart_support::agents::troubleshooter::{self, Knowledge, Troubleshooter};
 use smart_support::config::ModelArgs;
 use smart_support::inference::generator::{
-    GenerationParams, GeneratorService, GgufGenerator, Message, render_template,
+    BatchConfig, GenerationParams, GeneratorService, GgufGenerator, Message, render_template,
 };
 use smart_support::models;
 use smart_support::ticket::AnswerOrigin;
@@ -276,7 +276,9 @@ fn troubleshooter_answers_real_tickets_with_smollm2() {
     let _heavy = heavy();
     let Some(path) = model_file(SMOL) else { return };
     let model = GgufGenerator::load(&path, &Device::Cpu).expect("loads");
-    let service = GeneratorService::start(model, GenerationParams::default(), 8).expect("starts");
+    let service =
+        GeneratorService::start(model, GenerationParams::default(), BatchConfig::default())
+            .expect("starts");
     let kb = smart_support::kb::in_memory(None).expect("starter knowledge base");
     let knowledge = Arc::new(smart_support::kb::retrieve::StoreKnowledge::new(kb));
     let t =
@@ -373,6 +375,91 @@ fn the_shared_prompt_start_is_computed_once_and_changes_nothing() {
         requests.iter().skip(1).any(|r| same(r, &requests[0])),
         "the set has tickets sharing an example"
     );
+}
+
+/// The five tickets' answers written together (one decoder pass for all
+/// of them at each step) equal the answers written one at a time, token for
+/// token, under greedy decoding; on both real models (a chat model with the
+/// prefix cache, a base model with the few-shot prompt).
+#[test]
+fn answers_written_together_equal_answers_written_alone() {
+    let _heavy = heavy();
+    for name in [SMOL, GEMMA] {
+        let Some(m) = shared(name) else { return };
+        let mut m = m.lock().expect("lock");
+        let params = GenerationParams {
+            max_new_tokens: 48,
+            ..Default::default()
+        };
+        let requests: Vec<_> = tickets()
+            .into_iter()
+            .map(|(t, c)| troubleshooter::request(&t, c, &Default::default()))
+            .collect();
+        let alone: Vec<_> = requests
+            .iter()
+            .map(|r| m.answer(r, &params).expect("answer"))
+            .collect();
+        let together = m.answer_all(&requests, &params).expect("batch");
+        for (i, (a, b)) in alone.iter().zip(together).enumerate() {
+            let b = b.expect("answer");
+            assert_eq!(a.text, b.text, "{name}: ticket {i} differs in a batch");
+            assert_eq!(a.generated_tokens, b.generated_tokens, "{name}: {i}");
+            assert_eq!(a.prompt_tokens, b.prompt_tokens, "{name}: {i}");
+        }
+    }
+}
+
+/// Requests that arrive together through the service are decoded in shared
+/// passes (the largest pass ran several sequences) and get the answers they
+/// get alone; with a key/value budget too small for two, they run one at a
+/// time and still all get their answers.
+#[test]
+fn the_service_batches_concurrent_requests_within_its_budget() {
+    let _heavy = heavy();
+    let Some(path) = model_file(SMOL) else { return };
+    let params = GenerationParams {
+        max_new_tokens: 32,
+        ..Default::default()
+    };
+    let requests: Vec<_> = tickets()
+        .into_iter()
+        .map(|(t, c)| troubleshooter::request(&t, c, &Default::default()))
+        .collect();
+    let mut alone_model = GgufGenerator::load(&path, &Device::Cpu).expect("loads");
+    let alone: Vec<String> = requests
+        .iter()
+        .map(|r| alone_model.answer(r, &params).expect("answer").text)
+        .collect();
+    drop(alone_model);
+    for (budget, batched) in [(512usize << 20, true), (1usize, false)] {
+        let model = GgufGenerator::load(&path, &Device::Cpu).expect("loads");
+        let config = BatchConfig {
+            kv_budget_bytes: budget,
+            ..BatchConfig::default()
+        };
+        let service = GeneratorService::start(model, params.clone(), config).expect("starts");
+        let threads: Vec<_> = requests
+            .iter()
+            .cloned()
+            .map(|r| {
+                let s = service.clone();
+                std::thread::spawn(move || s.answer_blocking(r))
+            })
+            .collect();
+        for (i, t) in threads.into_iter().enumerate() {
+            let g = t.join().expect("thread").expect("answer");
+            assert_eq!(g.text, alone[i], "budget {budget}: ticket {i}");
+        }
+        let snap = service.snapshot();
+        assert_eq!(snap.requests, 5);
+        assert_eq!(snap.active_sequences, 0);
+        assert_eq!(snap.max_sequences, BatchConfig::default().max_sequences);
+        if batched {
+            assert!(snap.max_batch_sequences >= 2, "{snap:?}");
+        } else {
+            assert_eq!(snap.max_batch_sequences, 1, "{snap:?}");
+        }
+    }
 }
 
 #[test]
@@ -534,6 +621,17 @@ async fn service_stores_the_generated_answer_and_reports_the_generator() {
     assert!(g.generated_tokens > 0 && g.tokens_per_sec > 0.0);
     let h = send(&app.router, admin_get("/health")).await.json();
     assert_eq!(h["generator"]["requests"], 1, "{h}");
+    // Continuous batching: the limits and what is in flight now.
+    assert_eq!(h["generator"]["active_sequences"], 0, "{h}");
+    assert_eq!(
+        h["generator"]["max_sequences"],
+        smart_support::inference::batching::DEFAULT_MAX_SEQUENCES,
+        "{h}"
+    );
+    let metrics = send(&app.router, admin_get("/metrics")).await;
+    for gauge in ["generator_active_sequences", "generator_max_sequences"] {
+        assert!(metrics.body.contains(gauge), "{gauge}: {}", metrics.body);
+    }
     // The loaded model's facts, on /health and on the settings page.
     let f = &h["generator"]["facts"];
     assert_eq!(f["architecture"], "llama", "{h}");

@@ -12,7 +12,10 @@ use std::io::{Read, Seek};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Tensor};
 
+use smart_support_kernels::rows;
+
 use super::InferenceError;
+use super::q8::{Q8Linear, Q8Op};
 
 type Result<T> = std::result::Result<T, InferenceError>;
 
@@ -182,6 +185,8 @@ impl DecoderConfig {
 
 struct RmsNorm {
     weight: Tensor,
+    /// The same weights as plain values, for the row path.
+    w: Vec<f32>,
     eps: f32,
 }
 
@@ -189,27 +194,86 @@ impl RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
     }
+
+    fn rows(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        rows::rms_norm(x, &self.w, self.eps, &mut out);
+        out
+    }
+}
+
+/// Which matmul a linear layer runs.
+enum Kernel {
+    /// candle's quantized (or dense) matmul; the bias beside it.
+    Candle(QMatMul, Option<Tensor>),
+    /// Our AVX-512 VNNI Q8_0 kernel on weights packed at load (bias folded in).
+    Vnni(Q8Linear),
 }
 
 struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
+    kernel: Kernel,
+    out: usize,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+        match &self.kernel {
+            Kernel::Candle(w, bias) => {
+                let y = w.forward(x)?;
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
+            Kernel::Vnni(w) => {
+                let mut dims = x.dims().to_vec();
+                let k = dims.pop().unwrap_or(0);
+                let rows = x.reshape(((), k))?.contiguous()?;
+                dims.push(self.out);
+                rows.apply_op1_no_bwd(&Q8Op(w))?.reshape(dims)
+            }
         }
+    }
+
+    /// The output rows for the input rows `x`, which come in `parts` (each
+    /// sequence's rows of a pass). Our kernel and candle's quantized ones
+    /// compute each row on its own, so all rows go in one call; candle's
+    /// float GEMM may sum in another order for another number of rows, so
+    /// float weights run one part at a time, and a sequence's numbers never
+    /// depend on the other sequences in the pass.
+    fn rows(&self, x: &[f32], parts: &[usize]) -> Result<Vec<f32>> {
+        let n: usize = parts.iter().sum();
+        match &self.kernel {
+            Kernel::Vnni(w) => Ok(w.forward(x, n)),
+            Kernel::Candle(QMatMul::QTensor(_), _) => self.candle_rows(x, n),
+            Kernel::Candle(..) => {
+                let k = x.len() / n.max(1);
+                let mut out = Vec::with_capacity(n * self.out);
+                let mut first = 0;
+                for &t in parts {
+                    out.extend(self.candle_rows(&x[first * k..(first + t) * k], t)?);
+                    first += t;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn candle_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let k = x.len() / n.max(1);
+        let t = Tensor::from_slice(x, (n, k), &Device::Cpu)?;
+        Ok(self.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
     }
 }
 
 /// Query, key and value projections: three matrices, or one (Phi-3's
-/// `attn_qkv`) whose output rows are q, then k, then v.
+/// `attn_qkv`, or ours packed at load) whose output rows are q, then k, then v.
 enum Qkv {
-    Separate { q: Linear, k: Linear, v: Linear },
+    Separate {
+        q: Box<Linear>,
+        k: Box<Linear>,
+        v: Box<Linear>,
+    },
     Fused(Linear),
 }
 
@@ -227,6 +291,34 @@ impl Qkv {
             }
         })
     }
+
+    /// q, k and v rows for `n` rows of `h`.
+    fn rows(
+        &self,
+        h: &[f32],
+        parts: &[usize],
+        q_dim: usize,
+        kv_dim: usize,
+    ) -> Result<[Vec<f32>; 3]> {
+        let n: usize = parts.iter().sum();
+        Ok(match self {
+            Qkv::Separate { q, k, v } => [q.rows(h, parts)?, k.rows(h, parts)?, v.rows(h, parts)?],
+            Qkv::Fused(w) => {
+                let all = w.rows(h, parts)?;
+                let mut out = [
+                    Vec::with_capacity(n * q_dim),
+                    Vec::with_capacity(n * kv_dim),
+                    Vec::with_capacity(n * kv_dim),
+                ];
+                for row in all.chunks_exact(q_dim + 2 * kv_dim) {
+                    out[0].extend_from_slice(&row[..q_dim]);
+                    out[1].extend_from_slice(&row[q_dim..q_dim + kv_dim]);
+                    out[2].extend_from_slice(&row[q_dim + kv_dim..]);
+                }
+                out
+            }
+        })
+    }
 }
 
 struct Layer {
@@ -237,23 +329,26 @@ struct Layer {
     k_norm: Option<RmsNorm>,
     post_attn_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
-    /// None: `up` is Phi-3's fused `gate_up` (gate rows first).
+    /// None: `up` is a fused `gate_up` (gate rows first): Phi-3's, or ours
+    /// packed at load.
     gate: Option<Linear>,
     up: Linear,
     down: Linear,
     post_ffn_norm: Option<RmsNorm>,
-    /// Keys and values seen so far: (1, kv_heads, positions, head_dim).
-    cache: Option<(Tensor, Tensor)>,
     local: bool,
     rope_base: f32,
 }
 
-/// A saved key/value cache: every layer's keys and values and the
-/// position, as after some prompt.
-#[derive(Clone)]
+/// One sequence's key/value cache: every layer's keys and values and the
+/// position, as after some prompt. Cloning copies it (the prefix cache
+/// hands each ticket its own copy).
+#[derive(Clone, Default)]
 pub struct KvState {
-    layers: Vec<Option<(Tensor, Tensor)>>,
     position: usize,
+    /// Row path: per layer, each key head's key and value rows.
+    rows: Vec<rows::KvRows>,
+    /// candle path: per layer, (1, kv_heads, positions, head_dim) tensors.
+    tensors: Vec<Option<(Tensor, Tensor)>>,
 }
 
 impl KvState {
@@ -261,9 +356,34 @@ impl KvState {
     pub fn position(&self) -> usize {
         self.position
     }
+
+    /// Bytes its keys and values take.
+    pub fn bytes(&self) -> usize {
+        let rows: usize = self.rows.iter().map(rows::KvRows::len).sum();
+        let tensors: usize = self
+            .tensors
+            .iter()
+            .flatten()
+            .map(|(k, v)| k.elem_count() + v.elem_count())
+            .sum();
+        (rows + tensors) * std::mem::size_of::<f32>()
+    }
 }
 
-/// The model with one sequence's key/value cache.
+/// How the decoder runs on this device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderPath {
+    /// On the CPU: passes over plain rows, with the VNNI Q8_0 kernel where
+    /// the CPU has it (weights re-quantized to Q8_0 at load, q|k|v and
+    /// gate|up packed together); candle's ops on other devices.
+    Auto,
+    /// candle's tensor ops and quantized matmuls everywhere (the reference
+    /// the fast path is tested against).
+    Candle,
+}
+
+/// The model, with one sequence's key/value cache of its own (`forward`);
+/// [`Decoder::forward_batch`] runs several sequences with caches of their own.
 pub struct Decoder {
     pub config: DecoderConfig,
     /// RoPE frequency factors: Llama 3's `rope_freqs.weight`, or LongRoPE's
@@ -275,16 +395,20 @@ pub struct Decoder {
     embed_scale: Option<f64>,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Linear,
     device: Device,
-    /// Positions already in the cache.
-    position: usize,
+    /// Whether forward passes run on rows (CPU) rather than candle ops.
+    row_path: bool,
+    /// The sequence `forward` continues.
+    state: KvState,
 }
 
 struct Loader<'a, R> {
     ct: &'a gguf_file::Content,
     reader: &'a mut R,
     device: &'a Device,
+    /// Pack block-quantized weights for the VNNI kernel.
+    vnni: bool,
 }
 
 impl<R: Read + Seek> Loader<'_, R> {
@@ -315,13 +439,16 @@ impl<R: Read + Seek> Loader<'_, R> {
     }
 
     fn norm(&mut self, name: &str, len: usize, eps: f64) -> Result<RmsNorm> {
+        let weight = self.dense(name, len)?;
         Ok(RmsNorm {
-            weight: self.dense(name, len)?,
+            w: weight.to_vec1::<f32>()?,
+            weight,
             eps: eps as f32,
         })
     }
 
-    fn linear(&mut self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
+    /// `{prefix}.weight`, checked to be out × inp.
+    fn weight(&mut self, prefix: &str, out: usize, inp: usize) -> Result<QTensor> {
         let name = format!("{prefix}.weight");
         let w = self.qtensor(&name)?;
         if w.shape().dims() != [out, inp] {
@@ -330,19 +457,98 @@ impl<R: Read + Seek> Loader<'_, R> {
                 w.shape().dims()
             )));
         }
-        let w = fast_kernel(w, self.device)
-            .map_err(|e| InferenceError::Config(format!("tensor '{name}': {e}")))?;
-        let bias_name = format!("{prefix}.bias");
-        let bias = if self.has(&bias_name) {
-            Some(self.dense(&bias_name, out)?)
+        Ok(w)
+    }
+
+    fn bias(&mut self, prefix: &str, out: usize) -> Result<Option<Tensor>> {
+        let name = format!("{prefix}.bias");
+        if self.has(&name) {
+            Ok(Some(self.dense(&name, out)?))
         } else {
-            None
-        };
+            Ok(None)
+        }
+    }
+
+    fn linear(&mut self, prefix: &str, out: usize, inp: usize) -> Result<Linear> {
+        let w = self.weight(prefix, out, inp)?;
+        let bias = self.bias(prefix, out)?;
+        self.kernel(w, bias, out, inp)
+            .map_err(|e| InferenceError::Config(format!("tensor '{prefix}.weight': {e}")))
+    }
+
+    fn kernel(&self, w: QTensor, bias: Option<Tensor>, out: usize, inp: usize) -> Result<Linear> {
+        if self.vnni && packable(w.dtype()) {
+            let b = match &bias {
+                Some(b) => b.to_vec1::<f32>()?,
+                None => vec![0.0; out],
+            };
+            if let Some(q) = Q8Linear::from_rows(out, inp, &b, |rows| {
+                dequantize_rows(&w, rows).unwrap_or_default()
+            }) {
+                return Ok(Linear {
+                    kernel: Kernel::Vnni(q),
+                    out,
+                });
+            }
+        }
+        let w = fast_kernel(w, self.device)?;
         Ok(Linear {
-            weight: QMatMul::from_qtensor(w)?,
-            bias,
+            kernel: Kernel::Candle(QMatMul::from_qtensor(w)?, bias),
+            out,
         })
     }
+
+    /// Several projections of the same input packed as one VNNI layer (their
+    /// outputs side by side, in order); `None` off the VNNI path or when
+    /// one of them is missing or not packable.
+    fn packed(&mut self, parts: &[(String, usize)], inp: usize) -> Result<Option<Linear>> {
+        let packs = |ld: &Self, p: &str| {
+            ld.ct
+                .tensor_infos
+                .get(&format!("{p}.weight"))
+                .is_some_and(|i| packable(i.ggml_dtype))
+        };
+        if !self.vnni || !parts.iter().all(|(p, _)| packs(self, p)) {
+            return Ok(None);
+        }
+        let mut weights = Vec::new();
+        let mut biases = Vec::new();
+        for (prefix, out) in parts {
+            let w = self.weight(prefix, *out, inp)?;
+            weights.extend(dequantize_rows(&w, 0..*out)?);
+            match self.bias(prefix, *out)? {
+                Some(b) => biases.extend(b.to_vec1::<f32>()?),
+                None => biases.extend(std::iter::repeat_n(0.0, *out)),
+            }
+        }
+        let out = biases.len();
+        Ok(Q8Linear::new(&weights, &biases, out, inp).map(|q| Linear {
+            kernel: Kernel::Vnni(q),
+            out,
+        }))
+    }
+}
+
+/// Weight types the VNNI path re-quantizes to Q8_0: Q8_0 itself (exactly),
+/// the 4/5-bit types candle's CPU kernels run slowly, and the k-quants
+/// (within 1/254 of each block's largest value). Q4_0 keeps candle's kernel,
+/// which computes what llama.cpp computes; float weights keep candle's GEMM.
+fn packable(t: GgmlDType) -> bool {
+    use GgmlDType as G;
+    matches!(
+        t,
+        G::Q8_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q2K | G::Q3K | G::Q4K | G::Q5K | G::Q6K
+    )
+}
+
+/// Rows `rows` of a 2-D quantized tensor as f32 (only those rows dequantized).
+fn dequantize_rows(w: &QTensor, rows: std::ops::Range<usize>) -> candle_core::Result<Vec<f32>> {
+    let ids: Vec<u32> = rows.map(|r| r as u32).collect();
+    let ids = Tensor::new(ids.as_slice(), &Device::Cpu)?;
+    w.embedding(&ids)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
 }
 
 /// candle's CPU kernels for Q4_1, Q5_0 and Q5_1 are scalar (about 6× slower
@@ -413,37 +619,106 @@ fn rope_scaling<R: std::io::Read + std::io::Seek>(
     Ok((None, 1.0, None))
 }
 
-/// RoPE tables for positions `start..start + len`. `factors` (Llama 3's
-/// `rope_freqs.weight`, one per frequency) divide the frequencies: that is
-/// how a GGUF file carries Llama 3's RoPE scaling.
-fn rope_tables(
-    base: f32,
-    factors: Option<&[f32]>,
-    scale: f64,
-    head_dim: usize,
-    start: usize,
-    len: usize,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let half = head_dim / 2;
-    let mut cos = Vec::with_capacity(len * half);
-    let mut sin = Vec::with_capacity(len * half);
-    for p in start..start + len {
-        for i in 0..half {
-            // f64 so that long positions keep their precision, as llama.cpp does.
-            let factor = factors
-                .and_then(|f| f.get(i))
-                .map_or(1.0, |&f| f64::from(f));
-            let inv = 1.0 / f64::from(base).powf((2 * i) as f64 / head_dim as f64) / factor;
-            let angle = p as f64 * inv;
-            cos.push((angle.cos() * scale) as f32);
-            sin.push((angle.sin() * scale) as f32);
-        }
+impl<R: Read + Seek> Loader<'_, R> {
+    /// Layer `i`'s weights.
+    fn layer(&mut self, i: usize, c: &DecoderConfig, ff: usize) -> Result<Layer> {
+        let p = format!("blk.{i}");
+        let local = c.is_local(i);
+        let gemma = c.family == Family::Gemma3;
+        let norm = |ld: &mut Self, name: &str, len: usize| -> Result<Option<RmsNorm>> {
+            Ok(Some(ld.norm(&format!("{p}.{name}.weight"), len, c.eps)?))
+        };
+        let (gate, up) = self.ffn(&p, c, ff)?;
+        Ok(Layer {
+            attn_norm: self.norm(&format!("{p}.attn_norm.weight"), c.d_model, c.eps)?,
+            qkv: self.qkv(&p, c)?,
+            o: self.linear(
+                &format!("{p}.attn_output"),
+                c.d_model,
+                c.n_head * c.head_dim,
+            )?,
+            q_norm: if c.family.qk_norm() {
+                norm(self, "attn_q_norm", c.head_dim)?
+            } else {
+                None
+            },
+            k_norm: if c.family.qk_norm() {
+                norm(self, "attn_k_norm", c.head_dim)?
+            } else {
+                None
+            },
+            post_attn_norm: if gemma {
+                norm(self, "post_attention_norm", c.d_model)?
+            } else {
+                None
+            },
+            ffn_norm: self.norm(&format!("{p}.ffn_norm.weight"), c.d_model, c.eps)?,
+            gate,
+            up,
+            down: self.linear(&format!("{p}.ffn_down"), c.d_model, ff)?,
+            post_ffn_norm: if gemma {
+                norm(self, "post_ffw_norm", c.d_model)?
+            } else {
+                None
+            },
+            local,
+            rope_base: if local && gemma {
+                c.rope_base_local
+            } else {
+                c.rope_base
+            },
+        })
     }
-    Ok((
-        Tensor::from_vec(cos, (len, half), device)?,
-        Tensor::from_vec(sin, (len, half), device)?,
-    ))
+
+    fn qkv(&mut self, p: &str, c: &DecoderConfig) -> Result<Qkv> {
+        let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+        // Phi-3 files usually fuse q, k and v; a missing fused tensor is
+        // named as such rather than as a missing `attn_q`.
+        if self.has(&format!("{p}.attn_qkv.weight"))
+            || (c.family == Family::Phi3 && !self.has(&format!("{p}.attn_q.weight")))
+        {
+            let qkv = self.linear(&format!("{p}.attn_qkv"), q_dim + 2 * kv_dim, c.d_model)?;
+            return Ok(Qkv::Fused(qkv));
+        }
+        let parts = [
+            (format!("{p}.attn_q"), q_dim),
+            (format!("{p}.attn_k"), kv_dim),
+            (format!("{p}.attn_v"), kv_dim),
+        ];
+        if let Some(all) = self.packed(&parts, c.d_model)? {
+            return Ok(Qkv::Fused(all));
+        }
+        let [q, k, v] = parts;
+        Ok(Qkv::Separate {
+            q: Box::new(self.linear(&q.0, q.1, c.d_model)?),
+            k: Box::new(self.linear(&k.0, k.1, c.d_model)?),
+            v: Box::new(self.linear(&v.0, v.1, c.d_model)?),
+        })
+    }
+
+    /// Gate and up projections; gate `None` when `up` holds both.
+    fn ffn(&mut self, p: &str, c: &DecoderConfig, ff: usize) -> Result<(Option<Linear>, Linear)> {
+        if c.family == Family::Phi3 {
+            return Ok((
+                None,
+                self.linear(&format!("{p}.ffn_up"), 2 * ff, c.d_model)?,
+            ));
+        }
+        let parts = [(format!("{p}.ffn_gate"), ff), (format!("{p}.ffn_up"), ff)];
+        if let Some(both) = self.packed(&parts, c.d_model)? {
+            return Ok((None, both));
+        }
+        Ok((
+            Some(self.linear(&parts[0].0, ff, c.d_model)?),
+            self.linear(&parts[1].0, ff, c.d_model)?,
+        ))
+    }
+}
+
+/// One sequence's part of a batched forward pass.
+pub struct Seq<'a> {
+    pub state: &'a mut KvState,
+    pub tokens: &'a [u32],
 }
 
 impl Decoder {
@@ -452,9 +727,25 @@ impl Decoder {
         reader: &mut R,
         device: &Device,
     ) -> Result<Self> {
+        Self::from_gguf_with(ct, reader, device, DecoderPath::Auto)
+    }
+
+    pub fn from_gguf_with<R: Read + Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        device: &Device,
+        path: DecoderPath,
+    ) -> Result<Self> {
         let config = DecoderConfig::from_gguf(ct)?;
         let c = &config;
-        let mut ld = Loader { ct, reader, device };
+        let row_path = path == DecoderPath::Auto && device.is_cpu();
+        let vnni = row_path && super::q8::available();
+        let mut ld = Loader {
+            ct,
+            reader,
+            device,
+            vnni,
+        };
         let embed = ld.qtensor("token_embd.weight")?;
         let (vocab, dim) = embed
             .shape()
@@ -466,81 +757,17 @@ impl Decoder {
                 c.d_model
             )));
         }
-        let q_dim = c.n_head * c.head_dim;
-        let kv_dim = c.n_kv_head * c.head_dim;
         let ff = md_usize(ct, &format!("{}.feed_forward_length", architecture(ct)?))?;
-        let gemma = c.family == Family::Gemma3;
-        let mut layers = Vec::with_capacity(c.n_layer);
-        for i in 0..c.n_layer {
-            let p = format!("blk.{i}");
-            let local = c.is_local(i);
-            layers.push(Layer {
-                attn_norm: ld.norm(&format!("{p}.attn_norm.weight"), c.d_model, c.eps)?,
-                // Phi-3 files usually fuse q, k and v; a missing fused tensor
-                // is named as such rather than as a missing `attn_q`.
-                qkv: if ld.has(&format!("{p}.attn_qkv.weight"))
-                    || (c.family == Family::Phi3 && !ld.has(&format!("{p}.attn_q.weight")))
-                {
-                    Qkv::Fused(ld.linear(
-                        &format!("{p}.attn_qkv"),
-                        q_dim + 2 * kv_dim,
-                        c.d_model,
-                    )?)
-                } else {
-                    Qkv::Separate {
-                        q: ld.linear(&format!("{p}.attn_q"), q_dim, c.d_model)?,
-                        k: ld.linear(&format!("{p}.attn_k"), kv_dim, c.d_model)?,
-                        v: ld.linear(&format!("{p}.attn_v"), kv_dim, c.d_model)?,
-                    }
-                },
-                o: ld.linear(&format!("{p}.attn_output"), c.d_model, q_dim)?,
-                q_norm: if c.family.qk_norm() {
-                    Some(ld.norm(&format!("{p}.attn_q_norm.weight"), c.head_dim, c.eps)?)
-                } else {
-                    None
-                },
-                k_norm: if c.family.qk_norm() {
-                    Some(ld.norm(&format!("{p}.attn_k_norm.weight"), c.head_dim, c.eps)?)
-                } else {
-                    None
-                },
-                post_attn_norm: if gemma {
-                    Some(ld.norm(&format!("{p}.post_attention_norm.weight"), c.d_model, c.eps)?)
-                } else {
-                    None
-                },
-                ffn_norm: ld.norm(&format!("{p}.ffn_norm.weight"), c.d_model, c.eps)?,
-                gate: if c.family == Family::Phi3 {
-                    None
-                } else {
-                    Some(ld.linear(&format!("{p}.ffn_gate"), ff, c.d_model)?)
-                },
-                up: ld.linear(
-                    &format!("{p}.ffn_up"),
-                    if c.family == Family::Phi3 { 2 * ff } else { ff },
-                    c.d_model,
-                )?,
-                down: ld.linear(&format!("{p}.ffn_down"), c.d_model, ff)?,
-                post_ffn_norm: if gemma {
-                    Some(ld.norm(&format!("{p}.post_ffw_norm.weight"), c.d_model, c.eps)?)
-                } else {
-                    None
-                },
-                cache: None,
-                local,
-                rope_base: if local && gemma {
-                    c.rope_base_local
-                } else {
-                    c.rope_base
-                },
-            });
-        }
+        let layers = (0..c.n_layer)
+            .map(|i| ld.layer(i, c, ff))
+            .collect::<Result<Vec<_>>>()?;
         let norm = ld.norm("output_norm.weight", c.d_model, c.eps)?;
         // Tied embeddings: no output.weight, the embedding matrix projects back.
         let output = if ld.has("output.weight") {
-            ld.linear("output", vocab, c.d_model)?.weight
+            ld.linear("output", vocab, c.d_model)?
         } else {
-            QMatMul::from_qtensor(ld.qtensor("token_embd.weight")?)?
+            let w = ld.qtensor("token_embd.weight")?;
+            ld.kernel(w, None, vocab, c.d_model)?
         };
         let (rope_factors, rope_scale, context_cap) = rope_scaling(&mut ld, ct, c)?;
         let mut config = config;
@@ -551,90 +778,201 @@ impl Decoder {
         Ok(Decoder {
             rope_factors,
             rope_scale,
-            embed_scale: gemma.then(|| (config.d_model as f64).sqrt()),
+            embed_scale: (config.family == Family::Gemma3).then(|| (config.d_model as f64).sqrt()),
             config,
             embed,
             layers,
             norm,
             output,
             device: device.clone(),
-            position: 0,
+            row_path,
+            state: KvState::default(),
         })
     }
 
-    /// The key/value cache as it stands (tensors are shared, not copied):
-    /// `restore` brings the decoder back to exactly this state.
+    /// Whether passes run on rows with our kernels (else candle's ops).
+    pub fn fast_path(&self) -> bool {
+        self.row_path
+    }
+
+    /// A copy of the key/value cache as it stands: `restore` brings the
+    /// decoder back to exactly this state.
     pub fn save(&self) -> KvState {
-        KvState {
-            layers: self.layers.iter().map(|l| l.cache.clone()).collect(),
-            position: self.position,
-        }
+        self.state.clone()
     }
 
     /// Puts back a state `save` returned (of this model).
     pub fn restore(&mut self, state: &KvState) {
-        for (l, c) in self.layers.iter_mut().zip(&state.layers) {
-            l.cache = c.clone();
-        }
-        self.position = state.position;
+        self.state = state.clone();
     }
 
     /// Forgets the cached sequence.
     pub fn reset(&mut self) {
-        self.position = 0;
-        for l in &mut self.layers {
-            l.cache = None;
-        }
+        self.state = KvState::default();
     }
 
     pub fn position(&self) -> usize {
-        self.position
+        self.state.position
+    }
+
+    /// Key/value bytes one token of one sequence takes (on the row path).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let c = &self.config;
+        2 * c.n_layer * c.n_kv_head * c.head_dim * std::mem::size_of::<f32>()
     }
 
     /// Runs `tokens` after the cached ones; returns the logits of the last
     /// position (vocab,) as f32.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        let mut state = std::mem::take(&mut self.state);
+        let out = self.forward_batch(&mut [Seq {
+            state: &mut state,
+            tokens,
+        }]);
+        self.state = state;
+        let logits = out?.pop().unwrap_or_default();
+        let n = logits.len();
+        Ok(Tensor::from_vec(logits, n, &self.device)?)
+    }
+
+    /// Runs each sequence's `tokens` after what its own cache holds, all in
+    /// one pass where the row path runs (the rows of every sequence share
+    /// each matmul), and returns each sequence's next-token logits. A row's
+    /// numbers never depend on the other rows in the pass, so the results
+    /// equal running the sequences one at a time.
+    pub fn forward_batch(&self, seqs: &mut [Seq<'_>]) -> Result<Vec<Vec<f32>>> {
+        for s in seqs.iter() {
+            self.check_tokens(s.tokens)?;
+        }
+        if !self.row_path {
+            return seqs
+                .iter_mut()
+                .map(|s| Ok(self.forward_tensors(s.state, s.tokens)?.to_vec1::<f32>()?))
+                .collect();
+        }
+        // The whole pass on a pool thread: its many small parallel loops
+        // then start from inside the pool instead of each handing work over
+        // from this thread and waiting to be woken.
+        rayon::scope(|_| self.forward_rows(seqs))
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(InferenceError::InvalidInput("no tokens to run".into()));
         }
-        if let Some(bad) = tokens
+        match tokens
             .iter()
             .find(|&&t| t as usize >= self.config.vocab_size)
         {
-            return Err(InferenceError::InvalidInput(format!(
+            Some(bad) => Err(InferenceError::InvalidInput(format!(
                 "token id {bad} is outside the vocabulary ({})",
                 self.config.vocab_size
-            )));
+            ))),
+            None => Ok(()),
         }
-        let t = tokens.len();
-        let start = self.position;
+    }
+
+    /// RoPE angles of `len` positions from `start` for `layer`.
+    fn rope_table(&self, layer: &Layer, start: usize, len: usize) -> rows::RopeTable {
+        rows::RopeTable::new(
+            layer.rope_base,
+            // Gemma's local layers keep plain RoPE.
+            self.rope_factors
+                .as_deref()
+                .filter(|_| !(layer.local && self.config.family == Family::Gemma3)),
+            self.rope_scale,
+            self.config.rope_dim,
+            start,
+            len,
+        )
+    }
+
+    fn forward_rows(&self, seqs: &mut [Seq<'_>]) -> Result<Vec<Vec<f32>>> {
         let c = &self.config;
+        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let ids = Tensor::new(tokens.as_slice(), &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.to_dtype(DType::F32)?;
+        if let Some(s) = self.embed_scale {
+            x = (x * s)?;
+        }
+        let mut x = x.flatten_all()?.to_vec1::<f32>()?;
+        // Each sequence's rows in the pass: (first row, rows, start position).
+        let mut spans = Vec::with_capacity(seqs.len());
+        let mut row = 0;
+        for s in seqs.iter_mut() {
+            if s.state.rows.len() != c.n_layer {
+                s.state.rows = vec![rows::KvRows::default(); c.n_layer];
+            }
+            spans.push((row, s.tokens.len(), s.state.position));
+            row += s.tokens.len();
+        }
+        // RoPE tables per sequence, for the global and the local base.
+        let mut tables: HashMap<(usize, u32, bool), rows::RopeTable> = HashMap::new();
+        for (li, layer) in self.layers.iter().enumerate() {
+            for (i, &(_, t, start)) in spans.iter().enumerate() {
+                let key = (i, layer.rope_base.to_bits(), layer.local);
+                tables
+                    .entry(key)
+                    .or_insert_with(|| self.rope_table(layer, start, t));
+            }
+            let pass = Pass {
+                c,
+                spans: &spans,
+                tables: &tables,
+                layer: li,
+            };
+            layer.forward_rows(&mut x, seqs, &pass)?;
+        }
+        let d = c.d_model;
+        let mut last = Vec::with_capacity(spans.len() * d);
+        for (s, &(first, t, _)) in seqs.iter_mut().zip(&spans) {
+            s.state.position += t;
+            last.extend_from_slice(&x[(first + t - 1) * d..][..d]);
+        }
+        let h = self.norm.rows(&last);
+        let mut logits = self.output.rows(&h, &vec![1; spans.len()])?;
+        if let Some(cap) = c.final_softcap {
+            let cap = cap as f32;
+            for v in &mut logits {
+                *v = (*v / cap).tanh() * cap;
+            }
+        }
+        Ok(logits
+            .chunks_exact(c.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// The candle path: one sequence through candle's ops.
+    fn forward_tensors(&self, state: &mut KvState, tokens: &[u32]) -> Result<Tensor> {
+        let t = tokens.len();
+        let start = state.position;
+        let c = &self.config;
+        if state.tensors.len() != c.n_layer {
+            state.tensors = vec![None; c.n_layer];
+        }
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.embedding(&ids)?.reshape((1, t, c.d_model))?;
         if let Some(s) = self.embed_scale {
             x = (x * s)?;
         }
-        let mut tables: HashMap<u32, (Tensor, Tensor)> = HashMap::new();
-        for layer in &mut self.layers {
-            let key = layer.rope_base.to_bits();
+        let mut tables: HashMap<(u32, bool), (Tensor, Tensor)> = HashMap::new();
+        for (layer, cache) in self.layers.iter().zip(state.tensors.iter_mut()) {
+            let key = (layer.rope_base.to_bits(), layer.local);
             let (cos, sin) = match tables.entry(key) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(rope_tables(
-                    layer.rope_base,
-                    // Gemma's local layers keep plain RoPE.
-                    self.rope_factors
-                        .as_deref()
-                        .filter(|_| !(layer.local && c.family == Family::Gemma3)),
-                    self.rope_scale,
-                    c.rope_dim,
-                    start,
-                    t,
-                    &self.device,
-                )?),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let tb = self.rope_table(layer, start, t);
+                    let half = tb.half;
+                    e.insert((
+                        Tensor::from_vec(tb.cos, (t, half), &self.device)?,
+                        Tensor::from_vec(tb.sin, (t, half), &self.device)?,
+                    ))
+                }
             };
-            x = layer.forward(&x, c, start, cos, sin)?;
+            x = layer.forward(&x, c, start, cos, sin, cache)?;
         }
-        self.position += t;
+        state.position += t;
         let last = x.narrow(1, t - 1, 1)?;
         let last = self.norm.forward(&last)?;
         let mut logits = self.output.forward(&last)?;
@@ -645,14 +983,108 @@ impl Decoder {
     }
 }
 
+/// What a layer's row pass needs to know of the whole pass.
+struct Pass<'a> {
+    c: &'a DecoderConfig,
+    /// Per sequence: first row, rows, start position.
+    spans: &'a [(usize, usize, usize)],
+    /// RoPE tables by (sequence, base, local).
+    tables: &'a HashMap<(usize, u32, bool), rows::RopeTable>,
+    layer: usize,
+}
+
 impl Layer {
+    /// The row path: `x` holds every sequence's rows of the pass.
+    fn forward_rows(&self, x: &mut [f32], seqs: &mut [Seq<'_>], p: &Pass<'_>) -> Result<()> {
+        let c = p.c;
+        let (d, hd) = (c.d_model, c.head_dim);
+        let (q_dim, kv_dim) = (c.n_head * hd, c.n_kv_head * hd);
+        let n = x.len() / d;
+        let parts: Vec<usize> = p.spans.iter().map(|s| s.1).collect();
+        let parts = parts.as_slice();
+        let h = self.attn_norm.rows(x);
+        let [mut q, mut k, v] = self.qkv.rows(&h, parts, q_dim, kv_dim)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            rows::head_norm(&mut q, &qn.w, qn.eps);
+            rows::head_norm(&mut k, &kn.w, kn.eps);
+        }
+        let interleaved = c.family == Family::Llama;
+        let attention = rows::Attention {
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window: if self.local { c.sliding_window } else { None },
+        };
+        let mut attn = vec![0f32; n * q_dim];
+        for (i, (s, &(first, t, start))) in seqs.iter_mut().zip(p.spans).enumerate() {
+            let table = &p.tables[&(i, self.rope_base.to_bits(), self.local)];
+            let qs = &mut q[first * q_dim..(first + t) * q_dim];
+            let ks = &mut k[first * kv_dim..(first + t) * kv_dim];
+            rows::rope(qs, q_dim, hd, table, interleaved);
+            rows::rope(ks, kv_dim, hd, table, interleaved);
+            let cache = &mut s.state.rows[p.layer];
+            cache.append(
+                ks,
+                &v[first * kv_dim..(first + t) * kv_dim],
+                c.n_kv_head,
+                hd,
+            );
+            let out = &mut attn[first * q_dim..(first + t) * q_dim];
+            attention.run(qs, cache, start, out);
+        }
+        let mut out = self.o.rows(&attn, parts)?;
+        if let Some(norm) = &self.post_attn_norm {
+            out = norm.rows(&out);
+        }
+        rows::add_in_place(x, &out);
+
+        let h = self.ffn_norm.rows(x);
+        let mut act = match &self.gate {
+            Some(g) => {
+                let mut gate = g.rows(&h, parts)?;
+                self.activate(&mut gate, c);
+                rows::mul_in_place(&mut gate, &self.up.rows(&h, parts)?);
+                gate
+            }
+            None => {
+                let both = self.up.rows(&h, parts)?;
+                let ff = both.len() / n / 2;
+                let mut gate = Vec::with_capacity(n * ff);
+                for row in both.chunks_exact(2 * ff) {
+                    gate.extend_from_slice(&row[..ff]);
+                }
+                self.activate(&mut gate, c);
+                for (g, r) in gate.chunks_exact_mut(ff).zip(both.chunks_exact(2 * ff)) {
+                    rows::mul_in_place(g, &r[ff..]);
+                }
+                gate
+            }
+        };
+        act = self.down.rows(&act, parts)?;
+        if let Some(norm) = &self.post_ffn_norm {
+            act = norm.rows(&act);
+        }
+        rows::add_in_place(x, &act);
+        Ok(())
+    }
+
+    fn activate(&self, gate: &mut [f32], c: &DecoderConfig) {
+        match c.family {
+            Family::Gemma3 => rows::gelu_tanh(gate),
+            Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Phi3 => rows::silu(gate),
+        }
+    }
+
+    /// The candle path for one sequence whose layer cache is `cache`.
     fn forward(
-        &mut self,
+        &self,
         x: &Tensor,
         c: &DecoderConfig,
         start: usize,
         cos: &Tensor,
         sin: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let h = self.attn_norm.forward(x)?;
@@ -672,7 +1104,7 @@ impl Layer {
             _ => (q.contiguous()?, k.contiguous()?),
         };
         let (q, k) = (rotate(&q, c, cos, sin)?, rotate(&k, c, cos, sin)?);
-        let (k, v) = match &self.cache {
+        let (k, v) = match cache.as_ref() {
             Some((ck, cv)) if start > 0 => (Tensor::cat(&[ck, &k], 2)?, Tensor::cat(&[cv, &v], 2)?),
             _ => (k, v),
         };
@@ -688,7 +1120,7 @@ impl Layer {
             }
             _ => (k, v),
         };
-        self.cache = Some((k.clone(), v.clone()));
+        *cache = Some((k.clone(), v.clone()));
         let s = k.dim(2)?;
         let key_start = start + t - s;
 

@@ -1,14 +1,13 @@
 //! Local text generation from a GGUF model: tokenizer, chat template,
 //! sampling, stop strings, and the troubleshooter's structured answer.
 //!
-//! The model lives on one worker thread behind a bounded queue (the same
-//! [`BatchQueue`] as the classifier, one request at a time, in order), so a
-//! slow generation never blocks HTTP.
+//! Answers are written by [`super::answer`] (a resumable run per ticket)
+//! and the model lives on one worker thread ([`super::batching`]) that
+//! writes several tickets' answers together, so a slow generation never
+//! blocks HTTP and a burst is not answered one after another.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
@@ -18,11 +17,10 @@ use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use super::InferenceError;
+pub use super::batching::{BatchConfig, GenSnapshot, GenStats, GeneratorService};
 use super::decoder::{Decoder, KvState, architecture};
 use super::gguf_tokenizer::{self, SpecialTokens};
-use super::queue::{BatchModel, BatchQueue, QueueConfig, QueueSnapshot};
-use crate::agents::EngineError;
-use crate::agents::troubleshooter::{AnswerRequest, GenerationRecord, TextGenerator};
+use crate::agents::troubleshooter::AnswerRequest;
 
 type Result<T> = std::result::Result<T, InferenceError>;
 
@@ -91,7 +89,7 @@ impl Generation {
     }
 }
 
-fn rate(n: usize, secs: f64) -> f64 {
+pub(super) fn rate(n: usize, secs: f64) -> f64 {
     if secs > 0.0 { n as f64 / secs } else { 0.0 }
 }
 
@@ -102,18 +100,11 @@ pub struct Message {
     pub content: String,
 }
 
-/// Longest step and message lines of a structured answer, in tokens.
-const STEP_TOKENS: usize = 60;
-const MESSAGE_TOKENS: usize = 80;
-/// Steps a generated answer may have (validation allows up to 8; small
-/// models ramble past five).
-const MAX_STEPS: usize = 5;
-
 pub struct GgufGenerator {
     name: String,
     facts: super::facts::ModelFacts,
     path: PathBuf,
-    decoder: Decoder,
+    pub(super) decoder: Decoder,
     tokenizer: Tokenizer,
     special: SpecialTokens,
     chat_template: Option<String>,
@@ -124,8 +115,6 @@ pub struct GgufGenerator {
     prefixes: Vec<(Vec<u32>, KvState)>,
     /// Whether `answer` reuses them (on by default; off to measure).
     prefix_cache: bool,
-    /// When `answer` picked its first token (its time to first token).
-    first_token_at: Option<Instant>,
 }
 
 /// Shared prefixes kept per model (one per worked example in use).
@@ -194,7 +183,6 @@ impl GgufGenerator {
             newline_ids,
             prefixes: Vec::new(),
             prefix_cache: true,
-            first_token_at: None,
         })
     }
 
@@ -207,42 +195,51 @@ impl GgufGenerator {
         }
     }
 
-    /// Runs the prompt `ids`, whose first `shared` tokens are the same for
-    /// every ticket: their keys and values come from the cache when it
-    /// holds them, and are computed (and kept, with the cache on)
-    /// otherwise. The prompt always runs in the same two pieces, so a
-    /// result never depends on the cache. Returns the logits and the tokens
-    /// reused.
-    fn prefill(&mut self, ids: &[u32], shared: usize) -> Result<(Tensor, usize)> {
-        if shared == 0 || shared >= ids.len() {
-            self.decoder.reset();
-            return Ok((self.decoder.forward(ids)?, 0));
+    /// A copy of the key/value state after `prefix`, when the cache holds it.
+    /// An answer's prompt always runs in the same two pieces (the shared
+    /// prefix, then the rest), so a result never depends on the cache.
+    pub(super) fn cached_prefix(&mut self, prefix: &[u32]) -> Option<KvState> {
+        if !self.prefix_cache {
+            return None;
         }
-        let prefix = &ids[..shared];
-        let hit = self
-            .prefixes
-            .iter()
-            .position(|(t, _)| t == prefix)
-            .filter(|_| self.prefix_cache);
-        let reused = match hit {
-            Some(i) => {
-                let entry = self.prefixes.remove(i);
-                self.decoder.restore(&entry.1);
-                self.prefixes.insert(0, entry);
-                shared
-            }
-            None => {
-                self.decoder.reset();
-                self.decoder.forward(prefix)?;
-                if self.prefix_cache {
-                    self.prefixes
-                        .insert(0, (prefix.to_vec(), self.decoder.save()));
-                    self.prefixes.truncate(MAX_PREFIXES);
-                }
-                0
-            }
+        let i = self.prefixes.iter().position(|(t, _)| t == prefix)?;
+        let entry = self.prefixes.remove(i);
+        let state = entry.1.clone();
+        self.prefixes.insert(0, entry);
+        Some(state)
+    }
+
+    /// Keeps the state after a computed shared prefix (with the cache on).
+    pub(super) fn keep_prefix(&mut self, prefix: &[u32], state: &KvState) {
+        if !self.prefix_cache || self.prefixes.iter().any(|(t, _)| t == prefix) {
+            return;
+        }
+        self.prefixes.insert(0, (prefix.to_vec(), state.clone()));
+        self.prefixes.truncate(MAX_PREFIXES);
+    }
+
+    /// The token ids of the answer prompt for `prompt` (ending where the
+    /// first step is written) and how many of them every ticket with the
+    /// same system text and example shares (chat prompts only; a base
+    /// model's few-shot prompt is left whole).
+    pub(super) fn answer_ids(&self, prompt: &AnswerRequest) -> Result<(Vec<u32>, usize)> {
+        let head = self.answer_prompt(prompt)?;
+        let text_prompt = format!("{head}STEPS:\n1.");
+        let add_special = self.special.add_bos
+            && !self
+                .special
+                .bos
+                .and_then(|b| self.tokenizer.id_to_token(b))
+                .is_some_and(|b| text_prompt.starts_with(&b));
+        let ids = self.encode(&text_prompt, add_special)?;
+        self.check_room(ids.len())?;
+        let shared = if self.chat_template.is_some() {
+            self.shared_prefix(prompt, &ids, add_special)?
+        } else {
+            0
         };
-        Ok((self.decoder.forward(&ids[shared..])?, reused))
+        // A prompt that is all prefix runs whole.
+        Ok((ids.clone(), if shared >= ids.len() { 0 } else { shared }))
     }
 
     /// How many leading tokens of `ids` (the prompt for `req`) every ticket
@@ -366,7 +363,7 @@ impl GgufGenerator {
                 stop = StopReason::ContextFull;
                 break;
             }
-            let next = self.pick(&logits, &context, params, &mut sampler)?;
+            let next = self.pick(&logits.to_vec1::<f32>()?, &context, params, &mut sampler)?;
             if out.is_empty() {
                 ttft = started.elapsed().as_secs_f64();
             }
@@ -405,24 +402,34 @@ impl GgufGenerator {
         })
     }
 
-    fn pick(
+    /// The next token: the repeat penalty on the recent context (as
+    /// candle's `apply_repeat_penalty`), then the sampler.
+    pub(super) fn pick(
         &self,
-        logits: &Tensor,
+        logits: &[f32],
         context: &[u32],
         params: &GenerationParams,
         sampler: &mut LogitsProcessor,
     ) -> Result<u32> {
-        let logits = if params.repeat_penalty != 1.0 && params.repeat_last_n > 0 {
+        let mut v = logits.to_vec();
+        if params.repeat_penalty != 1.0 && params.repeat_last_n > 0 {
             let from = context.len().saturating_sub(params.repeat_last_n);
-            candle_transformers::utils::apply_repeat_penalty(
-                logits,
-                params.repeat_penalty,
-                &context[from..],
-            )?
-        } else {
-            logits.clone()
-        };
-        Ok(sampler.sample(&logits)?)
+            let mut seen = std::collections::HashSet::new();
+            for &id in &context[from..] {
+                if !seen.insert(id) {
+                    continue;
+                }
+                if let Some(x) = v.get_mut(id as usize) {
+                    if *x >= 0.0 {
+                        *x /= params.repeat_penalty;
+                    } else {
+                        *x *= params.repeat_penalty;
+                    }
+                }
+            }
+        }
+        let n = v.len();
+        Ok(sampler.sample(&Tensor::from_vec(v, n, &Device::Cpu)?)?)
     }
 
     /// The prompt for a structured answer: the chat template when the model
@@ -444,191 +451,25 @@ impl GgufGenerator {
         })
     }
 
-    /// Writes a troubleshooting answer in the seed format
-    ///
-    /// ```text
-    /// STEPS:
-    /// 1. …
-    /// MESSAGE: …
-    /// RESOLVED: yes|no
-    /// ```
-    ///
-    /// with constrained decoding: the model writes each line freely, and at
-    /// each line break only the continuations the format allows compete
-    /// (the next step number or `MESSAGE:`; then `yes` or `no`). The result
-    /// always has the format; its content is validated by the caller.
-    pub fn answer(
-        &mut self,
-        prompt: &AnswerRequest,
-        params: &GenerationParams,
-    ) -> Result<Generation> {
-        let started = Instant::now();
-        let head = self.answer_prompt(prompt)?;
-        let text_prompt = format!("{head}STEPS:\n1.");
-        let add_special = self.special.add_bos
-            && !self
-                .special
-                .bos
-                .and_then(|b| self.tokenizer.id_to_token(b))
-                .is_some_and(|b| text_prompt.starts_with(&b));
-        let ids = self.encode(&text_prompt, add_special)?;
-        self.check_room(ids.len())?;
-        // Chat prompts share their start (system text, worked example);
-        // the few-shot prompt of a base model is left whole.
-        let shared = if self.chat_template.is_some() {
-            self.shared_prefix(prompt, &ids, add_special)?
-        } else {
-            0
-        };
-        let (mut logits, cached_prompt_tokens) = self.prefill(&ids, shared)?;
-        let prefill_secs = started.elapsed().as_secs_f64();
-        self.first_token_at = None;
-        let mut sampler = sampler(params);
-        let mut context = ids.clone();
-        let mut generated = 0usize;
-        let mut steps: Vec<String> = Vec::new();
-        let budget = params.max_new_tokens.max(16);
-
-        // Steps, one line each, until the model prefers MESSAGE: or runs out.
-        loop {
-            let (line, next_logits) = self.free_line(
-                logits,
-                &mut context,
-                params,
-                &mut sampler,
-                STEP_TOKENS,
-                &mut generated,
-            )?;
-            logits = next_logits;
-            let line = line.trim().to_string();
-            // A repeated step means the model is looping: end the list there.
-            let repeat = steps.iter().any(|s: &String| s.eq_ignore_ascii_case(&line));
-            if !repeat {
-                steps.push(line);
-            }
-            let k = steps.len() + 1;
-            let more = !repeat
-                && steps.len() < MAX_STEPS
-                && generated + STEP_TOKENS < budget
-                && self.prefers(&logits, &format!("{k}."), "MESSAGE:")?;
-            let forced = if more {
-                format!("{k}.")
-            } else {
-                "MESSAGE:".to_string()
-            };
-            logits = self.force(&forced, &mut context)?;
-            if !more {
-                break;
-            }
-        }
-        // The logits after the message line are not needed: RESOLVED: is forced.
-        let (message, _) = self.free_line(
-            logits,
-            &mut context,
-            params,
-            &mut sampler,
-            MESSAGE_TOKENS,
-            &mut generated,
-        )?;
-        logits = self.force("RESOLVED:", &mut context)?;
-        let resolved = self.prefers(&logits, " yes", " no")?;
-        let decode_secs = started.elapsed().as_secs_f64() - prefill_secs;
-        // The first token picked; a model that ends at once has none, and
-        // its prompt time stands in.
-        let ttft = self
-            .first_token_at
-            .map_or(prefill_secs, |t| t.duration_since(started).as_secs_f64());
-
-        let mut text = String::from("STEPS:\n");
-        for (i, s) in steps.iter().enumerate() {
-            text.push_str(&format!("{}. {s}\n", i + 1));
-        }
-        text.push_str(&format!(
-            "MESSAGE: {}\nRESOLVED: {}",
-            message.trim(),
-            if resolved { "yes" } else { "no" }
-        ));
-        Ok(Generation {
-            text,
-            prompt_tokens: ids.len(),
-            generated_tokens: generated,
-            prefill_secs,
-            decode_secs,
-            ttft_secs: ttft,
-            cached_prompt_tokens,
-            stop: StopReason::Finished,
-        })
-    }
-
-    /// Generates one line (up to a line break, an end token or `max` tokens);
-    /// the first token may not end the line. Returns the line and the logits
-    /// after it.
-    fn free_line(
-        &mut self,
-        mut logits: Tensor,
-        context: &mut Vec<u32>,
-        params: &GenerationParams,
-        sampler: &mut LogitsProcessor,
-        max: usize,
-        generated: &mut usize,
-    ) -> Result<(String, Tensor)> {
-        let mut line: Vec<u32> = Vec::new();
-        loop {
-            if line.is_empty() {
-                logits = self.ban_line_end(&logits)?;
-            }
-            let next = self.pick(&logits, context, params, sampler)?;
-            if self.special.stop.contains(&next) {
-                break;
-            }
-            if *generated == 0 {
-                self.first_token_at = Some(Instant::now());
-            }
-            *generated += 1;
-            context.push(next);
-            logits = self.decoder.forward(&[next])?;
-            line.push(next);
-            if self.newline_ids.binary_search(&next).is_ok() {
-                let text = self.decode(&line)?;
-                let cut = text.find('\n').unwrap_or(text.len());
-                return Ok((text[..cut].to_string(), logits));
-            }
-            if line.len() >= max || self.decoder.position() + 8 >= self.context_length() {
-                break;
-            }
-        }
-        // Ended without a line break: write one so the format continues.
-        let text = self.decode(&line)?;
-        let logits = self.force("\n", context)?;
-        Ok((text, logits))
-    }
-
     /// Masks line breaks and end tokens (a line may not be empty).
-    fn ban_line_end(&self, logits: &Tensor) -> Result<Tensor> {
-        let mut v = logits.to_vec1::<f32>()?;
+    pub(super) fn ban_line_end(&self, logits: &mut [f32]) {
         for &i in self.newline_ids.iter().chain(&self.special.stop) {
-            if let Some(x) = v.get_mut(i as usize) {
+            if let Some(x) = logits.get_mut(i as usize) {
                 *x = f32::NEG_INFINITY;
             }
         }
-        let n = v.len();
-        Ok(Tensor::from_vec(v, n, logits.device())?)
     }
 
-    /// Feeds `text` as if the model had written it; the logits after it.
-    fn force(&mut self, text: &str, context: &mut Vec<u32>) -> Result<Tensor> {
-        let ids = self.encode(text, false)?;
-        if ids.is_empty() {
-            return Err(InferenceError::Model(format!(
-                "'{text}' encodes to no tokens"
-            )));
-        }
-        context.extend_from_slice(&ids);
-        self.decoder.forward(&ids)
+    pub(super) fn is_line_break(&self, id: u32) -> bool {
+        self.newline_ids.binary_search(&id).is_ok()
+    }
+
+    pub(super) fn is_stop(&self, id: u32) -> bool {
+        self.special.stop.contains(&id)
     }
 
     /// Whether the model would rather start `a` than `b` here.
-    fn prefers(&self, logits: &Tensor, a: &str, b: &str) -> Result<bool> {
+    pub(super) fn prefers(&self, logits: &[f32], a: &str, b: &str) -> Result<bool> {
         let first = |s: &str| -> Result<u32> {
             self.encode(s, false)?
                 .first()
@@ -636,8 +477,7 @@ impl GgufGenerator {
                 .ok_or_else(|| InferenceError::Model(format!("'{s}' encodes to no tokens")))
         };
         let (ia, ib) = (first(a)? as usize, first(b)? as usize);
-        let v = logits.to_vec1::<f32>()?;
-        let at = |i: usize| v.get(i).copied().unwrap_or(f32::NEG_INFINITY);
+        let at = |i: usize| logits.get(i).copied().unwrap_or(f32::NEG_INFINITY);
         Ok(at(ia) >= at(ib))
     }
 }
@@ -654,7 +494,7 @@ fn line_break_ids(tokenizer: &Tokenizer) -> Vec<u32> {
         .collect()
 }
 
-fn sampler(params: &GenerationParams) -> LogitsProcessor {
+pub(super) fn sampler(params: &GenerationParams) -> LogitsProcessor {
     let sampling = if params.temperature <= 0.0 {
         Sampling::ArgMax
     } else {
@@ -788,188 +628,6 @@ fn strftime(fmt: &str, t: time::OffsetDateTime) -> String {
         }
     }
     out
-}
-
-/// Cumulative generation figures for `/health` and `/metrics`.
-#[derive(Default)]
-pub struct GenStats {
-    pub requests: AtomicU64,
-    pub prompt_tokens: AtomicU64,
-    pub generated_tokens: AtomicU64,
-    pub prefill_us: AtomicU64,
-    pub decode_us: AtomicU64,
-    pub ttft_us: AtomicU64,
-    pub last_decode_tps_milli: AtomicU64,
-    pub cached_prompt_tokens: AtomicU64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GenSnapshot {
-    pub model: String,
-    pub facts: super::facts::ModelFacts,
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub generated_tokens: u64,
-    pub prefill_tokens_per_sec: f64,
-    pub decode_tokens_per_sec: f64,
-    pub last_decode_tokens_per_sec: f64,
-    pub avg_ttft_ms: f64,
-    /// Prompt tokens taken from the shared-prefix cache instead of computed.
-    pub cached_prompt_tokens: u64,
-    pub queue: QueueSnapshot,
-}
-
-struct Runner {
-    model: GgufGenerator,
-    params: GenerationParams,
-    stats: Arc<GenStats>,
-}
-
-impl BatchModel for Runner {
-    type Input = AnswerRequest;
-    type Output = Generation;
-
-    fn cost(_: &AnswerRequest) -> usize {
-        1
-    }
-
-    fn run(&mut self, batch: &[&AnswerRequest]) -> std::result::Result<Vec<Generation>, String> {
-        let mut out = Vec::with_capacity(batch.len());
-        for req in batch {
-            let g = self
-                .model
-                .answer(req, &self.params)
-                .map_err(|e| e.to_string())?;
-            let s = &self.stats;
-            s.requests.fetch_add(1, Ordering::Relaxed);
-            s.prompt_tokens
-                .fetch_add(g.prompt_tokens as u64, Ordering::Relaxed);
-            s.generated_tokens
-                .fetch_add(g.generated_tokens as u64, Ordering::Relaxed);
-            s.prefill_us
-                .fetch_add((g.prefill_secs * 1e6) as u64, Ordering::Relaxed);
-            s.decode_us
-                .fetch_add((g.decode_secs * 1e6) as u64, Ordering::Relaxed);
-            s.ttft_us
-                .fetch_add((g.ttft_secs * 1e6) as u64, Ordering::Relaxed);
-            s.last_decode_tps_milli
-                .store((g.decode_tokens_per_sec() * 1e3) as u64, Ordering::Relaxed);
-            s.cached_prompt_tokens
-                .fetch_add(g.cached_prompt_tokens as u64, Ordering::Relaxed);
-            out.push(g);
-        }
-        Ok(out)
-    }
-}
-
-/// The generator on its worker thread; cheap to clone.
-#[derive(Clone)]
-pub struct GeneratorService {
-    name: String,
-    facts: super::facts::ModelFacts,
-    queue: BatchQueue<Runner>,
-    stats: Arc<GenStats>,
-}
-
-impl GeneratorService {
-    pub fn start(model: GgufGenerator, params: GenerationParams, capacity: usize) -> Result<Self> {
-        let name = model.name().to_string();
-        let facts = model.facts().clone();
-        let stats = Arc::new(GenStats::default());
-        let cfg = QueueConfig {
-            capacity: capacity.max(1),
-            max_batch_items: 1,
-            max_batch_tokens: 1,
-            max_wait: std::time::Duration::ZERO,
-        };
-        let queue = BatchQueue::start(
-            "generator",
-            Runner {
-                model,
-                params,
-                stats: stats.clone(),
-            },
-            cfg,
-        )?;
-        Ok(GeneratorService {
-            name,
-            facts,
-            queue,
-            stats,
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn one(mut v: Vec<Generation>) -> Result<Generation> {
-        v.pop()
-            .ok_or_else(|| InferenceError::Model("the generator returned nothing".into()))
-    }
-
-    /// Blocking: waits for room and for the answer (ticket processing).
-    pub fn answer_blocking(&self, prompt: AnswerRequest) -> Result<Generation> {
-        Self::one(self.queue.submit_blocking(vec![prompt])?)
-    }
-
-    pub fn snapshot(&self) -> GenSnapshot {
-        let s = &self.stats;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let requests = l(&s.requests);
-        GenSnapshot {
-            model: self.name.clone(),
-            facts: self.facts.clone(),
-            requests,
-            prompt_tokens: l(&s.prompt_tokens),
-            generated_tokens: l(&s.generated_tokens),
-            prefill_tokens_per_sec: rate(
-                l(&s.prompt_tokens) as usize,
-                l(&s.prefill_us) as f64 / 1e6,
-            ),
-            decode_tokens_per_sec: rate(
-                l(&s.generated_tokens) as usize,
-                l(&s.decode_us) as f64 / 1e6,
-            ),
-            last_decode_tokens_per_sec: l(&s.last_decode_tps_milli) as f64 / 1e3,
-            avg_ttft_ms: if requests == 0 {
-                0.0
-            } else {
-                l(&s.ttft_us) as f64 / requests as f64 / 1e3
-            },
-            cached_prompt_tokens: l(&s.cached_prompt_tokens),
-            queue: self.queue.snapshot(),
-        }
-    }
-}
-
-impl TextGenerator for GeneratorService {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn generate(
-        &self,
-        request: &AnswerRequest,
-    ) -> std::result::Result<GenerationRecord, EngineError> {
-        let started = Instant::now();
-        let g = self
-            .answer_blocking(request.clone())
-            .map_err(|e| EngineError {
-                engine: self.name.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(GenerationRecord {
-            engine: self.name.clone(),
-            tokens_per_sec: (g.decode_tokens_per_sec() * 10.0).round() / 10.0,
-            raw_output: g.text,
-            prompt_tokens: g.prompt_tokens,
-            generated_tokens: g.generated_tokens,
-            ms: (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
-            ttft_ms: (g.ttft_secs * 1e4).round() / 10.0,
-            rejected: None,
-        })
-    }
 }
 
 #[cfg(test)]

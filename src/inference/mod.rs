@@ -8,7 +8,9 @@ pub fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s).trim_end()
 }
 
+pub mod answer;
 pub mod bart;
+pub mod batching;
 pub mod decoder;
 pub mod facts;
 pub mod fused;

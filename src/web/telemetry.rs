@@ -80,6 +80,14 @@ pub async fn metrics_page(_: super::auth::AdminApi, State(state): State<SharedSt
             .set(s.prefill_tokens_per_sec);
         metrics::gauge!("generator_time_to_first_token_seconds_avg", "model" => s.model.clone())
             .set(s.avg_ttft_ms / 1e3);
+        metrics::gauge!("generator_active_sequences", "model" => s.model.clone())
+            .set(s.active_sequences as f64);
+        metrics::gauge!("generator_max_sequences", "model" => s.model.clone())
+            .set(s.max_sequences as f64);
+        metrics::gauge!("generator_kv_cache_bytes", "model" => s.model.clone())
+            .set(s.kv_cache_bytes as f64);
+        metrics::gauge!("generator_batch_sequences_last", "model" => s.model.clone())
+            .set(s.last_batch_sequences as f64);
         queues.push(s.queue);
     }
     for q in queues {

@@ -1,0 +1,407 @@
+//! Q8_0 linear layers with an AVX-512 VNNI kernel.
+//!
+//! The numbers are ggml's (and candle's) Q8_0: weights and activations are cut
+//! into blocks of 32 along the input, each block an f16 scale `amax / 127`
+//! and 32 int8 values, and `y = b + Σ_blocks dx·dw·Σ qx·qw`. candle computes
+//! each output as its own AVX2 dot product, which on AVX-512 machines is no
+//! faster than its f32 GEMM. This kernel keeps a tile of 4 rows × 32 columns
+//! of outputs in registers and multiplies with `vpdpbusd` (sums of four int8
+//! products per 32-bit lane), over weights packed once at load time.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, so activations are stored
+//! as `q + 128`; each block's accumulator starts at `−128 · Σ qw`, which
+//! cancels the offset exactly (integer arithmetic, no overflow: |Σ| ≤ 32·255·128).
+//!
+//! Chosen at run time on CPUs with AVX-512 VNNI (Ice Lake, Sapphire Rapids,
+//! Zen 4 and later); elsewhere the caller keeps candle's `QMatMul`.
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Values per quantization block (Q8_0's).
+const BLOCK: usize = 32;
+/// Output columns per 512-bit register (16 × i32 / f32 lanes).
+const LANES: usize = 16;
+/// Rows per register tile.
+const MR: usize = 4;
+/// Rows per parallel task.
+const ROWS_PER_TASK: usize = 64;
+
+/// Whether this CPU runs the kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Q8_0 of one block: the scale as stored (f16, read back as f32) and the
+/// quantized values, rounded as ggml does (`round(x / d)`).
+fn quantize_block(xs: &[f32], qs: &mut [i8]) -> f32 {
+    let amax = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &x) in qs.iter_mut().zip(xs) {
+        *q = (x * id).round() as i8;
+    }
+    f16::from_f32(d).to_f32()
+}
+
+/// A linear layer `y = x·Wᵀ + b` with W in Q8_0, packed for the kernel.
+#[derive(Clone)]
+pub struct Q8Linear {
+    out: usize,
+    k: usize,
+    /// Per 16-column tile, per block: 8 groups × 16 columns × 4 values.
+    weights: Vec<i8>,
+    /// Per tile, per block: the 16 columns' scales (0 for padding columns).
+    scales: Vec<f32>,
+    /// Per tile, per block: `−128 · Σ qw` of the 16 columns.
+    offsets: Vec<i32>,
+    /// Padded to whole tiles.
+    bias: Vec<f32>,
+}
+
+impl std::fmt::Debug for Q8Linear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Q8Linear({}x{})", self.out, self.k)
+    }
+}
+
+impl Q8Linear {
+    /// Quantizes the row-major `w` (out × k) and packs it; `None` when this
+    /// CPU lacks the kernel or `k` is not a whole number of blocks.
+    pub fn new(w: &[f32], bias: &[f32], out: usize, k: usize) -> Option<Self> {
+        if w.len() != out * k {
+            return None;
+        }
+        Self::from_rows(out, k, bias, |rows| {
+            w[rows.start * k..rows.end * k].to_vec()
+        })
+    }
+
+    /// As [`Q8Linear::new`], with the weights' rows asked for a range at a
+    /// time (`rows(range)` returns those rows, row-major), so that a large
+    /// matrix is never held whole in f32.
+    pub fn from_rows(
+        out: usize,
+        k: usize,
+        bias: &[f32],
+        mut rows: impl FnMut(std::ops::Range<usize>) -> Vec<f32>,
+    ) -> Option<Self> {
+        let shapes_fit = k > 0 && k.is_multiple_of(BLOCK) && bias.len() == out;
+        if !available() || !shapes_fit {
+            return None;
+        }
+        let (blocks, tiles) = (k / BLOCK, out.div_ceil(LANES));
+        let mut weights = vec![0i8; tiles * blocks * LANES * BLOCK];
+        let mut scales = vec![0f32; tiles * blocks * LANES];
+        let mut offsets = vec![0i32; tiles * blocks * LANES];
+        let mut q = [0i8; BLOCK];
+        const CHUNK: usize = 4096;
+        for first in (0..out).step_by(CHUNK) {
+            let chunk = first..(first + CHUNK).min(out);
+            let w = rows(chunk.clone());
+            if w.len() != chunk.len() * k {
+                return None;
+            }
+            for (col, row) in chunk.zip(w.chunks_exact(k)) {
+                let (tile, lane) = (col / LANES, col % LANES);
+                for kb in 0..blocks {
+                    let d = quantize_block(&row[kb * BLOCK..][..BLOCK], &mut q);
+                    let tb = tile * blocks + kb;
+                    scales[tb * LANES + lane] = d;
+                    offsets[tb * LANES + lane] = -128 * q.iter().map(|&v| v as i32).sum::<i32>();
+                    for (g, four) in q.chunks_exact(4).enumerate() {
+                        let at = ((tb * 8 + g) * LANES + lane) * 4;
+                        weights[at..at + 4].copy_from_slice(four);
+                    }
+                }
+            }
+        }
+        let mut b = bias.to_vec();
+        b.resize(tiles * LANES, 0.0);
+        Some(Q8Linear {
+            out,
+            k,
+            weights,
+            scales,
+            offsets,
+            bias: b,
+        })
+    }
+
+    /// Output width.
+    pub fn out(&self) -> usize {
+        self.out
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `x·Wᵀ + b` for `n` contiguous rows of `k` values.
+    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let (k, blocks) = (self.k, self.k / BLOCK);
+        // Activations as Q8_0, stored as q + 128 for vpdpbusd's unsigned side.
+        let mut qx = vec![0u8; n * k];
+        let mut dx = vec![0f32; n * blocks];
+        qx.par_chunks_mut(k)
+            .zip(dx.par_chunks_mut(blocks))
+            .zip(x.par_chunks(k))
+            .for_each(|((qrow, drow), xrow)| {
+                let mut q = [0i8; BLOCK];
+                for ((qb, d), xb) in qrow
+                    .chunks_exact_mut(BLOCK)
+                    .zip(drow.iter_mut())
+                    .zip(xrow.chunks_exact(BLOCK))
+                {
+                    *d = quantize_block(xb, &mut q);
+                    for (u, &v) in qb.iter_mut().zip(&q) {
+                        *u = (v as u8) ^ 0x80;
+                    }
+                }
+            });
+        let out = self.out;
+        let mut y: Vec<f32> = Vec::with_capacity(n * out);
+        let dst = y.as_mut_ptr() as usize;
+        let groups = self.bias.len().div_ceil(2 * LANES);
+        let row_tasks = n.div_ceil(ROWS_PER_TASK);
+        (0..row_tasks * groups).into_par_iter().for_each(|task| {
+            let (rt, g) = (task / groups, task % groups);
+            let tile = 2 * g;
+            let rows = rt * ROWS_PER_TASK..((rt + 1) * ROWS_PER_TASK).min(n);
+            for r0 in rows.clone().step_by(MR) {
+                let mr = (rows.end - r0).min(MR);
+                let args = Tile {
+                    qx: &qx[r0 * k..],
+                    dx: &dx[r0 * blocks..],
+                    k,
+                    tile,
+                    // SAFETY: tasks cover disjoint (row range, column group) blocks of y.
+                    dst: (dst as *mut f32).wrapping_add(r0 * out),
+                };
+                // SAFETY: `available()` was true when this layer was built.
+                unsafe { self.tile_dispatch(mr, &args) };
+            }
+        });
+        // SAFETY: the tasks above wrote every row and every column below `out`.
+        unsafe { y.set_len(n * out) };
+        y
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_dispatch(&self, mr: usize, a: &Tile) {
+        let two = a.tile + 1 < self.bias.len() / LANES;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match (mr, two) {
+                (4, true) => self.tile::<4, 2>(a),
+                (3, true) => self.tile::<3, 2>(a),
+                (2, true) => self.tile::<2, 2>(a),
+                (1, true) => self.tile::<1, 2>(a),
+                (4, false) => self.tile::<4, 1>(a),
+                (3, false) => self.tile::<3, 1>(a),
+                (2, false) => self.tile::<2, 1>(a),
+                _ => self.tile::<1, 1>(a),
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn tile_dispatch(&self, _mr: usize, _a: &Tile) {
+        unreachable!("Q8Linear is only built where available() is true")
+    }
+
+    /// `R` rows × `T` tiles of 16 columns, over all blocks of the input.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile<const R: usize, const T: usize>(&self, a: &Tile) {
+        use std::arch::x86_64::*;
+        let blocks = self.k / BLOCK;
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        // SAFETY (all loads and stores below): tiles `a.tile..a.tile + T` exist
+        // in the packed arrays, `R` rows of `k` activations and `blocks` scales
+        // follow `a.qx` / `a.dx`, and stores are masked to the real columns.
+        unsafe {
+            for kb in 0..blocks {
+                let tb = |t: usize| (a.tile + t) * blocks + kb;
+                let mut iacc = [[_mm512_setzero_si512(); T]; R];
+                for t in 0..T {
+                    let off = _mm512_loadu_si512(self.offsets.as_ptr().add(tb(t) * LANES).cast());
+                    for row in iacc.iter_mut() {
+                        row[t] = off;
+                    }
+                }
+                for g in 0..8 {
+                    let mut w = [_mm512_setzero_si512(); T];
+                    for (t, wt) in w.iter_mut().enumerate() {
+                        *wt = _mm512_loadu_si512(
+                            self.weights
+                                .as_ptr()
+                                .add((tb(t) * 8 + g) * LANES * 4)
+                                .cast(),
+                        );
+                    }
+                    for (r, row) in iacc.iter_mut().enumerate() {
+                        let four = a.qx.as_ptr().add(r * a.k + kb * BLOCK + g * 4);
+                        let x = _mm512_set1_epi32(four.cast::<i32>().read_unaligned());
+                        for t in 0..T {
+                            row[t] = _mm512_dpbusd_epi32(row[t], x, w[t]);
+                        }
+                    }
+                }
+                for t in 0..T {
+                    let s = _mm512_loadu_ps(self.scales.as_ptr().add(tb(t) * LANES));
+                    for r in 0..R {
+                        let d = _mm512_set1_ps(*a.dx.as_ptr().add(r * blocks + kb));
+                        acc[r][t] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(iacc[r][t]),
+                            _mm512_mul_ps(s, d),
+                            acc[r][t],
+                        );
+                    }
+                }
+            }
+            for t in 0..T {
+                let col = (a.tile + t) * LANES;
+                let valid = self.out.saturating_sub(col).min(LANES);
+                let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+                let b = _mm512_loadu_ps(self.bias.as_ptr().add(col));
+                for (r, row) in acc.iter().enumerate() {
+                    let p = a.dst.add(r * self.out + col);
+                    _mm512_mask_storeu_ps(p, mask, _mm512_add_ps(row[t], b));
+                }
+            }
+        }
+    }
+}
+
+/// One register tile's inputs: activations from its first row, the first of
+/// its column tiles, and where its first output row starts.
+struct Tile<'a> {
+    qx: &'a [u8],
+    dx: &'a [f32],
+    k: usize,
+    tile: usize,
+    dst: *mut f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Q8_0 of `w` and `x` multiplied exactly (integer dots, f64 sums), plus `bias`.
+    fn exact(w: &[f32], x: &[f32], bias: &[f32], (n, k, out): (usize, usize, usize)) -> Vec<f32> {
+        let (mut qa, mut qb) = ([0i8; BLOCK], [0i8; BLOCK]);
+        let mut y = Vec::with_capacity(n * out);
+        for i in 0..n {
+            for j in 0..out {
+                let mut acc = bias[j] as f64;
+                for kb in 0..k / BLOCK {
+                    let da = quantize_block(&x[i * k + kb * BLOCK..][..BLOCK], &mut qa);
+                    let db = quantize_block(&w[j * k + kb * BLOCK..][..BLOCK], &mut qb);
+                    let dot: i32 = qa.iter().zip(&qb).map(|(&a, &b)| a as i32 * b as i32).sum();
+                    acc += da as f64 * db as f64 * dot as f64;
+                }
+                y.push(acc as f32);
+            }
+        }
+        y
+    }
+
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+            .fold(0f32, f32::max)
+    }
+
+    /// Widths that fill whole tiles, a partial tile and an odd last tile; row
+    /// counts that leave register-tile and task remainders.
+    #[test]
+    fn matches_exact_q8_0_and_candle() -> candle_core::Result<()> {
+        if !available() {
+            eprintln!("skipping: this CPU has no AVX-512 VNNI (candle's QMatMul runs instead)");
+            return Ok(());
+        }
+        for &(n, k, out) in &[
+            (1, 32, 16),
+            (7, 64, 40),
+            (65, 64, 16),
+            (67, 256, 48),
+            (130, 128, 100),
+        ] {
+            let w = values(out * k, (n + k + out) as u64);
+            let x = values(n * k, 7 + n as u64);
+            let bias = values(out, 3);
+            let layer = Q8Linear::new(&w, &bias, out, k).expect("kernel available");
+            let ours = layer.forward(&x, n);
+            let e = worst(&ours, &exact(&w, &x, &bias, (n, k, out)));
+            assert!(e < 1e-5, "{n}x{k}x{out} vs exact Q8_0: {e}");
+            // Within quantization error of the f32 product (a few % of its size).
+            let (wt, xt) = (
+                Tensor::from_vec(w, (out, k), &Device::Cpu)?,
+                Tensor::from_vec(x, (n, k), &Device::Cpu)?,
+            );
+            let bt = Tensor::from_vec(bias, out, &Device::Cpu)?;
+            let f32s = xt
+                .matmul(&wt.t()?)?
+                .broadcast_add(&bt)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let rms = (f32s.iter().map(|v| v * v).sum::<f32>() / f32s.len() as f32).sqrt();
+            let e = ours
+                .iter()
+                .zip(&f32s)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+                / rms;
+            assert!(
+                e < 5e-2,
+                "{n}x{k}x{out} vs f32: max error {e} of the outputs' RMS"
+            );
+            // candle's QMatMul takes another path when k is a multiple of 256;
+            // below that it computes the same Q8_0 numbers.
+            if k % 256 != 0 {
+                let qm = QMatMul::from_qtensor(QTensor::quantize(&wt, GgmlDType::Q8_0)?)?;
+                let theirs = qm
+                    .forward(&xt)?
+                    .broadcast_add(&bt)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let e = worst(&ours, &theirs);
+                assert!(e < 1e-5, "{n}x{k}x{out} vs candle: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_partial_blocks() {
+        assert!(Q8Linear::new(&[0.0; 48], &[0.0; 2], 2, 24).is_none());
+        assert!(Q8Linear::new(&[0.0; 64], &[0.0; 3], 2, 32).is_none());
+    }
+}

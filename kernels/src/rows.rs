@@ -279,15 +279,23 @@ impl Attention {
                 }
             }
             softmax_rows(scores, n);
+            // Four 16-lane sums at a time, so that consecutive multiply-adds
+            // do not wait on each other.
             for h in 0..heads {
                 let s = &scores[h * n..(h + 1) * n];
-                for c in (0..hd).step_by(16) {
-                    let mut acc = _mm512_setzero_ps();
+                for c0 in (0..hd).step_by(64) {
+                    let lanes = ((hd - c0) / 16).min(4);
+                    let mut acc = [_mm512_setzero_ps(); 4];
                     for (j, &w) in s.iter().enumerate() {
-                        let v = _mm512_loadu_ps(values.as_ptr().add(j * hd + c));
-                        acc = _mm512_fmadd_ps(_mm512_set1_ps(w), v, acc);
+                        let w = _mm512_set1_ps(w);
+                        let row = values.as_ptr().add(j * hd + c0);
+                        for (l, a) in acc.iter_mut().enumerate().take(lanes) {
+                            *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(row.add(16 * l)), *a);
+                        }
                     }
-                    _mm512_storeu_ps(out.as_mut_ptr().add(h * hd + c), acc);
+                    for (l, a) in acc.iter().enumerate().take(lanes) {
+                        _mm512_storeu_ps(out.as_mut_ptr().add(h * hd + c0 + 16 * l), *a);
+                    }
                 }
             }
         }

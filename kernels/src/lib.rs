@@ -8,3 +8,19 @@
 
 pub mod q8;
 pub mod rows;
+
+/// Reproducible inputs for the kernels' tests (xorshift, in [-1, 1)).
+#[cfg(test)]
+mod test_values {
+    pub fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+}

@@ -297,20 +297,9 @@ struct Tile<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values::values;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Q8_0 of `w` and `x` multiplied exactly (integer dots, f64 sums), plus `bias`.
     fn exact(w: &[f32], x: &[f32], bias: &[f32], (n, k, out): (usize, usize, usize)) -> Vec<f32> {

@@ -211,6 +211,12 @@ impl Attention {
             });
     }
 
+    /// The first key a query at position `p` sees, and how many it sees.
+    fn keys_seen(&self, p: usize) -> (usize, usize) {
+        let lo = self.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        (lo, p + 1 - lo)
+    }
+
     /// One query row's group of heads at position `p` against one key head.
     fn group(
         &self,
@@ -254,8 +260,7 @@ impl Attention {
         use std::arch::x86_64::*;
         let hd = self.head_dim;
         let heads = q.len() / hd;
-        let lo = self.window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let n = p + 1 - lo;
+        let (lo, n) = self.keys_seen(p);
         let keys = &keys[lo * hd..(p + 1) * hd];
         let values = &values[lo * hd..(p + 1) * hd];
         scores.clear();
@@ -327,8 +332,7 @@ impl Attention {
     ) {
         let hd = self.head_dim;
         let heads = q.len() / hd;
-        let lo = self.window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let n = p + 1 - lo;
+        let (lo, n) = self.keys_seen(p);
         // scores[h * n + j]: query head h against key lo + j.
         scores.clear();
         scores.resize(heads * n, 0.0);
@@ -402,19 +406,8 @@ pub fn add_in_place(a: &mut [f32], b: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values::values;
     use candle_core::{Device, Tensor};
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     fn worst(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());

@@ -53,6 +53,60 @@ fn quantize_block(xs: &[f32], qs: &mut [i8]) -> f32 {
     f16::from_f32(d).to_f32()
 }
 
+/// One row of activations as Q8_0 blocks, stored as `q + 128` for
+/// vpdpbusd's unsigned side, with the blocks' scales; exactly
+/// [`quantize_block`]'s numbers (its rounding, half away from zero).
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_row(x: &[f32], q: &mut [u8], d: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let half = _mm512_set1_ps(0.5);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let one = _mm512_set1_ps(1.0);
+    let flip = _mm_set1_epi8(-128);
+    for ((xb, qb), d) in x
+        .chunks_exact(BLOCK)
+        .zip(q.chunks_exact_mut(BLOCK))
+        .zip(d.iter_mut())
+    {
+        // SAFETY: each block is 32 values in and 32 bytes out.
+        unsafe {
+            let v = [
+                _mm512_loadu_ps(xb.as_ptr()),
+                _mm512_loadu_ps(xb.as_ptr().add(16)),
+            ];
+            let amax =
+                _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+            let dv = amax / 127.0;
+            let id = if dv != 0.0 { 1.0 / dv } else { 0.0 };
+            *d = f16::from_f32(dv).to_f32();
+            for (h, v) in v.into_iter().enumerate() {
+                let y = _mm512_mul_ps(v, _mm512_set1_ps(id));
+                // Round half away from zero: truncate, then step away from
+                // zero where the dropped part is at least one half.
+                let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+                let away =
+                    _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(y, t)), half);
+                let step = _mm512_castsi512_ps(_mm512_or_si512(
+                    _mm512_and_si512(_mm512_castps_si512(y), sign),
+                    _mm512_castps_si512(one),
+                ));
+                let r = _mm512_mask_add_ps(t, away, t, step);
+                let bytes = _mm_xor_si128(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r)), flip);
+                _mm_storeu_si128(qb.as_mut_ptr().add(16 * h).cast(), bytes);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn quantize_row(_x: &[f32], _q: &mut [u8], _d: &mut [f32]) {
+    unreachable!("Q8Linear is only built where available() is true")
+}
+
 /// A linear layer `y = x·Wᵀ + b` with W in Q8_0, packed for the kernel.
 #[derive(Clone)]
 pub struct Q8Linear {
@@ -156,19 +210,8 @@ impl Q8Linear {
         qx.par_chunks_mut(k)
             .zip(dx.par_chunks_mut(blocks))
             .zip(x.par_chunks(k))
-            .for_each(|((qrow, drow), xrow)| {
-                let mut q = [0i8; BLOCK];
-                for ((qb, d), xb) in qrow
-                    .chunks_exact_mut(BLOCK)
-                    .zip(drow.iter_mut())
-                    .zip(xrow.chunks_exact(BLOCK))
-                {
-                    *d = quantize_block(xb, &mut q);
-                    for (u, &v) in qb.iter_mut().zip(&q) {
-                        *u = (v as u8) ^ 0x80;
-                    }
-                }
-            });
+            // SAFETY: `available()` was true when this layer was built.
+            .for_each(|((qrow, drow), xrow)| unsafe { quantize_row(xrow, qrow, drow) });
         let out = self.out;
         let mut y: Vec<f32> = Vec::with_capacity(n * out);
         let dst = y.as_mut_ptr() as usize;
@@ -386,6 +429,37 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// The vector quantizer gives the scalar one's bytes and scales,
+    /// halves included (values placed exactly on .5 after scaling).
+    #[test]
+    fn row_quantizer_equals_the_block_quantizer() {
+        if !available() {
+            return;
+        }
+        let mut x = values(32 * 40, 5);
+        // Block 0: amax 127 → d = 1, so k + 0.5 are exact halves.
+        for (i, v) in x[..32].iter_mut().enumerate() {
+            *v = if i == 0 {
+                127.0
+            } else {
+                (i as f32 - 16.0) + 0.5
+            };
+        }
+        x[32..64].fill(0.0);
+        let (mut q, mut d) = (vec![0u8; x.len()], vec![0f32; x.len() / 32]);
+        // SAFETY: available() checked above.
+        unsafe { quantize_row(&x, &mut q, &mut d) };
+        let mut want = [0i8; BLOCK];
+        for (b, xb) in x.chunks_exact(BLOCK).enumerate() {
+            assert_eq!(d[b], quantize_block(xb, &mut want), "scale of block {b}");
+            let got: Vec<i8> = q[b * BLOCK..][..BLOCK]
+                .iter()
+                .map(|&u| (u ^ 0x80) as i8)
+                .collect();
+            assert_eq!(got, want, "block {b}");
+        }
     }
 
     #[test]

@@ -154,6 +154,16 @@ pub struct Attention {
     pub window: Option<usize>,
 }
 
+/// One attention task's inputs: a query row's group of heads, its key
+/// head's key and value rows, and the query's position.
+#[derive(Clone, Copy)]
+struct Group<'a> {
+    q: &'a [f32],
+    keys: &'a [f32],
+    values: &'a [f32],
+    p: usize,
+}
+
 /// One layer's cached keys and values for one sequence: per key head, the
 /// rows of every position so far (`head_dim` values each, contiguous, so
 /// that attention streams them).
@@ -206,8 +216,13 @@ impl Attention {
             .enumerate()
             .for_each_init(Vec::new, |scores, (i, (o, qg))| {
                 let (row, kv) = (i / self.n_kv_head, i % self.n_kv_head);
-                let (keys, values) = (&cache.keys[kv], &cache.values[kv]);
-                self.group(qg, keys, values, start + row, scores, o);
+                let g = Group {
+                    q: qg,
+                    keys: &cache.keys[kv],
+                    values: &cache.values[kv],
+                    p: start + row,
+                };
+                self.group(&g, scores, o);
             });
     }
 
@@ -218,29 +233,21 @@ impl Attention {
     }
 
     /// One query row's group of heads at position `p` against one key head.
-    fn group(
-        &self,
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        p: usize,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
+    fn group(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
             if self.head_dim.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F; rows are whole 16-lane chunks.
-                return unsafe { self.group_avx512(q, keys, values, p, scores, out) };
+                return unsafe { self.group_avx512(g, scores, out) };
             }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { self.group_avx2(q, keys, values, p, scores, out) };
+                return unsafe { self.group_avx2(g, scores, out) };
             }
         }
-        self.group_generic(q, keys, values, p, scores, out)
+        self.group_generic(g, scores, out)
     }
 
     /// [`Attention::group_generic`] with 16-lane fused multiply-adds: each
@@ -248,17 +255,10 @@ impl Attention {
     /// register over the keys.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn group_avx512(
-        &self,
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        p: usize,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
+    unsafe fn group_avx512(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         use std::arch::x86_64::*;
         let hd = self.head_dim;
+        let Group { q, keys, values, p } = *g;
         let heads = q.len() / hd;
         let (lo, n) = self.keys_seen(p);
         let keys = &keys[lo * hd..(p + 1) * hd];
@@ -308,29 +308,14 @@ impl Attention {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn group_avx2(
-        &self,
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        p: usize,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        self.group_generic(q, keys, values, p, scores, out)
+    unsafe fn group_avx2(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+        self.group_generic(g, scores, out)
     }
 
     #[inline(always)]
-    fn group_generic(
-        &self,
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        p: usize,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
+    fn group_generic(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         let hd = self.head_dim;
+        let Group { q, keys, values, p } = *g;
         let heads = q.len() / hd;
         let (lo, n) = self.keys_seen(p);
         // scores[h * n + j]: query head h against key lo + j.

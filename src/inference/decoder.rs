@@ -805,17 +805,6 @@ impl Decoder {
         self.row_path
     }
 
-    /// A copy of the key/value cache as it stands: `restore` brings the
-    /// decoder back to exactly this state.
-    pub fn save(&self) -> KvState {
-        self.state.clone()
-    }
-
-    /// Puts back a state `save` returned (of this model).
-    pub fn restore(&mut self, state: &KvState) {
-        self.state = state.clone();
-    }
-
     /// Forgets the cached sequence.
     pub fn reset(&mut self) {
         self.state = KvState::default();

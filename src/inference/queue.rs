@@ -1,5 +1,8 @@
-//! A bounded dynamic-batching queue in front of one model, written once for
-//! every model. One worker thread owns the model. Callers send jobs (several
+//! A bounded dynamic-batching queue in front of one model: the classifier's,
+//! whose jobs are whole (one forward pass answers them). The generator's
+//! answers take hundreds of passes each, so its worker
+//! ([`super::batching`]) batches by pass instead and reports the same
+//! [`QueueSnapshot`]. One worker thread owns the model. Callers send jobs (several
 //! items each, e.g. a ticket's label pairs) through a bounded channel and get
 //! the results on a oneshot. The worker takes the first job, keeps collecting
 //! until `max_batch_items` or `max_batch_tokens` is reached or `max_wait`

@@ -401,8 +401,8 @@ fn load_with(file: &str, path: smart_support::inference::decoder::DecoderPath) -
     Decoder::from_gguf_with(&ct, &mut f, &Device::Cpu, path).expect("loads")
 }
 
-/// The fast CPU path (passes over rows; the VNNI Q8_0 kernel where the CPU
-/// has it) against candle's ops on every family, in f16, Q8_0 and Q4_0: the
+/// The fast CPU path (passes over rows; our Q8_0 kernel where the CPU has
+/// AVX-512 VNNI or AVX2) against candle's ops on every family, in f16, Q8_0 and Q4_0: the
 /// same logits after a prompt and after 6 cached steps.
 #[test]
 fn the_fast_cpu_path_equals_candles_ops() {

@@ -371,7 +371,8 @@ fn padded_path_equals_fused_kernels() {
     }
 }
 
-/// Q8_0 (the AVX-512 VNNI kernel where the CPU has it, candle's otherwise)
+/// Q8_0 (our kernel where the CPU has AVX-512 VNNI or AVX2, candle's
+/// otherwise)
 /// stays close to f32 on the zero-shot scores; the kernel itself is checked
 /// against exact Q8_0 arithmetic in `inference::q8`.
 #[test]

@@ -81,7 +81,7 @@ pub enum Proj {
         w: Tensor,
         b: Tensor,
     },
-    /// Q8_0 with the AVX-512 VNNI kernel (CPU).
+    /// Q8_0 with our kernel (AVX-512 VNNI or AVX2, CPU).
     Q8 {
         w: q8::Q8Linear,
     },

@@ -8,8 +8,9 @@
 //!
 //! Two ways to run it. On the CPU, a pass is a loop over plain rows of f32
 //! (`smart_support_kernels::rows`) with block-quantized weights packed for
-//! our VNNI Q8_0 kernel: as candle ops, a decode step of a 30-layer model was
-//! several hundred small single-threaded tensor operations, the cache was
+//! our Q8_0 kernels (AVX-512 VNNI or AVX2): as candle ops, a decode step of a
+//! 30-layer model was several hundred small single-threaded tensor
+//! operations, the cache was
 //! copied whole at every step, and candle's quantized matmul ran one row at a
 //! time. The row path also runs several sequences in one pass, each with its
 //! own cache ([`Decoder::forward_batch`]), which is what continuous batching
@@ -216,8 +217,9 @@ impl RmsNorm {
 enum Kernel {
     /// candle's quantized (or dense) matmul; the bias beside it.
     Candle(QMatMul, Option<Tensor>),
-    /// Our AVX-512 VNNI Q8_0 kernel on weights packed at load (bias folded in).
-    Vnni(Q8Linear),
+    /// Our Q8_0 kernel (AVX-512 VNNI or AVX2) on weights packed at load
+    /// (bias folded in).
+    Q8(Q8Linear),
 }
 
 struct Linear {
@@ -235,7 +237,7 @@ impl Linear {
                     None => Ok(y),
                 }
             }
-            Kernel::Vnni(w) => {
+            Kernel::Q8(w) => {
                 let mut dims = x.dims().to_vec();
                 let k = dims.pop().unwrap_or(0);
                 let rows = x.reshape(((), k))?.contiguous()?;
@@ -254,7 +256,7 @@ impl Linear {
     fn rows(&self, x: &[f32], parts: &[usize]) -> Result<Vec<f32>> {
         let n: usize = parts.iter().sum();
         match &self.kernel {
-            Kernel::Vnni(w) => Ok(w.forward(x, n)),
+            Kernel::Q8(w) => Ok(w.forward(x, n)),
             Kernel::Candle(QMatMul::QTensor(_), _) => self.candle_rows(x, n),
             Kernel::Candle(..) => {
                 let k = x.len() / n.max(1);
@@ -383,8 +385,8 @@ impl KvState {
 /// How the decoder runs on this device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecoderPath {
-    /// On the CPU: passes over plain rows, with the VNNI Q8_0 kernel where
-    /// the CPU has it (weights re-quantized to Q8_0 at load, q|k|v and
+    /// On the CPU: passes over plain rows, with our Q8_0 kernel where the
+    /// CPU has AVX-512 VNNI or AVX2 (weights re-quantized to Q8_0 at load, q|k|v and
     /// gate|up packed together); candle's ops on other devices.
     Auto,
     /// candle's tensor ops and quantized matmuls everywhere (the reference
@@ -417,8 +419,8 @@ struct Loader<'a, R> {
     ct: &'a gguf_file::Content,
     reader: &'a mut R,
     device: &'a Device,
-    /// Pack block-quantized weights for the VNNI kernel.
-    vnni: bool,
+    /// Pack block-quantized weights for our Q8_0 kernel.
+    pack_q8: bool,
 }
 
 impl<R: Read + Seek> Loader<'_, R> {
@@ -487,7 +489,7 @@ impl<R: Read + Seek> Loader<'_, R> {
     }
 
     fn kernel(&self, w: QTensor, bias: Option<Tensor>, out: usize, inp: usize) -> Result<Linear> {
-        if self.vnni && packable(w.dtype()) {
+        if self.pack_q8 && packable(w.dtype()) {
             let b = match &bias {
                 Some(b) => b.to_vec1::<f32>()?,
                 None => vec![0.0; out],
@@ -496,7 +498,7 @@ impl<R: Read + Seek> Loader<'_, R> {
                 dequantize_rows(&w, rows).unwrap_or_default()
             }) {
                 return Ok(Linear {
-                    kernel: Kernel::Vnni(q),
+                    kernel: Kernel::Q8(q),
                     out,
                 });
             }
@@ -508,8 +510,8 @@ impl<R: Read + Seek> Loader<'_, R> {
         })
     }
 
-    /// Several projections of the same input packed as one VNNI layer (their
-    /// outputs side by side, in order); `None` off the VNNI path or when
+    /// Several projections of the same input packed as one Q8_0 layer (their
+    /// outputs side by side, in order); `None` off the Q8_0 path or when
     /// one of them is missing or not packable.
     fn packed(&mut self, parts: &[(String, usize)], inp: usize) -> Result<Option<Linear>> {
         let packs = |ld: &Self, p: &str| {
@@ -518,7 +520,7 @@ impl<R: Read + Seek> Loader<'_, R> {
                 .get(&format!("{p}.weight"))
                 .is_some_and(|i| packable(i.ggml_dtype))
         };
-        if !self.vnni || !parts.iter().all(|(p, _)| packs(self, p)) {
+        if !self.pack_q8 || !parts.iter().all(|(p, _)| packs(self, p)) {
             return Ok(None);
         }
         let mut weights = Vec::new();
@@ -533,13 +535,13 @@ impl<R: Read + Seek> Loader<'_, R> {
         }
         let out = biases.len();
         Ok(Q8Linear::new(&weights, &biases, out, inp).map(|q| Linear {
-            kernel: Kernel::Vnni(q),
+            kernel: Kernel::Q8(q),
             out,
         }))
     }
 }
 
-/// Weight types the VNNI path re-quantizes to Q8_0: Q8_0 itself (exactly),
+/// Weight types the Q8_0 path re-quantizes to Q8_0: Q8_0 itself (exactly),
 /// the 4/5-bit types candle's CPU kernels run slowly, and the k-quants
 /// (within 1/254 of each block's largest value). Q4_0 keeps candle's kernel,
 /// which computes what llama.cpp computes; float weights keep candle's GEMM.
@@ -749,12 +751,12 @@ impl Decoder {
         let config = DecoderConfig::from_gguf(ct)?;
         let c = &config;
         let row_path = path == DecoderPath::Auto && device.is_cpu();
-        let vnni = row_path && super::q8::available();
+        let pack_q8 = row_path && super::q8::available();
         let mut ld = Loader {
             ct,
             reader,
             device,
-            vnni,
+            pack_q8,
         };
         let embed = ld.qtensor("token_embd.weight")?;
         let (vocab, dim) = embed

@@ -1,4 +1,4 @@
-//! The Q8_0 VNNI linear layer (`smart_support_kernels::q8`) as a candle op.
+//! The Q8_0 linear layer (`smart_support_kernels::q8`) as a candle op.
 
 pub use smart_support_kernels::q8::{Q8Linear, available};
 
@@ -9,7 +9,7 @@ pub struct Q8Op<'a>(pub &'a Q8Linear);
 
 impl CustomOp1 for Q8Op<'_> {
     fn name(&self) -> &'static str {
-        "q8_0-vnni-linear"
+        "q8_0-linear"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {

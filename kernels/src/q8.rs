@@ -326,6 +326,13 @@ impl Q8Linear {
             .zip(dx.par_chunks_mut(blocks))
             .zip(x.par_chunks(k))
             .for_each(|((qrow, drow), xrow)| quantize_row(self.isa, xrow, qrow, drow));
+        // AVX2 multiplies |qx| by qw carrying qx's sign: both are made once
+        // per row here, not once per column tile in the kernel.
+        let mut ax = Vec::new();
+        if self.isa == Isa::Avx2 {
+            qx.iter_mut().for_each(|q| *q ^= 0x80);
+            ax = qx.iter().map(|&q| (q as i8).unsigned_abs()).collect();
+        }
         let out = self.out;
         let mut y: Vec<f32> = Vec::with_capacity(n * out);
         let dst = y.as_mut_ptr() as usize;
@@ -339,6 +346,7 @@ impl Q8Linear {
                 let mr = (rows.end - r0).min(MR);
                 let args = Tile {
                     qx: &qx[r0 * k..],
+                    ax: ax.get(r0 * k..).unwrap_or_default(),
                     dx: &dx[r0 * blocks..],
                     k,
                     tile,
@@ -478,12 +486,11 @@ impl Q8Linear {
                         _mm256_loadu_si256(wp.add(32).cast()),
                     ];
                     for (r, row) in iacc.iter_mut().enumerate() {
-                        let four = a.qx.as_ptr().add(r * a.k + kb * BLOCK + g * 4);
-                        // Back from `q + 128` to signed q.
-                        let x = _mm256_set1_epi32(
-                            (four.cast::<u32>().read_unaligned() ^ 0x8080_8080) as i32,
-                        );
-                        let ax = _mm256_abs_epi8(x);
+                        let at = r * a.k + kb * BLOCK + g * 4;
+                        let four = |p: *const u8| {
+                            _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned())
+                        };
+                        let (x, ax) = (four(a.qx.as_ptr()), four(a.ax.as_ptr()));
                         for h in 0..2 {
                             let pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w[h], x));
                             row[h] = _mm256_add_epi32(row[h], _mm256_madd_epi16(pairs, ones));
@@ -520,7 +527,10 @@ impl Q8Linear {
 /// its column tiles, and where its first output row starts.
 #[derive(Clone, Copy)]
 struct Tile<'a> {
+    /// VNNI: `q + 128`; AVX2: q (as bytes).
     qx: &'a [u8],
+    /// AVX2: |q|; VNNI: empty.
+    ax: &'a [u8],
     dx: &'a [f32],
     k: usize,
     tile: usize,

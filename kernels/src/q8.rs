@@ -34,6 +34,11 @@ const LANES: usize = 16;
 const MR: usize = 4;
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
+/// Multiply-adds a parallel task should have at least, where the product is
+/// large enough to keep every thread busy with tasks of this size.
+const MIN_TASK_MACS: usize = 1 << 18;
+/// Tasks per thread at least (where there is enough work), for balance.
+const TASKS_PER_THREAD: usize = 4;
 
 /// The instruction sets the kernel is written for, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,30 +341,47 @@ impl Q8Linear {
         let out = self.out;
         let mut y: Vec<f32> = Vec::with_capacity(n * out);
         let dst = y.as_mut_ptr() as usize;
-        let groups = self.bias.len().div_ceil(2 * LANES);
+        let pairs = self.bias.len().div_ceil(2 * LANES);
         let row_tasks = n.div_ceil(ROWS_PER_TASK);
-        (0..row_tasks * groups).into_par_iter().for_each(|task| {
-            let (rt, g) = (task / groups, task % groups);
-            let tile = 2 * g;
+        let span = self.pairs_per_task(n.min(ROWS_PER_TASK), pairs * row_tasks);
+        let col_tasks = pairs.div_ceil(span);
+        (0..row_tasks * col_tasks).into_par_iter().for_each(|task| {
+            let (rt, ct) = (task / col_tasks, task % col_tasks);
             let rows = rt * ROWS_PER_TASK..((rt + 1) * ROWS_PER_TASK).min(n);
-            for r0 in rows.clone().step_by(MR) {
-                let mr = (rows.end - r0).min(MR);
-                let args = Tile {
-                    qx: &qx[r0 * k..],
-                    ax: ax.get(r0 * k..).unwrap_or_default(),
-                    dx: &dx[r0 * blocks..],
-                    k,
-                    tile,
-                    // SAFETY: tasks cover disjoint (row range, column group) blocks of y.
-                    dst: (dst as *mut f32).wrapping_add(r0 * out),
-                };
-                // SAFETY: the layer was built for an `isa` this CPU supports.
-                unsafe { self.tile_dispatch(mr, &args) };
+            for pair in ct * span..((ct + 1) * span).min(pairs) {
+                for r0 in rows.clone().step_by(MR) {
+                    let mr = (rows.end - r0).min(MR);
+                    let args = Tile {
+                        qx: &qx[r0 * k..],
+                        ax: ax.get(r0 * k..).unwrap_or_default(),
+                        dx: &dx[r0 * blocks..],
+                        k,
+                        tile: 2 * pair,
+                        // SAFETY: tasks cover disjoint (row range, column range) blocks of y.
+                        dst: (dst as *mut f32).wrapping_add(r0 * out),
+                    };
+                    // SAFETY: the layer was built for an `isa` this CPU supports.
+                    unsafe { self.tile_dispatch(mr, &args) };
+                }
             }
         });
         // SAFETY: the tasks above wrote every row and every column below `out`.
         unsafe { y.set_len(n * out) };
         y
+    }
+
+    /// How many pairs of column tiles one task takes, for `rows` rows per
+    /// task and `units` (row task, pair) units in all: enough work per task
+    /// that scheduling does not dominate a decode step's small products, yet
+    /// several tasks per thread so that the threads finish together.
+    fn pairs_per_task(&self, rows: usize, units: usize) -> usize {
+        let per_pair = (rows * self.k * 2 * LANES).max(1);
+        let enough = MIN_TASK_MACS.div_ceil(per_pair);
+        let balanced = units / (TASKS_PER_THREAD * rayon::current_num_threads());
+        if std::env::var("KB_SPAN1").is_ok() {
+            return 1;
+        }
+        enough.min(balanced).max(1)
     }
 
     /// Runs `mr` rows × the two column tiles from `a.tile` (one where the

@@ -164,6 +164,52 @@ struct Group<'a> {
     p: usize,
 }
 
+/// One sequence's part of [`Attention::run_all`]: its query rows, its
+/// cache, the position of its first row, and where its output rows go.
+pub struct Job<'a> {
+    pub q: &'a [f32],
+    pub cache: &'a KvRows,
+    pub start: usize,
+    pub out: &'a mut [f32],
+}
+
+/// The attention kernels, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    Generic,
+}
+
+impl Simd {
+    const ALL: [Simd; 3] = [Simd::Avx512, Simd::Avx2, Simd::Generic];
+
+    /// Whether this CPU runs this kernel for heads of `head_dim` values.
+    fn runs(self, head_dim: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Simd::Avx512 => head_dim.is_multiple_of(16) && has!("avx512f"),
+                Simd::Avx2 => head_dim.is_multiple_of(8) && has!("avx2") && has!("fma"),
+                Simd::Generic => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = head_dim;
+            self == Simd::Generic
+        }
+    }
+
+    fn best(head_dim: usize) -> Simd {
+        Simd::ALL
+            .into_iter()
+            .find(|s| s.runs(head_dim))
+            .unwrap_or(Simd::Generic)
+    }
+}
+
 /// One layer's cached keys and values for one sequence: per key head, the
 /// rows of every position so far (`head_dim` values each, contiguous, so
 /// that attention streams them).
@@ -205,25 +251,48 @@ impl KvRows {
 impl Attention {
     /// Causal attention of `t` query rows at positions `start..start + t`
     /// over a cache that already holds positions `0..start + t`. `q` and
-    /// `out` are `t` rows of `n_head · head_dim`. Query heads share key
-    /// heads in groups (GQA): each task takes one query row and one key
+    /// `out` are `t` rows of `n_head · head_dim`.
+    pub fn run(&self, q: &[f32], cache: &KvRows, start: usize, out: &mut [f32]) {
+        self.run_all(vec![Job {
+            q,
+            cache,
+            start,
+            out,
+        }]);
+    }
+
+    /// [`Attention::run`] for several sequences at once, as one set of
+    /// parallel tasks: a decode pass of many sequences has a few tasks per
+    /// sequence, too few to be worth a parallel call each. Query heads share
+    /// key heads in groups (GQA): each task takes one query row and one key
     /// head with its whole group of query heads, so every key and value row
     /// is read once for the group.
-    pub fn run(&self, q: &[f32], cache: &KvRows, start: usize, out: &mut [f32]) {
+    pub fn run_all(&self, jobs: Vec<Job<'_>>) {
+        self.run_with(Simd::best(self.head_dim), jobs);
+    }
+
+    fn run_with(&self, simd: Simd, jobs: Vec<Job<'_>>) {
         let width = self.n_head / self.n_kv_head * self.head_dim;
-        out.par_chunks_mut(width)
-            .zip(q.par_chunks(width))
-            .enumerate()
-            .for_each_init(Vec::new, |scores, (i, (o, qg))| {
+        let mut tasks = Vec::new();
+        for job in jobs {
+            let rows = job
+                .out
+                .chunks_exact_mut(width)
+                .zip(job.q.chunks_exact(width));
+            for (i, (o, q)) in rows.enumerate() {
                 let (row, kv) = (i / self.n_kv_head, i % self.n_kv_head);
                 let g = Group {
-                    q: qg,
-                    keys: &cache.keys[kv],
-                    values: &cache.values[kv],
-                    p: start + row,
+                    q,
+                    keys: &job.cache.keys[kv],
+                    values: &job.cache.values[kv],
+                    p: job.start + row,
                 };
-                self.group(&g, scores, o);
-            });
+                tasks.push((g, o));
+            }
+        }
+        tasks
+            .into_par_iter()
+            .for_each_init(Vec::new, |scores, (g, o)| self.group(simd, &g, scores, o));
     }
 
     /// The first key a query at position `p` sees, and how many it sees.
@@ -233,21 +302,17 @@ impl Attention {
     }
 
     /// One query row's group of heads at position `p` against one key head.
-    fn group(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if self.head_dim.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F; rows are whole 16-lane chunks.
-                return unsafe { self.group_avx512(g, scores, out) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { self.group_avx2(g, scores, out) };
-            }
+    fn group(&self, simd: Simd, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::best` and the tests pick a path the CPU has, for
+            // head dims that are whole 16- or 8-lane chunks.
+            Simd::Avx512 => unsafe { self.group_avx512(g, scores, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Simd::Avx2 => unsafe { self.group_avx2(g, scores, out) },
+            _ => self.group_generic(g, scores, out),
         }
-        self.group_generic(g, scores, out)
     }
 
     /// [`Attention::group_generic`] with 16-lane fused multiply-adds: each
@@ -283,7 +348,7 @@ impl Attention {
                     scores[h * n + j] = _mm512_reduce_add_ps(acc) * self.scale;
                 }
             }
-            softmax_rows(scores, n);
+            softmax_rows_avx2(scores, n);
             // Four 16-lane sums at a time, so that consecutive multiply-adds
             // do not wait on each other.
             for h in 0..heads {
@@ -306,10 +371,84 @@ impl Attention {
         }
     }
 
+    /// [`Attention::group_generic`] with 8-lane fused multiply-adds. Scores
+    /// come eight keys at a time: eight 8-lane partial sums, folded into
+    /// one register of eight scores by a tree of horizontal adds (a
+    /// horizontal sum per score would cost as much as its multiply-adds).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn group_avx2(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
-        self.group_generic(g, scores, out)
+        use std::arch::x86_64::*;
+        let hd = self.head_dim;
+        let Group { q, keys, values, p } = *g;
+        let heads = q.len() / hd;
+        let (lo, n) = self.keys_seen(p);
+        let keys = &keys[lo * hd..(p + 1) * hd];
+        let values = &values[lo * hd..(p + 1) * hd];
+        scores.clear();
+        scores.resize(heads * n, 0.0);
+        let scale = _mm256_set1_ps(self.scale);
+        // SAFETY (all loads and stores): every row is `hd` values, a whole
+        // number of 8-lane chunks; the slices above hold `n` rows, `scores`
+        // `heads · n` values, `out` `heads · hd`.
+        unsafe {
+            let dot = |qh: *const f32, k: *const f32| {
+                let mut acc = _mm256_setzero_ps();
+                for c in (0..hd).step_by(8) {
+                    acc =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(c)), _mm256_loadu_ps(k.add(c)), acc);
+                }
+                acc
+            };
+            // Eight keys at a time for every head, so that the eight key rows
+            // are read from memory once for the whole group.
+            let full = n - n % 8;
+            for j in (0..full).step_by(8) {
+                for h in 0..heads {
+                    let qh = q.as_ptr().add(h * hd);
+                    let a: [__m256; 8] =
+                        std::array::from_fn(|i| dot(qh, keys.as_ptr().add((j + i) * hd)));
+                    let t = [
+                        _mm256_hadd_ps(a[0], a[1]),
+                        _mm256_hadd_ps(a[2], a[3]),
+                        _mm256_hadd_ps(a[4], a[5]),
+                        _mm256_hadd_ps(a[6], a[7]),
+                    ];
+                    let u = [_mm256_hadd_ps(t[0], t[1]), _mm256_hadd_ps(t[2], t[3])];
+                    let s = _mm256_add_ps(
+                        _mm256_permute2f128_ps::<0x20>(u[0], u[1]),
+                        _mm256_permute2f128_ps::<0x31>(u[0], u[1]),
+                    );
+                    _mm256_storeu_ps(scores.as_mut_ptr().add(h * n + j), _mm256_mul_ps(s, scale));
+                }
+            }
+            for j in full..n {
+                for h in 0..heads {
+                    let a = dot(q.as_ptr().add(h * hd), keys.as_ptr().add(j * hd));
+                    let a = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                    let a = _mm_hadd_ps(a, a);
+                    scores[h * n + j] = _mm_cvtss_f32(_mm_hadd_ps(a, a)) * self.scale;
+                }
+            }
+            softmax_rows_avx2(scores, n);
+            // Up to four heads at a time over 16 dims of every value row:
+            // each value cache line is read once per group of four heads.
+            for h0 in (0..heads).step_by(4) {
+                let pv = Pv {
+                    scores: &scores[h0 * n..],
+                    n,
+                    values,
+                    hd,
+                    out: out.as_mut_ptr().add(h0 * hd),
+                };
+                match heads - h0 {
+                    1 => pv.run::<1>(),
+                    2 => pv.run::<2>(),
+                    3 => pv.run::<3>(),
+                    _ => pv.run::<4>(),
+                }
+            }
+        }
     }
 
     #[inline(always)]
@@ -353,6 +492,131 @@ fn softmax_rows(scores: &mut [f32], n: usize) {
             *x /= sum;
         }
     }
+}
+
+/// The weighted sum of value rows for `H` heads (AVX2): `out[h] = Σ_j
+/// scores[h·n + j] · values[j]`.
+#[cfg(target_arch = "x86_64")]
+struct Pv<'a> {
+    scores: &'a [f32],
+    n: usize,
+    values: &'a [f32],
+    hd: usize,
+    out: *mut f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Pv<'_> {
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `scores` holds `H · n` values,
+    /// `values` `n` rows of `hd` (a multiple of 8), `out` `H · hd`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run<const H: usize>(&self) {
+        use std::arch::x86_64::*;
+        let (n, hd) = (self.n, self.hd);
+        // SAFETY: the sizes are the caller's promise.
+        unsafe {
+            for c0 in (0..hd).step_by(16) {
+                let two = c0 + 8 < hd;
+                let mut acc = [[_mm256_setzero_ps(); 2]; H];
+                for j in 0..n {
+                    let row = self.values.as_ptr().add(j * hd + c0);
+                    let v0 = _mm256_loadu_ps(row);
+                    let v1 = if two { _mm256_loadu_ps(row.add(8)) } else { v0 };
+                    for (h, a) in acc.iter_mut().enumerate() {
+                        let w = _mm256_set1_ps(*self.scores.get_unchecked(h * n + j));
+                        a[0] = _mm256_fmadd_ps(w, v0, a[0]);
+                        a[1] = _mm256_fmadd_ps(w, v1, a[1]);
+                    }
+                }
+                for (h, a) in acc.iter().enumerate() {
+                    let o = self.out.add(h * hd + c0);
+                    _mm256_storeu_ps(o, a[0]);
+                    if two {
+                        _mm256_storeu_ps(o.add(8), a[1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`softmax_rows`] with 8-lane exponentials: one `expf` call per score
+/// took longer than the scores' multiply-adds.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_rows_avx2(scores: &mut [f32], n: usize) {
+    use std::arch::x86_64::*;
+    for s in scores.chunks_exact_mut(n) {
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let m = _mm256_set1_ps(max);
+        let mut sum = _mm256_setzero_ps();
+        let mut chunks = s.chunks_exact_mut(8);
+        for c in &mut chunks {
+            // SAFETY: `c` is 8 values.
+            unsafe {
+                let e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
+                _mm256_storeu_ps(c.as_mut_ptr(), e);
+                sum = _mm256_add_ps(sum, e);
+            }
+        }
+        let mut tail = 0f32;
+        for x in chunks.into_remainder() {
+            *x = (*x - max).exp();
+            tail += *x;
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` is 8 values.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
+        for x in s.iter_mut() {
+            *x *= inv;
+        }
+    }
+}
+
+/// `e^x` in 8 lanes for x ≤ 0 (softmax's range), to within a few units in
+/// the last place: x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by Cephes'
+/// `expf` polynomial, 2^n put into the exponent bits. Below −87 (where e^x
+/// leaves the normal floats) it gives 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let low = _mm256_set1_ps(-87.0);
+    let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, low);
+    let x = _mm256_max_ps(x, low);
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    // ln 2 in two parts, so that n·ln 2 is subtracted exactly.
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let p = _mm256_fmadd_ps(
+        p,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    let y = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    _mm256_andnot_ps(under, y)
 }
 
 /// Dot product with 16 independent sums (so that it vectorizes).
@@ -454,13 +718,32 @@ mod tests {
     /// Softmax(q·kᵀ·scale + causal/window mask)·v, with grouped heads.
     #[test]
     fn attention_matches_masked_softmax() -> candle_core::Result<()> {
-        // 24 dims run the AVX2 (or plain) loop, 32 the AVX-512 one where the CPU has it.
-        let cases = [(0, 6, None), (5, 3, None), (9, 4, Some(5)), (3, 1, None)];
-        for (start, t, window, hd) in cases
-            .iter()
-            .flat_map(|&(s, t, w)| [(s, t, w, 24), (s, t, w, 32)])
-        {
-            let (n_head, n_kv_head) = (4, 2);
+        // Every kernel this CPU runs: 20 dims only the plain loop, 24 also
+        // AVX2's, 32 also AVX-512's. Key counts below, at and past 8 and 16
+        // (AVX2 takes scores eight keys at a time).
+        let cases = [
+            (0, 6, None),
+            (5, 3, None),
+            (9, 4, Some(5)),
+            (3, 1, None),
+            (14, 3, None),
+            (30, 2, Some(17)),
+        ];
+        // Groups of 2 and of 5 query heads per key head (AVX2 sums values
+        // for up to four heads at a time).
+        let shapes = cases.iter().flat_map(|&(s, t, w)| {
+            [20, 24, 32].into_iter().flat_map(move |hd| {
+                Simd::ALL
+                    .into_iter()
+                    .filter(move |simd| simd.runs(hd))
+                    .flat_map(move |simd| [(4, 2), (10, 2)].map(|h| (s, t, w, hd, simd, h)))
+            })
+        });
+        let mut tested = Vec::new();
+        for (start, t, window, hd, simd, (n_head, n_kv_head)) in shapes {
+            if !tested.contains(&simd) {
+                tested.push(simd);
+            }
             let total = start + t;
             let keys = values(total * n_kv_head * hd, 11);
             let vals = values(total * n_kv_head * hd, 12);
@@ -475,7 +758,13 @@ mod tests {
             let mut ours = vec![0f32; t * n_head * hd];
             let mut cache = KvRows::default();
             cache.append(&keys, &vals, n_kv_head, hd);
-            a.run(&q, &cache, start, &mut ours);
+            let job = Job {
+                q: &q,
+                cache: &cache,
+                start,
+                out: &mut ours,
+            };
+            a.run_with(simd, vec![job]);
             let mut want = Vec::new();
             for i in 0..t {
                 let p = start + i;
@@ -513,10 +802,105 @@ mod tests {
             let e = worst(&ours, &want);
             assert!(
                 e < 1e-5,
-                "start {start} t {t} window {window:?} dims {hd}: {e}"
+                "{simd:?}: start {start} t {t} window {window:?} dims {hd} heads {n_head}: {e}"
             );
         }
+        eprintln!("attention kernels tested: {tested:?}");
         Ok(())
+    }
+
+    /// Sequences run together give each sequence's numbers alone, bit for
+    /// bit: a task's inputs are its own row and cache.
+    #[test]
+    fn attention_of_several_sequences_equals_each_alone() {
+        let (n_head, n_kv_head, hd) = (6, 2, 32);
+        let a = Attention {
+            n_head,
+            n_kv_head,
+            head_dim: hd,
+            scale: 0.125,
+            window: None,
+        };
+        let width = n_kv_head * hd;
+        let seqs: Vec<(usize, usize, KvRows)> = [(0, 5), (11, 1), (20, 3)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(start, t))| {
+                let mut cache = KvRows::default();
+                let total = start + t;
+                let keys = values(total * width, 20 + i as u64);
+                let vals = values(total * width, 30 + i as u64);
+                cache.append(&keys, &vals, n_kv_head, hd);
+                (start, t, cache)
+            })
+            .collect();
+        let qs: Vec<Vec<f32>> = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, t, _))| values(t * n_head * hd, 40 + i as u64))
+            .collect();
+        let alone: Vec<Vec<f32>> = seqs
+            .iter()
+            .zip(&qs)
+            .map(|((start, t, cache), q)| {
+                let mut out = vec![0f32; t * n_head * hd];
+                a.run(q, cache, *start, &mut out);
+                out
+            })
+            .collect();
+        let mut together: Vec<Vec<f32>> = seqs
+            .iter()
+            .map(|(_, t, _)| vec![0f32; t * n_head * hd])
+            .collect();
+        let jobs = seqs
+            .iter()
+            .zip(&qs)
+            .zip(together.iter_mut())
+            .map(|(((start, _, cache), q), out)| Job {
+                q,
+                cache,
+                start: *start,
+                out,
+            })
+            .collect();
+        a.run_all(jobs);
+        assert_eq!(together, alone);
+    }
+
+    /// The vector exponential against `f32::exp` over softmax's range.
+    #[test]
+    fn vector_exp_matches_expf() {
+        #[cfg(target_arch = "x86_64")]
+        if Simd::Avx2.runs(8) {
+            use std::arch::x86_64::*;
+            let xs: Vec<f32> = (0..=200_000)
+                .map(|i| -90.0 * i as f32 / 200_000.0)
+                .collect();
+            for c in xs.chunks_exact(8) {
+                let mut got = [0f32; 8];
+                // SAFETY: the CPU has AVX2 and FMA; `c` and `got` are 8 values.
+                unsafe {
+                    _mm256_storeu_ps(got.as_mut_ptr(), exp_avx2(_mm256_loadu_ps(c.as_ptr())))
+                };
+                for (&x, &y) in c.iter().zip(&got) {
+                    let want = x.exp();
+                    if x >= -87.0 {
+                        assert!(
+                            (y - want).abs() <= 4.0 * f32::EPSILON * want,
+                            "e^{x}: {y} vs {want}"
+                        );
+                    } else {
+                        assert!(y == 0.0 && want < 2e-38, "e^{x}: {y} vs {want}");
+                    }
+                }
+            }
+            let mut s = values(3 * 21, 9);
+            let mut want = s.clone();
+            softmax_rows(&mut want, 21);
+            // SAFETY: as above.
+            unsafe { softmax_rows_avx2(&mut s, 21) };
+            assert!(worst(&s, &want) < 1e-6);
+        }
     }
 
     #[test]

@@ -1017,23 +1017,34 @@ impl Layer {
             scale: 1.0 / (hd as f32).sqrt(),
             window: if self.local { c.sliding_window } else { None },
         };
-        let mut attn = vec![0f32; n * q_dim];
-        for (i, (s, &(first, t, start))) in seqs.iter_mut().zip(p.spans).enumerate() {
+        for (i, (s, &(first, t, _))) in seqs.iter_mut().zip(p.spans).enumerate() {
             let table = &p.tables[&(i, self.rope_base.to_bits(), self.local)];
             let qs = &mut q[first * q_dim..(first + t) * q_dim];
             let ks = &mut k[first * kv_dim..(first + t) * kv_dim];
             rows::rope(qs, q_dim, hd, table, interleaved);
             rows::rope(ks, kv_dim, hd, table, interleaved);
-            let cache = &mut s.state.rows[p.layer];
-            cache.append(
+            s.state.rows[p.layer].append(
                 ks,
                 &v[first * kv_dim..(first + t) * kv_dim],
                 c.n_kv_head,
                 hd,
             );
-            let out = &mut attn[first * q_dim..(first + t) * q_dim];
-            attention.run(qs, cache, start, out);
         }
+        // Every sequence's attention in one parallel call.
+        let mut attn = vec![0f32; n * q_dim];
+        let mut rest = attn.as_mut_slice();
+        let mut jobs = Vec::with_capacity(seqs.len());
+        for (s, &(first, t, start)) in seqs.iter().zip(p.spans) {
+            let (out, tail) = std::mem::take(&mut rest).split_at_mut(t * q_dim);
+            rest = tail;
+            jobs.push(rows::Job {
+                q: &q[first * q_dim..(first + t) * q_dim],
+                cache: &s.state.rows[p.layer],
+                start,
+                out,
+            });
+        }
+        attention.run_all(jobs);
         let mut out = self.o.rows(&attn, parts)?;
         if let Some(norm) = &self.post_attn_norm {
             out = norm.rows(&out);

@@ -37,6 +37,8 @@ const ROWS_PER_TASK: usize = 64;
 /// Multiply-adds a parallel task should have at least, where the product is
 /// large enough to keep every thread busy with tasks of this size.
 const MIN_TASK_MACS: usize = 1 << 18;
+/// Activations a quantization task should have at least.
+const MIN_TASK_VALUES: usize = 1 << 14;
 /// Tasks per thread at least (where there is enough work), for balance.
 const TASKS_PER_THREAD: usize = 4;
 
@@ -330,6 +332,8 @@ impl Q8Linear {
         qx.par_chunks_mut(k)
             .zip(dx.par_chunks_mut(blocks))
             .zip(x.par_chunks(k))
+            // A decode pass's few rows are quicker quantized here than handed out.
+            .with_min_len(MIN_TASK_VALUES.div_ceil(k))
             .for_each(|((qrow, drow), xrow)| quantize_row(self.isa, xrow, qrow, drow));
         // AVX2 multiplies |qx| by qw carrying qx's sign: both are made once
         // per row here, not once per column tile in the kernel.
@@ -378,9 +382,6 @@ impl Q8Linear {
         let per_pair = (rows * self.k * 2 * LANES).max(1);
         let enough = MIN_TASK_MACS.div_ceil(per_pair);
         let balanced = units / (TASKS_PER_THREAD * rayon::current_num_threads());
-        if std::env::var("KB_SPAN1").is_ok() {
-            return 1;
-        }
         enough.min(balanced).max(1)
     }
 

@@ -536,9 +536,9 @@ impl Q8Linear {
             let valid = self.out.saturating_sub(col).min(LANES);
             for (r, row) in acc.iter().enumerate() {
                 let mut y = [0f32; LANES];
-                for h in 0..2 {
+                for (h, half) in row.iter().enumerate() {
                     let b = _mm256_loadu_ps(self.bias.as_ptr().add(col + 8 * h));
-                    _mm256_storeu_ps(y.as_mut_ptr().add(8 * h), _mm256_add_ps(row[h], b));
+                    _mm256_storeu_ps(y.as_mut_ptr().add(8 * h), _mm256_add_ps(*half, b));
                 }
                 std::ptr::copy_nonoverlapping(y.as_ptr(), a.dst.add(r * self.out + col), valid);
             }

@@ -176,12 +176,37 @@ fn wait_for_work(db: &Path, node: &Node) {
     }
 }
 
+/// Waits until every thread of `node` is stopped (state `T` in
+/// `/proc/PID/task/*/stat`).
+fn wait_stopped(node: &Node) {
+    let tasks = format!("/proc/{}/task", node.child.id());
+    let stopped = || {
+        std::fs::read_dir(&tasks).is_ok_and(|dir| {
+            dir.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                    // The state follows the command name's closing parenthesis.
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with(['T', 't']))
+                })
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stopped() {
+        assert!(Instant::now() < deadline, "the worker did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Freezes worker `node` while it holds a ticket (trying again while it
 /// holds none) and returns that ticket.
 fn freeze_holding(db: &Path, node: &Node) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         signal(node, "-STOP");
+        // kill returns once the signal is sent; a thread running on another
+        // core may still commit its ticket until it has really stopped.
+        wait_stopped(node);
         if let Some(id) = holding(db, node) {
             return id;
         }

@@ -164,6 +164,16 @@ struct Group<'a> {
     p: usize,
 }
 
+/// What [`Attention::seen`] gives a task: its query heads, the `n` key
+/// and value rows its query sees.
+struct Seen<'a> {
+    q: &'a [f32],
+    keys: &'a [f32],
+    values: &'a [f32],
+    heads: usize,
+    n: usize,
+}
+
 /// One sequence's part of [`Attention::run_all`]: its query rows, its
 /// cache, the position of its first row, and where its output rows go.
 pub struct Job<'a> {
@@ -301,6 +311,23 @@ impl Attention {
         (lo, p + 1 - lo)
     }
 
+    /// A task's query heads and the key and value rows its query sees,
+    /// with `scores` cleared and sized for them (`heads · n`).
+    fn seen<'a>(&self, g: &Group<'a>, scores: &mut Vec<f32>) -> Seen<'a> {
+        let hd = self.head_dim;
+        let (lo, n) = self.keys_seen(g.p);
+        let heads = g.q.len() / hd;
+        scores.clear();
+        scores.resize(heads * n, 0.0);
+        Seen {
+            q: g.q,
+            keys: &g.keys[lo * hd..(g.p + 1) * hd],
+            values: &g.values[lo * hd..(g.p + 1) * hd],
+            heads,
+            n,
+        }
+    }
+
     /// One query row's group of heads at position `p` against one key head.
     fn group(&self, simd: Simd, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         match simd {
@@ -323,13 +350,13 @@ impl Attention {
     unsafe fn group_avx512(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         use std::arch::x86_64::*;
         let hd = self.head_dim;
-        let Group { q, keys, values, p } = *g;
-        let heads = q.len() / hd;
-        let (lo, n) = self.keys_seen(p);
-        let keys = &keys[lo * hd..(p + 1) * hd];
-        let values = &values[lo * hd..(p + 1) * hd];
-        scores.clear();
-        scores.resize(heads * n, 0.0);
+        let Seen {
+            q,
+            keys,
+            values,
+            heads,
+            n,
+        } = self.seen(g, scores);
         // SAFETY (all loads and stores): every row is `hd` values, a whole
         // number of 16-lane chunks, and the slices above hold `n` rows.
         unsafe {
@@ -380,13 +407,13 @@ impl Attention {
     unsafe fn group_avx2(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         use std::arch::x86_64::*;
         let hd = self.head_dim;
-        let Group { q, keys, values, p } = *g;
-        let heads = q.len() / hd;
-        let (lo, n) = self.keys_seen(p);
-        let keys = &keys[lo * hd..(p + 1) * hd];
-        let values = &values[lo * hd..(p + 1) * hd];
-        scores.clear();
-        scores.resize(heads * n, 0.0);
+        let Seen {
+            q,
+            keys,
+            values,
+            heads,
+            n,
+        } = self.seen(g, scores);
         let scale = _mm256_set1_ps(self.scale);
         // SAFETY (all loads and stores): every row is `hd` values, a whole
         // number of 8-lane chunks; the slices above hold `n` rows, `scores`
@@ -454,20 +481,22 @@ impl Attention {
     #[inline(always)]
     fn group_generic(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         let hd = self.head_dim;
-        let Group { q, keys, values, p } = *g;
-        let heads = q.len() / hd;
-        let (lo, n) = self.keys_seen(p);
-        // scores[h * n + j]: query head h against key lo + j.
-        scores.clear();
-        scores.resize(heads * n, 0.0);
-        for (j, k) in keys[lo * hd..(p + 1) * hd].chunks_exact(hd).enumerate() {
+        let Seen {
+            q,
+            keys,
+            values,
+            heads,
+            n,
+        } = self.seen(g, scores);
+        // scores[h * n + j]: query head h against the j-th key it sees.
+        for (j, k) in keys.chunks_exact(hd).enumerate() {
             for (h, qh) in q.chunks_exact(hd).enumerate() {
                 scores[h * n + j] = dot(qh, k) * self.scale;
             }
         }
         softmax_rows(scores, n);
         out.fill(0.0);
-        for (j, v) in values[lo * hd..(p + 1) * hd].chunks_exact(hd).enumerate() {
+        for (j, v) in values.chunks_exact(hd).enumerate() {
             for (h, o) in out.chunks_exact_mut(hd).enumerate() {
                 let w = scores[h * n + j];
                 for (o, v) in o.iter_mut().zip(v) {

@@ -10,9 +10,8 @@
 //! (`smart_support_kernels::rows`) with block-quantized weights packed for
 //! our Q8_0 kernels (AVX-512 VNNI or AVX2): as candle ops, a decode step of a
 //! 30-layer model was several hundred small single-threaded tensor
-//! operations, the cache was
-//! copied whole at every step, and candle's quantized matmul ran one row at a
-//! time. The row path also runs several sequences in one pass, each with its
+//! operations, the cache was copied whole at every step, and candle's
+//! quantized matmul ran one row at a time. The row path also runs several sequences in one pass, each with its
 //! own cache ([`Decoder::forward_batch`]), which is what continuous batching
 //! needs. On other devices (and with [`DecoderPath::Candle`]) candle's tensor
 //! ops run; the two are tested equal on every family.
@@ -386,8 +385,8 @@ impl KvState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecoderPath {
     /// On the CPU: passes over plain rows, with our Q8_0 kernel where the
-    /// CPU has AVX-512 VNNI or AVX2 (weights re-quantized to Q8_0 at load, q|k|v and
-    /// gate|up packed together); candle's ops on other devices.
+    /// CPU has AVX-512 VNNI or AVX2 (weights re-quantized to Q8_0 at load,
+    /// q|k|v and gate|up packed together); candle's ops on other devices.
     Auto,
     /// candle's tensor ops and quantized matmuls everywhere (the reference
     /// the fast path is tested against).

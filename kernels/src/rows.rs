@@ -482,11 +482,7 @@ impl Attention {
     fn group_generic(&self, g: &Group<'_>, scores: &mut Vec<f32>, out: &mut [f32]) {
         let hd = self.head_dim;
         let Seen {
-            q,
-            keys,
-            values,
-            heads,
-            n,
+            q, keys, values, n, ..
         } = self.seen(g, scores);
         // scores[h * n + j]: query head h against the j-th key it sees.
         for (j, k) in keys.chunks_exact(hd).enumerate() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use smart_support::inference::decoder::{Decoder, KvState, Seq};
-use smart_support::inference::generator::{GenerationParams, GgufGenerator};
+use smart_support::inference::generator::{GenerationParams, GgufGenerator, KvType};
 use smart_support::inference::hub;
 
 const PROMPT: &str = "Customer support ticket. Subject: Cannot log in. Description: I reset my \
@@ -118,9 +118,20 @@ fn bench(c: &mut Criterion) {
     }
 
     // One decode step for 1 and for 8 sequences in one pass, each after its
-    // own 128-token prompt: tokens per second of the decoder alone.
-    if let Some(d) = decoder(&path) {
-        for n in [1usize, 8] {
+    // own 128-token prompt: tokens per second of the decoder alone, with
+    // the default f16 key/value cache and then with an f32 one.
+    if let Some(mut d) = decoder(&path) {
+        for (n, kv) in [
+            (1usize, KvType::F16),
+            (8, KvType::F16),
+            (1, KvType::F32),
+            (8, KvType::F32),
+        ] {
+            d.set_kv_type(kv);
+            let cache = match kv {
+                KvType::F16 => "",
+                KvType::F32 => "_f32_cache",
+            };
             let mut states: Vec<KvState> = (0..n).map(|_| KvState::default()).collect();
             let prompts: Vec<Vec<u32>> = (0..n)
                 .map(|i| {
@@ -140,7 +151,7 @@ fn bench(c: &mut Criterion) {
             let saved: Vec<KvState> = seqs.iter().map(|s| s.state.clone()).collect();
             let token = [200u32];
             g.throughput(Throughput::Elements(n as u64));
-            g.bench_function(format!("decode_step_{n}_sequences"), |b| {
+            g.bench_function(format!("decode_step_{n}_sequences{cache}"), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     let mut done = 0u64;

@@ -288,6 +288,12 @@ pub struct ModelArgs {
     #[arg(long, env = "SMART_SUPPORT_GEN_KV_BUDGET_MB", default_value_t = batching::DEFAULT_KV_BUDGET_MB)]
     pub gen_kv_budget_mb: usize,
 
+    /// How the generator's key/value cache stores its rows on the CPU: f16
+    /// (the default: half the memory, faster batches) or f32 (candle's
+    /// numbers).
+    #[arg(long, env = "SMART_SUPPORT_GEN_KV_CACHE")]
+    pub gen_kv_cache: Option<String>,
+
     /// Directory searched for models by repo id (models/ORG/NAME).
     #[arg(long, env = "SMART_SUPPORT_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,

@@ -116,6 +116,10 @@ enum Command {
         /// Device: auto, cpu, cuda, cuda:N or metal.
         #[arg(long, env = "SMART_SUPPORT_DEVICE", default_value = "auto")]
         device: String,
+        /// How the key/value cache stores its rows on the CPU: f16 (the
+        /// default) or f32 (candle's numbers).
+        #[arg(long, env = "SMART_SUPPORT_GEN_KV_CACHE")]
+        kv_cache: Option<String>,
         /// Directory searched for models by repo id.
         #[arg(long, env = "SMART_SUPPORT_MODELS_DIR", default_value = "models")]
         models_dir: PathBuf,
@@ -345,6 +349,7 @@ fn main() -> anyhow::Result<()> {
             stop,
             ignore_eos,
             device,
+            kv_cache,
             models_dir,
             prompt,
         }) => {
@@ -353,8 +358,10 @@ fn main() -> anyhow::Result<()> {
                 bail!("no text-generation model: pass --gen-model FILE.gguf");
             };
             let t0 = std::time::Instant::now();
+            let kv_type = inference::parse_kv_type(kv_cache.as_deref())?;
             let mut model =
                 generator::GgufGenerator::load(&path, &inference::parse_device(&device)?)?;
+            model.set_kv_type(kv_type);
             let loaded = t0.elapsed().as_secs_f64();
             let params = generator::GenerationParams {
                 max_new_tokens: max_new_tokens.max(1),

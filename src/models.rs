@@ -113,7 +113,9 @@ pub fn load_generator(args: &ModelArgs) -> Result<Option<GeneratorService>, Infe
         return Ok(None);
     };
     let device = inference::parse_device(&args.device)?;
-    let model = GgufGenerator::load(&path, &device)?;
+    let kv_type = inference::parse_kv_type(args.gen_kv_cache.as_deref())?;
+    let mut model = GgufGenerator::load(&path, &device)?;
+    model.set_kv_type(kv_type);
     GeneratorService::start(model, args.generation_params(), args.batch_config()).map(Some)
 }
 

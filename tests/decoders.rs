@@ -8,7 +8,9 @@
 //! (`scripts/make_tiny_decoders.py`): next-token logits at 50 fixed
 //! vocabulary ids and the top 10 must match (within 1e-4 in f16: measured
 //! 5e-6; within 0.15 in Q8_0: measured 0.09), and so must the greedy
-//! continuation of 8 tokens. Q4_0 files, made by llama.cpp's
+//! continuation of 8 tokens, all with an f32 key/value cache; with the f16
+//! cache (the CPU's default) the logits stay within 0.02 and the greedy
+//! continuations the same. Q4_0 files, made by llama.cpp's
 //! llama-quantize, are held to llama.cpp's own output on them; and
 //! `smart-support generate` runs each family end to end.
 
@@ -20,6 +22,7 @@ use std::path::Path;
 use candle_core::Device;
 use candle_core::quantized::gguf_file;
 use smart_support::inference::decoder::Decoder;
+use smart_support::inference::generator::KvType;
 
 /// The `file` variant of model `name` and its transformers reference.
 fn load(name: &str, file: &str) -> (Decoder, serde_json::Value) {
@@ -59,6 +62,8 @@ fn argmax(v: &[f32]) -> u32 {
 
 /// Every architecture with a tiny fixture.
 const FAMILIES: [&str; 5] = ["llama3", "qwen2", "qwen3", "phi3", "gemma3"];
+/// Q8_0 against transformers (measured: up to 0.094).
+const Q8_TOLERANCE: f32 = 0.15;
 /// Q4_0 against llama.cpp on the same file (measured: up to 0.071).
 const Q4_TOLERANCE: f32 = 0.15;
 
@@ -74,8 +79,38 @@ fn parity_with(name: &str, file: &str, key: &str, tolerance: f32, greedy: Option
     check(d, &reference[key], file, tolerance, greedy);
 }
 
+/// Logits of the f16 key/value cache (the default on the CPU) against
+/// transformers' f32 numbers: f16 rounds every cached key and value
+/// (relative 2⁻¹¹), which moves these tiny models' logits by up to 0.006
+/// (measured) where the f32 cache stays within 1e-4; the greedy
+/// continuations stay the same.
+const F16_KV_TOLERANCE: f32 = 0.02;
+
+/// [`check_with`] with an f32 key/value cache at `tolerance`, then with the
+/// f16 cache at no less than [`F16_KV_TOLERANCE`].
 fn check(
     mut d: Decoder,
+    prompts: &serde_json::Value,
+    file: &str,
+    tolerance: f32,
+    greedy: Option<f32>,
+) {
+    d.set_kv_type(KvType::F32);
+    check_with(&mut d, prompts, file, tolerance, greedy);
+    d.set_kv_type(KvType::F16);
+    assert_eq!(d.kv_type(), KvType::F16);
+    let loose = tolerance.max(F16_KV_TOLERANCE);
+    check_with(
+        &mut d,
+        prompts,
+        &format!("{file} (f16 cache)"),
+        loose,
+        greedy,
+    );
+}
+
+fn check_with(
+    d: &mut Decoder,
     prompts: &serde_json::Value,
     file: &str,
     tolerance: f32,
@@ -225,7 +260,7 @@ fn phi3_with_fused_projections_and_partial_rotary_matches_transformers() {
 #[test]
 fn q8_0_files_stay_close_to_transformers() {
     for name in FAMILIES {
-        parity(name, &format!("{name}-q8_0"), 0.15, false);
+        parity(name, &format!("{name}-q8_0"), Q8_TOLERANCE, false);
     }
 }
 
@@ -403,24 +438,36 @@ fn load_with(file: &str, path: smart_support::inference::decoder::DecoderPath) -
 
 /// The fast CPU path (passes over rows; our Q8_0 kernel where the CPU has
 /// AVX-512 VNNI or AVX2) against candle's ops on every family, in f16, Q8_0 and Q4_0: the
-/// same logits after a prompt and after 6 cached steps.
+/// same logits after a prompt and after 6 cached steps, with an f32
+/// key/value cache as candle's; with the f16 cache within
+/// [`F16_KV_TOLERANCE`].
 #[test]
 fn the_fast_cpu_path_equals_candles_ops() {
     use smart_support::inference::decoder::DecoderPath;
     for name in FAMILIES {
-        for (file, tolerance) in [
-            (name.to_string(), 1e-4f32),
-            (format!("{name}-q8_0"), 1e-3),
-            (format!("{name}-q4_0"), 1e-3),
-        ] {
+        // With quantized weights the activations are quantized too (Q8_0,
+        // our kernel and candle's alike), and the f16 cache's rounding can
+        // tip a value across a rounding step there: measured up to 0.06, so
+        // those files are held to Q8_0's own tolerance against transformers.
+        let cases = [
+            (name.to_string(), 1e-4f32, F16_KV_TOLERANCE),
+            (format!("{name}-q8_0"), 1e-3, Q8_TOLERANCE),
+            (format!("{name}-q4_0"), 1e-3, Q8_TOLERANCE),
+        ];
+        let cases = cases.into_iter().flat_map(|(file, exact, f16)| {
+            [(file.clone(), KvType::F32, exact), (file, KvType::F16, f16)]
+        });
+        for (file, kv, tolerance) in cases {
             let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("tests/fixtures/decoders/{file}.gguf"));
             if !fixture.is_file() {
                 continue;
             }
             let mut fast = load_with(&file, DecoderPath::Auto);
+            fast.set_kv_type(kv);
             let mut slow = load_with(&file, DecoderPath::Candle);
             assert!(fast.fast_path() && !slow.fast_path());
+            assert_eq!(slow.kv_type(), KvType::F32);
             let prompt: Vec<u32> = (0..11).map(|i| 3 + i * 7).collect();
             let mut a: Vec<f32> = fast.forward(&prompt).expect("fast").to_vec1().expect("vec");
             let mut b: Vec<f32> = slow
@@ -436,7 +483,7 @@ fn the_fast_cpu_path_equals_candles_ops() {
                     .fold(0f32, f32::max);
                 assert!(
                     worst < tolerance,
-                    "{file} step {step}: logits differ by {worst}"
+                    "{file} {kv:?} cache, step {step}: logits differ by {worst}"
                 );
                 let next = argmax(&b);
                 a = fast.forward(&[next]).expect("fast").to_vec1().expect("vec");

@@ -14,10 +14,11 @@
 //!   `−128 · Σ qw`, which cancels the offset exactly (integer arithmetic, no
 //!   overflow: |Σ| ≤ 32·255·128).
 //! - **AVX2** (Haswell, Zen 1–3 and later): `vpmaddubsw` multiplies unsigned by
-//!   signed bytes into saturating 16-bit pair sums, so it gets `|qx|` and `qw`
-//!   carrying `qx`'s sign (`vpsignb`), as ggml's AVX2 dot products do: both
-//!   sides stay within ±127, a pair sum within ±32 258, nothing saturates;
-//!   `vpmaddwd` by ones then gives the same four-product sums per lane.
+//!   signed bytes into saturating 16-bit pair sums, so it gets `|qw|` and `qx`
+//!   carrying `qw`'s sign (`vpsignb`), the mirror of ggml's AVX2 dot products:
+//!   both sides stay within ±127, a pair sum within ±32 258, nothing
+//!   saturates; `vpmaddwd` by ones then gives the same four-product sums per
+//!   lane. `|qw|` is taken once per weight register for all the tile's rows.
 //!
 //! Both read the same packed weights and compute the same integer sums; the
 //! scales are applied per block in the same order, so the two kernels give
@@ -335,19 +336,16 @@ impl Q8Linear {
             // A decode pass's few rows are quicker quantized here than handed out.
             .with_min_len(MIN_TASK_VALUES.div_ceil(k))
             .for_each(|((qrow, drow), xrow)| quantize_row(self.isa, xrow, qrow, drow));
-        // AVX2 multiplies |qx| by qw carrying qx's sign: both are made once
-        // per row here, not once per column tile in the kernel.
-        let mut ax = Vec::new();
+        // AVX2 takes the activations as signed bytes.
         if self.isa == Isa::Avx2 {
             qx.iter_mut().for_each(|q| *q ^= 0x80);
-            ax = qx.iter().map(|&q| (q as i8).unsigned_abs()).collect();
         }
         let out = self.out;
         let mut y: Vec<f32> = Vec::with_capacity(n * out);
         let dst = y.as_mut_ptr() as usize;
         let pairs = self.bias.len().div_ceil(2 * LANES);
         let row_tasks = n.div_ceil(ROWS_PER_TASK);
-        let span = self.pairs_per_task(n.min(ROWS_PER_TASK), pairs * row_tasks);
+        let span = self.pairs_per_task(n.min(ROWS_PER_TASK), pairs, row_tasks);
         let col_tasks = pairs.div_ceil(span);
         (0..row_tasks * col_tasks).into_par_iter().for_each(|task| {
             let (rt, ct) = (task / col_tasks, task % col_tasks);
@@ -357,7 +355,6 @@ impl Q8Linear {
                     let mr = (rows.end - r0).min(MR);
                     let args = Tile {
                         qx: &qx[r0 * k..],
-                        ax: ax.get(r0 * k..).unwrap_or_default(),
                         dx: &dx[r0 * blocks..],
                         k,
                         tile: 2 * pair,
@@ -375,14 +372,21 @@ impl Q8Linear {
     }
 
     /// How many pairs of column tiles one task takes, for `rows` rows per
-    /// task and `units` (row task, pair) units in all: enough work per task
+    /// task, `pairs` pairs and `row_tasks` row tasks: enough work per task
     /// that scheduling does not dominate a decode step's small products, yet
-    /// several tasks per thread so that the threads finish together.
-    fn pairs_per_task(&self, rows: usize, units: usize) -> usize {
+    /// several tasks per thread so that the threads finish together, and
+    /// where a slightly larger span allows it, a number of tasks the threads
+    /// share evenly (9 tasks on 2 threads leave one thread idle a ninth of
+    /// the time).
+    fn pairs_per_task(&self, rows: usize, pairs: usize, row_tasks: usize) -> usize {
+        let threads = rayon::current_num_threads();
         let per_pair = (rows * self.k * 2 * LANES).max(1);
         let enough = MIN_TASK_MACS.div_ceil(per_pair);
-        let balanced = units / (TASKS_PER_THREAD * rayon::current_num_threads());
-        enough.min(balanced).max(1)
+        let balanced = pairs * row_tasks / (TASKS_PER_THREAD * threads);
+        let span = enough.min(balanced).max(1);
+        (span..=2 * span)
+            .find(|s| (row_tasks * pairs.div_ceil(*s)).is_multiple_of(threads))
+            .unwrap_or(span)
     }
 
     /// Runs `mr` rows × the two column tiles from `a.tile` (one where the
@@ -508,14 +512,13 @@ impl Q8Linear {
                         _mm256_loadu_si256(wp.cast()),
                         _mm256_loadu_si256(wp.add(32).cast()),
                     ];
+                    let aw = [_mm256_abs_epi8(w[0]), _mm256_abs_epi8(w[1])];
                     for (r, row) in iacc.iter_mut().enumerate() {
                         let at = r * a.k + kb * BLOCK + g * 4;
-                        let four = |p: *const u8| {
-                            _mm256_set1_epi32(p.add(at).cast::<i32>().read_unaligned())
-                        };
-                        let (x, ax) = (four(a.qx.as_ptr()), four(a.ax.as_ptr()));
+                        let x =
+                            _mm256_set1_epi32(a.qx.as_ptr().add(at).cast::<i32>().read_unaligned());
                         for h in 0..2 {
-                            let pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w[h], x));
+                            let pairs = _mm256_maddubs_epi16(aw[h], _mm256_sign_epi8(x, w[h]));
                             row[h] = _mm256_add_epi32(row[h], _mm256_madd_epi16(pairs, ones));
                         }
                     }
@@ -534,13 +537,22 @@ impl Q8Linear {
             }
             let col = a.tile * LANES;
             let valid = self.out.saturating_sub(col).min(LANES);
+            let b = [0, 8].map(|h| _mm256_loadu_ps(self.bias.as_ptr().add(col + h)));
             for (r, row) in acc.iter().enumerate() {
-                let mut y = [0f32; LANES];
-                for (h, half) in row.iter().enumerate() {
-                    let b = _mm256_loadu_ps(self.bias.as_ptr().add(col + 8 * h));
-                    _mm256_storeu_ps(y.as_mut_ptr().add(8 * h), _mm256_add_ps(*half, b));
+                let y = [0, 1].map(|h| _mm256_add_ps(row[h], b[h]));
+                let dst = a.dst.add(r * self.out + col);
+                if valid == LANES {
+                    // Whole tiles (all but maybe the last) store straight
+                    // from registers: a copy call per tile and row cost 3 %
+                    // of a batched decode step.
+                    _mm256_storeu_ps(dst, y[0]);
+                    _mm256_storeu_ps(dst.add(8), y[1]);
+                } else {
+                    let mut part = [0f32; LANES];
+                    _mm256_storeu_ps(part.as_mut_ptr(), y[0]);
+                    _mm256_storeu_ps(part.as_mut_ptr().add(8), y[1]);
+                    std::ptr::copy_nonoverlapping(part.as_ptr(), dst, valid);
                 }
-                std::ptr::copy_nonoverlapping(y.as_ptr(), a.dst.add(r * self.out + col), valid);
             }
         }
     }
@@ -552,8 +564,6 @@ impl Q8Linear {
 struct Tile<'a> {
     /// VNNI: `q + 128`; AVX2: q (as bytes).
     qx: &'a [u8],
-    /// AVX2: |q|; VNNI: empty.
-    ax: &'a [u8],
     dx: &'a [f32],
     k: usize,
     tile: usize,

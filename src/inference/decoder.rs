@@ -370,14 +370,14 @@ impl KvState {
 
     /// Bytes its keys and values take.
     pub fn bytes(&self) -> usize {
-        let rows: usize = self.rows.iter().map(rows::KvRows::len).sum();
+        let rows: usize = self.rows.iter().map(rows::KvRows::bytes).sum();
         let tensors: usize = self
             .tensors
             .iter()
             .flatten()
-            .map(|(k, v)| k.elem_count() + v.elem_count())
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
             .sum();
-        (rows + tensors) * std::mem::size_of::<f32>()
+        rows + tensors
     }
 }
 
@@ -410,6 +410,8 @@ pub struct Decoder {
     device: Device,
     /// Whether forward passes run on rows (CPU) rather than candle ops.
     row_path: bool,
+    /// How the row path stores keys and values.
+    kv_type: rows::KvType,
     /// The sequence `forward` continues.
     state: KvState,
 }
@@ -797,6 +799,7 @@ impl Decoder {
             output,
             device: device.clone(),
             row_path,
+            kv_type: rows::KvType::default(),
             state: KvState::default(),
         })
     }
@@ -815,10 +818,25 @@ impl Decoder {
         self.state.position
     }
 
-    /// Key/value bytes one token of one sequence takes (on the row path).
+    /// How the row path stores keys and values (candle's path keeps f32).
+    pub fn kv_type(&self) -> rows::KvType {
+        if self.row_path {
+            self.kv_type
+        } else {
+            rows::KvType::F32
+        }
+    }
+
+    /// Stores keys and values as `t` from the next pass on; a sequence
+    /// cached in the other type is converted when it next runs.
+    pub fn set_kv_type(&mut self, t: rows::KvType) {
+        self.kv_type = t;
+    }
+
+    /// Key/value bytes one token of one sequence takes.
     pub fn kv_bytes_per_token(&self) -> usize {
         let c = &self.config;
-        2 * c.n_layer * c.n_kv_head * c.head_dim * std::mem::size_of::<f32>()
+        2 * c.n_layer * c.n_kv_head * c.head_dim * self.kv_type().size()
     }
 
     /// Runs `tokens` after the cached ones; returns the logits of the last
@@ -917,6 +935,7 @@ impl Decoder {
             }
             let pass = Pass {
                 c,
+                kv_type: self.kv_type,
                 spans: &spans,
                 tables: &tables,
                 layer: li,
@@ -986,6 +1005,7 @@ impl Decoder {
 /// What a layer's row pass needs to know of the whole pass.
 struct Pass<'a> {
     c: &'a DecoderConfig,
+    kv_type: rows::KvType,
     /// Per sequence: first row, rows, start position.
     spans: &'a [(usize, usize, usize)],
     /// RoPE tables by (sequence, base, local).
@@ -1023,6 +1043,7 @@ impl Layer {
             rows::rope(qs, q_dim, hd, table, interleaved);
             rows::rope(ks, kv_dim, hd, table, interleaved);
             s.state.rows[p.layer].append(
+                p.kv_type,
                 ks,
                 &v[first * kv_dim..(first + t) * kv_dim],
                 c.n_kv_head,
@@ -1051,25 +1072,20 @@ impl Layer {
         rows::add_in_place(x, &out);
 
         let h = self.ffn_norm.rows(x);
+        let act_fn = match c.family {
+            Family::Gemma3 => rows::Act::GeluTanh,
+            Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Phi3 => rows::Act::Silu,
+        };
         let mut act = match &self.gate {
             Some(g) => {
                 let mut gate = g.rows(&h, parts)?;
-                self.activate(&mut gate, c);
-                rows::mul_in_place(&mut gate, &self.up.rows(&h, parts)?);
+                let ff = gate.len() / n;
+                rows::gate_in_place(&mut gate, &self.up.rows(&h, parts)?, ff, act_fn);
                 gate
             }
             None => {
                 let both = self.up.rows(&h, parts)?;
-                let ff = both.len() / n / 2;
-                let mut gate = Vec::with_capacity(n * ff);
-                for row in both.chunks_exact(2 * ff) {
-                    gate.extend_from_slice(&row[..ff]);
-                }
-                self.activate(&mut gate, c);
-                for (g, r) in gate.chunks_exact_mut(ff).zip(both.chunks_exact(2 * ff)) {
-                    rows::mul_in_place(g, &r[ff..]);
-                }
-                gate
+                rows::gated(&both, both.len() / n / 2, act_fn)
             }
         };
         act = self.down.rows(&act, parts)?;
@@ -1078,13 +1094,6 @@ impl Layer {
         }
         rows::add_in_place(x, &act);
         Ok(())
-    }
-
-    fn activate(&self, gate: &mut [f32], c: &DecoderConfig) {
-        match c.family {
-            Family::Gemma3 => rows::gelu_tanh(gate),
-            Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Phi3 => rows::silu(gate),
-        }
     }
 
     /// The candle path for one sequence whose layer cache is `cache`.

@@ -21,6 +21,7 @@ pub use super::batching::{BatchConfig, GenSnapshot, GenStats, GeneratorService};
 use super::decoder::{Decoder, KvState, architecture};
 use super::gguf_tokenizer::{self, SpecialTokens};
 use crate::agents::troubleshooter::AnswerRequest;
+pub use smart_support_kernels::rows::KvType;
 
 type Result<T> = std::result::Result<T, InferenceError>;
 
@@ -193,6 +194,18 @@ impl GgufGenerator {
         if !on {
             self.prefixes.clear();
         }
+    }
+
+    /// How the decoder stores keys and values (f16 by default; f32 keeps
+    /// candle's numbers). Forgets the cached prefixes, made in the old type.
+    pub fn set_kv_type(&mut self, t: KvType) {
+        self.decoder.set_kv_type(t);
+        self.prefixes.clear();
+    }
+
+    /// How the decoder stores keys and values.
+    pub fn kv_type(&self) -> KvType {
+        self.decoder.kv_type()
     }
 
     /// A copy of the key/value state after `prefix`, when the cache holds it.

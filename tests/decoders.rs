@@ -362,6 +362,26 @@ fn generate_command_continues_as_transformers_for_every_family() {
             r["greedy_text"].as_str().expect("greedy_text"),
             "{name}: {stderr}"
         );
+        // The f32 cache on request gives the same text; a type it does not
+        // know is refused by name.
+        if name == FAMILIES[0] {
+            for (kv, ok) in [("f32", true), ("f8", false)] {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_smart-support"))
+                    .args(["generate", "--ignore-eos", "--max-new-tokens", "8"])
+                    .args(["--kv-cache", kv, "--gen-model"])
+                    .arg(file.path())
+                    .arg(prompt)
+                    .output()
+                    .expect("runs");
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.success(), ok, "{kv}: {err}");
+                if ok {
+                    assert_eq!(String::from_utf8_lossy(&out.stdout), text, "{kv}");
+                } else {
+                    assert!(err.contains("unknown key/value cache type 'f8'"), "{err}");
+                }
+            }
+        }
     }
 }
 

@@ -567,6 +567,29 @@ fn gen_args(spec: &str) -> ModelArgs {
     }
 }
 
+/// `--gen-kv-cache`: f32 on request, and a value it does not know leaves
+/// the generator unloaded with a note that names the setting.
+#[test]
+fn the_key_value_cache_type_is_a_setting() {
+    let _heavy = heavy();
+    let Some(path) = model_file(SMOL) else { return };
+    let args = |kv: &str| ModelArgs {
+        gen_kv_cache: Some(kv.into()),
+        ..gen_args(path.to_str().expect("utf8"))
+    };
+    let loaded = models::load(&args("F32"));
+    let g = loaded.generator.expect("loads");
+    assert_eq!(g.snapshot().kv_cache_type, "f32");
+    let loaded = models::load(&args("f8"));
+    assert!(loaded.generator.is_none());
+    let note = loaded.notes.join(" ");
+    assert!(
+        note.contains("unknown key/value cache type 'f8' (use f16 or f32)")
+            && note.contains("category playbooks in use"),
+        "{note}"
+    );
+}
+
 #[test]
 fn triage_cli_says_which_engine_wrote_the_solution() {
     let _heavy = heavy();
@@ -628,6 +651,7 @@ async fn service_stores_the_generated_answer_and_reports_the_generator() {
         smart_support::inference::batching::DEFAULT_MAX_SEQUENCES,
         "{h}"
     );
+    assert_eq!(h["generator"]["kv_cache_type"], "f16", "{h}");
     let metrics = send(&app.router, admin_get("/metrics")).await;
     for gauge in ["generator_active_sequences", "generator_max_sequences"] {
         assert!(metrics.body.contains(gauge), "{gauge}: {}", metrics.body);

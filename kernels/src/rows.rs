@@ -6,7 +6,8 @@
 //! loop over `(token, feature)` rows: RMS norm, per-head norm and RoPE in
 //! place, and attention straight on a sequence's cached key and value rows,
 //! parallel over (query row, head). The cache is one growing vector per
-//! layer, so appending a token copies one row.
+//! layer, so appending a token copies one row; it stores f32 or f16
+//! ([`KvType`]), converted to f32 as attention loads it.
 //!
 //! Each row's result depends only on that row (and, for attention, on its
 //! own sequence's cache), never on which other rows share the pass: the
@@ -319,6 +320,16 @@ pub enum KvType {
 }
 
 impl KvType {
+    pub const ALL: [KvType; 2] = [KvType::F16, KvType::F32];
+
+    /// Its name in flags, settings and `/health`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::F32 => "f32",
+        }
+    }
+
     /// Bytes one cached value takes.
     pub fn size(self) -> usize {
         match self {

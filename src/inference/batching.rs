@@ -125,6 +125,8 @@ pub struct GenSnapshot {
     /// Answers being written now, and the most written together.
     pub active_sequences: u64,
     pub max_sequences: usize,
+    /// How the key/value caches store their rows (`f16` or `f32`).
+    pub kv_cache_type: &'static str,
     /// Bytes the active answers' key/value caches take, and their budget.
     pub kv_cache_bytes: u64,
     pub kv_budget_bytes: usize,
@@ -146,6 +148,7 @@ struct Job {
 pub struct GeneratorService {
     name: String,
     facts: super::facts::ModelFacts,
+    kv_cache_type: &'static str,
     tx: flume::Sender<Job>,
     stats: Arc<GenStats>,
     config: BatchConfig,
@@ -164,6 +167,7 @@ impl GeneratorService {
         };
         let name = model.name().to_string();
         let facts = model.facts().clone();
+        let kv_cache_type = model.kv_type().name();
         let stats = Arc::new(GenStats::default());
         let (tx, rx) = flume::bounded(config.capacity);
         let worker = Worker {
@@ -183,6 +187,7 @@ impl GeneratorService {
             })?;
         Ok(GeneratorService {
             name,
+            kv_cache_type,
             facts,
             tx,
             stats,
@@ -231,6 +236,7 @@ impl GeneratorService {
             cached_prompt_tokens: l(&s.cached_prompt_tokens),
             active_sequences: l(&s.active_sequences),
             max_sequences: self.config.max_sequences,
+            kv_cache_type: self.kv_cache_type,
             kv_cache_bytes: l(&s.kv_bytes),
             kv_budget_bytes: self.config.kv_budget_bytes,
             last_batch_sequences: l(&s.last_pass_sequences),

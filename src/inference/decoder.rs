@@ -13,8 +13,11 @@
 //! operations, the cache was copied whole at every step, and candle's
 //! quantized matmul ran one row at a time. The row path also runs several sequences in one pass, each with its
 //! own cache ([`Decoder::forward_batch`]), which is what continuous batching
-//! needs. On other devices (and with [`DecoderPath::Candle`]) candle's tensor
-//! ops run; the two are tested equal on every family.
+//! needs. Its key/value cache holds f16 rows by default ([`rows::KvType`]):
+//! half the memory and half the bytes a batched step's attention reads. On
+//! other devices (and with [`DecoderPath::Candle`]) candle's tensor ops run;
+//! the two are tested equal on every family (with an f32 cache; within a
+//! looser tolerance with f16).
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};

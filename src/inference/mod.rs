@@ -108,14 +108,20 @@ pub fn parse_dtype(spec: &str) -> Result<DType, InferenceError> {
 /// default, f16).
 pub fn parse_kv_type(spec: Option<&str>) -> Result<generator::KvType, InferenceError> {
     use generator::KvType;
-    match spec.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") => Ok(KvType::default()),
-        Some("f16") => Ok(KvType::F16),
-        Some("f32") => Ok(KvType::F32),
-        Some(other) => Err(InferenceError::Config(format!(
-            "unknown key/value cache type '{other}' (use f16 or f32)"
-        ))),
+    let spec = spec
+        .map(|s| s.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if spec.is_empty() {
+        return Ok(KvType::default());
     }
+    KvType::ALL
+        .into_iter()
+        .find(|t| t.name() == spec)
+        .ok_or_else(|| {
+            InferenceError::Config(format!(
+                "unknown key/value cache type '{spec}' (use f16 or f32)"
+            ))
+        })
 }
 
 /// `--nli-quant none|q8_0|q4_0|q4k|q6k`.
